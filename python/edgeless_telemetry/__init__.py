@@ -1,0 +1,26 @@
+"""Low-overhead telemetry for EDGELESS nodes and control plane.
+
+The event path, targets and tracer live in the Rust extension ``_core``;
+this package adds the enums, the drained-metrics types and the CLI.
+"""
+
+from __future__ import annotations
+
+from ._core import PrometheusTarget, TelemetryEvent, TelemetryHandle, TelemetryProcessor
+from .enums import ChainResult, FunctionExitStatus, FunctionTime, TelemetryLogLevel
+from .performance import FunctionLogEntry, Metrics, PerformanceTarget, Samples
+
+__all__ = [
+    "ChainResult",
+    "FunctionExitStatus",
+    "FunctionLogEntry",
+    "FunctionTime",
+    "Metrics",
+    "PerformanceTarget",
+    "PrometheusTarget",
+    "Samples",
+    "TelemetryEvent",
+    "TelemetryHandle",
+    "TelemetryLogLevel",
+    "TelemetryProcessor",
+]

@@ -1,0 +1,26 @@
+//! Rust core of `edgeless_telemetry`: the event path, the targets, the wire
+//! format and the control-plane tracer. The Python package in
+//! `python/edgeless_telemetry` re-exports and types what lives here.
+
+pub mod chain;
+pub mod clock;
+pub mod counters;
+pub mod events;
+pub mod gil;
+pub mod log_target;
+pub mod performance;
+pub mod processor;
+pub mod prometheus;
+pub mod py_target;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<events::TelemetryEvent>()?;
+    m.add_class::<processor::TelemetryProcessor>()?;
+    m.add_class::<processor::TelemetryHandle>()?;
+    m.add_class::<performance::PerformanceTarget>()?;
+    prometheus::register(m)?;
+    Ok(())
+}

@@ -1,0 +1,115 @@
+//! The log target: function log entries go to Python's `logging` (logger
+//! `edgeless_telemetry`, levels mapped); other events are logged at DEBUG.
+//!
+//! Whether DEBUG is on is cached and re-read at most once a second, so with
+//! DEBUG off a non-log event costs one comparison, not a call into Python.
+
+use crate::chain::{ChainResult, Route, Tags, Target, FUNCTION_ID, NODE_ID};
+use crate::clock::EventClock;
+use crate::events::{EventRef, LogLevel, TelemetryEvent};
+use pyo3::prelude::*;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+
+const RECHECK_NS: i64 = 1_000_000_000;
+/// Python has no TRACE; it sits below DEBUG (10).
+const PY_TRACE: i32 = 5;
+
+pub struct LogTarget {
+    logger: Py<PyAny>,
+    debug_enabled: AtomicBool,
+    next_check_ns: AtomicI64,
+}
+
+impl LogTarget {
+    pub fn new(py: Python<'_>) -> PyResult<Arc<Self>> {
+        let logger = py
+            .import("logging")?
+            .call_method1("getLogger", ("edgeless_telemetry",))?
+            .unbind();
+        Ok(Arc::new(Self {
+            logger,
+            debug_enabled: AtomicBool::new(false),
+            next_check_ns: AtomicI64::new(i64::MIN),
+        }))
+    }
+
+    fn debug_enabled(&self, py: Python<'_>, clock: &mut EventClock) -> bool {
+        let now = clock.now_ns();
+        if now >= self.next_check_ns.load(Ordering::Relaxed) {
+            let enabled = self
+                .logger
+                .call_method1(py, "isEnabledFor", (10,))
+                .and_then(|r| r.extract::<bool>(py))
+                .unwrap_or(false);
+            self.debug_enabled.store(enabled, Ordering::Relaxed);
+            self.next_check_ns
+                .store(now.saturating_add(RECHECK_NS), Ordering::Relaxed);
+        }
+        self.debug_enabled.load(Ordering::Relaxed)
+    }
+}
+
+fn py_level(level: LogLevel) -> i32 {
+    match level {
+        LogLevel::Error => 40,
+        LogLevel::Warn => 30,
+        LogLevel::Info => 20,
+        LogLevel::Debug => 10,
+        LogLevel::Trace => PY_TRACE,
+    }
+}
+
+impl Target for Arc<LogTarget> {
+    fn resolve(&self, _py: Python<'_>, tags: &Tags) -> PyResult<Box<dyn Route>> {
+        Ok(Box::new(LogRoute {
+            target: self.clone(),
+            node_id: tags.get(NODE_ID).cloned().unwrap_or_default(),
+            function_id: tags.get(FUNCTION_ID).cloned().unwrap_or_default(),
+        }))
+    }
+}
+
+struct LogRoute {
+    target: Arc<LogTarget>,
+    node_id: String,
+    function_id: String,
+}
+
+impl Route for LogRoute {
+    fn handle(
+        &self,
+        py: Python<'_>,
+        event: &EventRef<'_>,
+        tags: &Tags,
+        clock: &mut EventClock,
+    ) -> ChainResult {
+        let logger = self.target.logger.bind(py);
+        let result = match *event {
+            EventRef::Log {
+                level,
+                target,
+                message,
+            } => logger.call_method1(
+                "log",
+                (
+                    py_level(level),
+                    "function log node_id=%s function_id=%s target=%s: %s",
+                    &self.node_id,
+                    &self.function_id,
+                    target,
+                    message,
+                ),
+            ),
+            _ if self.target.debug_enabled(py, clock) => {
+                let repr = TelemetryEvent::from_ref(event).__repr__();
+                logger.call_method1("debug", ("telemetry event %s tags=%s", repr, tags.clone()))
+            }
+            _ => return ChainResult::Passed,
+        };
+        if let Err(err) = result {
+            err.write_unraisable(py, None);
+        }
+        ChainResult::Processed
+    }
+}

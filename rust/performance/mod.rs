@@ -1,0 +1,186 @@
+//! PerformanceTarget: raw timestamped samples and log entries per function,
+//! drained periodically (EDGELESS `get_metrics`) and shipped to the
+//! orchestrator.
+
+pub mod ring;
+pub mod store;
+
+use crate::chain::{ChainResult, Route, Tags, Target, FUNCTION_ID};
+use crate::clock::EventClock;
+use crate::events::EventRef;
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyDict, PyList, PyTuple};
+use std::sync::Arc;
+use store::SlotRef;
+pub use store::{Drained, LogEntry, PerfConfig, PerfStats, PerfStore, Sample};
+use uuid::Uuid;
+
+/// Parses a `FUNCTION_ID` the way EDGELESS does: only UUIDs are stored.
+pub fn parse_function_id(value: &str) -> Option<Uuid> {
+    Uuid::parse_str(value).ok()
+}
+
+/// Bounded store of raw samples. Python subclasses it to add `get_metrics`.
+#[pyclass(module = "edgeless_telemetry._core", subclass, frozen)]
+pub struct PerformanceTarget {
+    pub store: Arc<PerfStore>,
+}
+
+#[pymethods]
+impl PerformanceTarget {
+    #[new]
+    #[pyo3(signature = (capacity = 100_000, *, log_capacity = 10_000, log_bytes = 4 << 20, max_message_bytes = 64 << 10, max_functions = 10_000))]
+    fn new(
+        capacity: usize,
+        log_capacity: usize,
+        log_bytes: usize,
+        max_message_bytes: usize,
+        max_functions: usize,
+    ) -> PyResult<Self> {
+        for (name, value) in [
+            ("capacity", capacity),
+            ("log_capacity", log_capacity),
+            ("log_bytes", log_bytes),
+            ("max_message_bytes", max_message_bytes),
+            ("max_functions", max_functions),
+        ] {
+            if value == 0 {
+                return Err(PyValueError::new_err(format!(
+                    "PerformanceTarget: {name} must be at least 1"
+                )));
+            }
+        }
+        Ok(Self {
+            store: Arc::new(PerfStore::new(PerfConfig {
+                capacity,
+                log_capacity,
+                log_bytes,
+                max_message_bytes,
+                max_functions,
+            })),
+        })
+    }
+
+    #[getter]
+    fn capacity(&self) -> usize {
+        self.store.config().capacity
+    }
+
+    /// Cumulative counters (recorded, dropped, refused); a drain does not
+    /// reset them.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.store.stats(py);
+        let (pending_samples, pending_log_entries) = self.store.pending(py);
+        let d = PyDict::new(py);
+        d.set_item("samples_recorded", s.samples_recorded)?;
+        d.set_item("samples_dropped", s.samples_dropped)?;
+        d.set_item("log_entries_recorded", s.log_entries_recorded)?;
+        d.set_item("log_entries_dropped", s.log_entries_dropped)?;
+        d.set_item("messages_truncated", s.messages_truncated)?;
+        d.set_item("events_without_function_id", s.events_without_function_id)?;
+        d.set_item("functions_refused", s.functions_refused)?;
+        d.set_item("pending_samples", pending_samples)?;
+        d.set_item("pending_log_entries", pending_log_entries)?;
+        Ok(d)
+    }
+
+    /// Drains everything as plain Python data for `Metrics._from_raw`:
+    /// `(times, logs)` where `times[k]` lists `(function_id, timestamps_ns
+    /// bytes, values bytes)` and `logs` lists `(function_id, [(ts, target,
+    /// message), ...])`. Byte buffers are native-endian int64 / float64.
+    fn _drain_raw<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let drained = self.store.drain(py);
+        let times = PyList::empty(py);
+        for per_kind in &drained.times {
+            let list = PyList::empty(py);
+            for (id, samples) in per_kind {
+                let ts = column(py, samples, |s| s.timestamp_ns.to_ne_bytes())?;
+                let vs = column(py, samples, |s| s.value.to_ne_bytes())?;
+                list.append((id.to_string(), ts, vs))?;
+            }
+            times.append(list)?;
+        }
+        let logs = PyList::empty(py);
+        for (id, entries) in &drained.logs {
+            let list = PyList::empty(py);
+            for e in entries {
+                list.append((e.timestamp_ns, &e.target, &e.message))?;
+            }
+            logs.append((id.to_string(), list))?;
+        }
+        PyTuple::new(py, [times.into_any(), logs.into_any()])
+    }
+}
+
+/// Copies one field of every sample into a bytearray (which numpy wraps
+/// without another copy).
+fn column<'py>(
+    py: Python<'py>,
+    samples: &[Sample],
+    field: impl Fn(&Sample) -> [u8; 8],
+) -> PyResult<Bound<'py, PyByteArray>> {
+    PyByteArray::new_with(py, samples.len() * 8, |buf| {
+        for (chunk, s) in buf.chunks_exact_mut(8).zip(samples) {
+            chunk.copy_from_slice(&field(s));
+        }
+        Ok(())
+    })
+}
+
+impl Target for Arc<PerfStore> {
+    fn resolve(&self, py: Python<'_>, tags: &Tags) -> PyResult<Box<dyn Route>> {
+        let route = match tags.get(FUNCTION_ID).and_then(|v| parse_function_id(v)) {
+            None => PerfRoute::Skip(self.clone()),
+            Some(id) => match self.slot_for(py, id) {
+                Some(slot) => PerfRoute::Slot(self.clone(), slot),
+                None => PerfRoute::Refused,
+            },
+        };
+        Ok(Box::new(route))
+    }
+}
+
+enum PerfRoute {
+    Slot(Arc<PerfStore>, SlotRef),
+    /// No UUID `FUNCTION_ID`: not stored (as in EDGELESS), but counted.
+    Skip(Arc<PerfStore>),
+    /// The function table was full when the handle was made (counted then).
+    Refused,
+}
+
+impl Route for PerfRoute {
+    #[inline]
+    fn handle(
+        &self,
+        py: Python<'_>,
+        event: &EventRef<'_>,
+        _tags: &Tags,
+        clock: &mut EventClock,
+    ) -> ChainResult {
+        match (self, event) {
+            (_, EventRef::Exit(_)) | (PerfRoute::Refused, _) => ChainResult::Passed,
+            (PerfRoute::Skip(store), _) => {
+                store.count_without_function_id(py);
+                ChainResult::Passed
+            }
+            (PerfRoute::Slot(store, slot), EventRef::Duration { kind, seconds, .. }) => {
+                let sample = Sample {
+                    timestamp_ns: clock.now_ns(),
+                    value: *seconds,
+                };
+                store.push_sample(py, slot, *kind, sample);
+                ChainResult::Processed
+            }
+            (
+                PerfRoute::Slot(store, slot),
+                EventRef::Log {
+                    target, message, ..
+                },
+            ) => {
+                store.push_log(py, slot, clock.now_ns(), target, message);
+                ChainResult::Processed
+            }
+        }
+    }
+}

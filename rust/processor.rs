@@ -1,0 +1,526 @@
+//! `TelemetryProcessor` and `TelemetryHandle`: the data-plane entry points.
+//!
+//! Setup calls (`TelemetryProcessor(...)`, `get_handle`, `fork`) validate and
+//! raise; the per-event methods never raise for bad data, they count and
+//! drop it (see `counters`). An event runs through the chain on the
+//! caller's thread, inside one call into Rust.
+
+use crate::chain::{dispatch, is_call, Route, Tags, Target, EVENT_TYPE, FUNCTION_ID};
+use crate::clock::EventClock;
+use crate::counters::{Counters, DropReason};
+use crate::events::{check_duration, EventRef, ExitStatus, FunctionTime, LogLevel, TelemetryEvent};
+use crate::log_target::LogTarget;
+use crate::performance::{parse_function_id, PerformanceTarget};
+use crate::py_target::PyTarget;
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::sync::GILOnceCell;
+use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
+use std::borrow::Cow;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// Longest tag key or value accepted at setup (they become label values).
+const MAX_TAG_BYTES: usize = 4096;
+const MAX_TAGS: usize = 64;
+
+struct Core {
+    targets: Vec<Box<dyn Target>>,
+    counters: Arc<Counters>,
+}
+
+impl Core {
+    fn resolve(&self, py: Python<'_>, tags: &Tags) -> PyResult<Box<[Box<dyn Route>]>> {
+        self.targets.iter().map(|t| t.resolve(py, tags)).collect()
+    }
+}
+
+/// Fans each event out to its targets, in order (EDGELESS chain semantics).
+#[pyclass(module = "edgeless_telemetry._core", frozen)]
+pub struct TelemetryProcessor {
+    core: Arc<Core>,
+    /// Keeps the Python target objects (and their servers) alive.
+    target_objects: Py<PyTuple>,
+}
+
+/// Turns a user's target object into a chain member; the single place that
+/// knows the native target types.
+fn native_target(
+    py: Python<'_>,
+    object: &Bound<'_, PyAny>,
+    counters: &Arc<Counters>,
+) -> PyResult<Box<dyn Target>> {
+    if let Ok(perf) = object.downcast::<PerformanceTarget>() {
+        return Ok(Box::new(perf.get().store.clone()));
+    }
+    if let Ok(prom) = object.downcast::<crate::prometheus::PrometheusTarget>() {
+        return Ok(Box::new(prom.get().target()));
+    }
+    if object.hasattr("handle")? && object.getattr("handle")?.is_callable() {
+        return Ok(Box::new(PyTarget::new(
+            object.clone().unbind(),
+            counters.clone(),
+        )));
+    }
+    let _ = py;
+    Err(PyTypeError::new_err(format!(
+        "TelemetryProcessor: a target must be a PerformanceTarget, a PrometheusTarget or an object with a handle(event, tags) method, not {}",
+        object.get_type().name()?
+    )))
+}
+
+#[pymethods]
+impl TelemetryProcessor {
+    #[new]
+    #[pyo3(signature = (targets, *, log = true))]
+    fn new(py: Python<'_>, targets: &Bound<'_, PyAny>, log: bool) -> PyResult<Self> {
+        let counters = Arc::new(Counters::default());
+        let objects: Vec<Bound<'_, PyAny>> = targets
+            .try_iter()
+            .map_err(|_| {
+                PyTypeError::new_err("TelemetryProcessor: targets must be a list of targets")
+            })?
+            .collect::<PyResult<_>>()?;
+        let mut chain = objects
+            .iter()
+            .map(|o| native_target(py, o, &counters))
+            .collect::<PyResult<Vec<_>>>()?;
+        if log {
+            chain.push(Box::new(LogTarget::new(py)?));
+        }
+        Ok(Self {
+            core: Arc::new(Core {
+                targets: chain,
+                counters,
+            }),
+            target_objects: PyTuple::new(py, objects)?.unbind(),
+        })
+    }
+
+    /// A handle carrying `tags` (for example `NODE_ID`, `FUNCTION_ID`).
+    /// Raises `TypeError` for non-string keys or values and `ValueError` for
+    /// a `FUNCTION_ID` that is not a UUID or oversized tags.
+    #[pyo3(signature = (tags = None))]
+    fn get_handle(
+        &self,
+        py: Python<'_>,
+        tags: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<TelemetryHandle> {
+        let tags = match tags {
+            Some(t) => parse_tags(t)?,
+            None => Tags::new(),
+        };
+        TelemetryHandle::new(py, self.core.clone(), tags)
+    }
+
+    #[getter]
+    fn targets(&self, py: Python<'_>) -> Py<PyTuple> {
+        self.target_objects.clone_ref(py)
+    }
+
+    /// Events dropped on the hot path, by reason (cumulative).
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for (name, value) in self.core.counters.snapshot() {
+            d.set_item(name, value)?;
+        }
+        Ok(d)
+    }
+}
+
+/// Validates a tags dict at setup time.
+fn parse_tags(dict: &Bound<'_, PyDict>) -> PyResult<Tags> {
+    if dict.len() > MAX_TAGS {
+        return Err(PyValueError::new_err(format!(
+            "at most {MAX_TAGS} tags are allowed, got {}",
+            dict.len()
+        )));
+    }
+    let mut tags = Tags::new();
+    for (k, v) in dict.iter() {
+        let key = tag_string(&k, "key", &k)?;
+        let value = tag_string(&v, "value", &k)?;
+        if key == FUNCTION_ID && parse_function_id(&value).is_none() {
+            return Err(PyValueError::new_err(format!(
+                "FUNCTION_ID must be a UUID (as EDGELESS uses), got {value:?}"
+            )));
+        }
+        tags.insert(key, value);
+    }
+    Ok(tags)
+}
+
+fn tag_string(obj: &Bound<'_, PyAny>, what: &str, key: &Bound<'_, PyAny>) -> PyResult<String> {
+    let s = obj.downcast::<PyString>().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "tag {what}s must be str, got {} for tag {}",
+            obj.get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default(),
+            key.repr().map(|r| r.to_string()).unwrap_or_default()
+        ))
+    })?;
+    let s = s.to_cow().map_err(|_| {
+        PyValueError::new_err(format!(
+            "tag {what} for {} is not valid UTF-8 (lone surrogate?)",
+            key.repr().map(|r| r.to_string()).unwrap_or_default()
+        ))
+    })?;
+    if s.len() > MAX_TAG_BYTES {
+        return Err(PyValueError::new_err(format!(
+            "tag {what} for {} is {} bytes; at most {MAX_TAG_BYTES} are allowed",
+            key.repr().map(|r| r.to_string()).unwrap_or_default(),
+            s.len()
+        )));
+    }
+    Ok(s.into_owned())
+}
+
+/// Tagged entry point for one function instance (or node, or component).
+/// Its tags are resolved to series once, here; an event is then one call.
+#[pyclass(module = "edgeless_telemetry._core", frozen)]
+pub struct TelemetryHandle {
+    core: Arc<Core>,
+    tags: Arc<Tags>,
+    routes: Box<[Box<dyn Route>]>,
+    /// `EVENT_TYPE == "CALL"` among the handle's own tags.
+    call: bool,
+}
+
+impl TelemetryHandle {
+    fn new(py: Python<'_>, core: Arc<Core>, tags: Tags) -> PyResult<Self> {
+        let routes = core.resolve(py, &tags)?;
+        let call = is_call(tags.get(EVENT_TYPE).map(String::as_str));
+        Ok(Self {
+            core,
+            tags: Arc::new(tags),
+            routes,
+            call,
+        })
+    }
+
+    #[inline]
+    fn emit(&self, py: Python<'_>, event: &EventRef<'_>) {
+        dispatch(
+            py,
+            &self.routes,
+            event,
+            &self.tags,
+            &mut EventClock::default(),
+        );
+    }
+
+    /// Validates a duration from Python and emits it; counts what it drops.
+    #[inline]
+    fn emit_duration(
+        &self,
+        py: Python<'_>,
+        kind: FunctionTime,
+        seconds: &Bound<'_, PyAny>,
+        call: bool,
+    ) {
+        match seconds.extract::<f64>() {
+            Ok(s) => match check_duration(s) {
+                Ok(seconds) => self.emit(
+                    py,
+                    &EventRef::Duration {
+                        kind,
+                        seconds,
+                        call,
+                    },
+                ),
+                Err(why) => self.core.counters.count_drop(
+                    py,
+                    DropReason::InvalidValue,
+                    &format!("{why}, got {s}"),
+                ),
+            },
+            Err(_) => self.core.counters.count_drop(
+                py,
+                DropReason::InvalidType,
+                &format!(
+                    "a duration must be a float (seconds), got {}",
+                    type_name(seconds)
+                ),
+            ),
+        }
+    }
+
+    fn call_flag(&self, event_type: Option<&Bound<'_, PyString>>) -> bool {
+        match event_type {
+            Some(s) => is_call(s.to_cow().ok().as_deref()),
+            None => self.call,
+        }
+    }
+
+    /// Text from Python for a log entry: str kept (lossily for lone
+    /// surrogates, counted), other objects through `str()`.
+    fn text<'a>(&self, obj: &'a Bound<'_, PyAny>) -> Option<Cow<'a, str>> {
+        let s = match obj.downcast::<PyString>() {
+            Ok(s) => s.clone(),
+            Err(_) => obj.str().ok()?,
+        };
+        match s.to_cow() {
+            Ok(t) => Some(Cow::Owned(t.into_owned())),
+            Err(_) => {
+                self.core
+                    .counters
+                    .lossy_strings
+                    .fetch_add(1, Ordering::Relaxed);
+                Some(Cow::Owned(s.to_string_lossy().into_owned()))
+            }
+        }
+    }
+}
+
+fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+static NUMPY: GILOnceCell<Py<PyModule>> = GILOnceCell::new();
+
+/// Reads a 1-D array-like of numbers as native-endian bytes of `dtype`.
+fn array_bytes<'py>(
+    py: Python<'py>,
+    values: &Bound<'py, PyAny>,
+    dtype: &str,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let np = NUMPY
+        .get_or_try_init(py, || py.import("numpy").map(Bound::unbind))?
+        .bind(py);
+    let array = np.call_method1("ascontiguousarray", (values, dtype))?;
+    if array.getattr("ndim")?.extract::<usize>()? != 1 {
+        return Err(PyValueError::new_err("expected a 1-D array"));
+    }
+    Ok(array.call_method0("tobytes")?.downcast_into::<PyBytes>()?)
+}
+
+#[pymethods]
+impl TelemetryHandle {
+    /// A new handle with the merged tags (child tags win). Raises like
+    /// `get_handle`.
+    fn fork(&self, py: Python<'_>, child_tags: &Bound<'_, PyDict>) -> PyResult<TelemetryHandle> {
+        let mut tags = (*self.tags).clone();
+        tags.extend(parse_tags(child_tags)?);
+        TelemetryHandle::new(py, self.core.clone(), tags)
+    }
+
+    #[getter]
+    fn tags(&self) -> Tags {
+        (*self.tags).clone()
+    }
+
+    /// The generic path (EDGELESS `TelemetryHandleAPI::observe`). Event tags
+    /// other than `EVENT_TYPE` are merged over the handle's and resolved for
+    /// this event only, which is slower; prefer a forked handle.
+    #[pyo3(signature = (event, event_tags = None))]
+    fn observe(
+        &self,
+        py: Python<'_>,
+        event: &Bound<'_, PyAny>,
+        event_tags: Option<&Bound<'_, PyDict>>,
+    ) {
+        let Ok(event) = event.downcast::<TelemetryEvent>() else {
+            return self.core.counters.count_drop(
+                py,
+                DropReason::InvalidType,
+                &format!("observe() needs a TelemetryEvent, got {}", type_name(event)),
+            );
+        };
+        let event = event.get();
+        let extra = match event_tags.map(parse_tags).transpose() {
+            Ok(t) => t.unwrap_or_default(),
+            Err(err) => {
+                return self.core.counters.count_drop(
+                    py,
+                    DropReason::InvalidType,
+                    &format!("bad event_tags: {err}"),
+                )
+            }
+        };
+        let call = match extra.get(EVENT_TYPE) {
+            Some(t) => is_call(Some(t)),
+            None => self.call,
+        };
+        let event = event.as_ref(call);
+        if extra.keys().all(|k| k == EVENT_TYPE) {
+            return self.emit(py, &event);
+        }
+        let mut tags = (*self.tags).clone();
+        tags.extend(extra);
+        match self.core.resolve(py, &tags) {
+            Ok(routes) => dispatch(py, &routes, &event, &tags, &mut EventClock::default()),
+            Err(err) => {
+                self.core
+                    .counters
+                    .count_drop(py, DropReason::TargetError, &err.to_string())
+            }
+        }
+    }
+
+    fn function_instantiate(&self, py: Python<'_>, seconds: &Bound<'_, PyAny>) {
+        self.emit_duration(py, FunctionTime::Instantiate, seconds, self.call)
+    }
+
+    fn function_init(&self, py: Python<'_>, seconds: &Bound<'_, PyAny>) {
+        self.emit_duration(py, FunctionTime::Init, seconds, self.call)
+    }
+
+    /// `event_type="CALL"` marks a call; anything else a cast. Without it the
+    /// handle's `EVENT_TYPE` tag decides (cast when absent).
+    #[pyo3(signature = (seconds, event_type = None))]
+    fn invocation_completed(
+        &self,
+        py: Python<'_>,
+        seconds: &Bound<'_, PyAny>,
+        event_type: Option<&Bound<'_, PyString>>,
+    ) {
+        self.emit_duration(
+            py,
+            FunctionTime::Execution,
+            seconds,
+            self.call_flag(event_type),
+        )
+    }
+
+    fn function_stop(&self, py: Python<'_>, seconds: &Bound<'_, PyAny>) {
+        self.emit_duration(py, FunctionTime::Stop, seconds, self.call)
+    }
+
+    fn function_transfer(&self, py: Python<'_>, seconds: &Bound<'_, PyAny>) {
+        self.emit_duration(py, FunctionTime::Transfer, seconds, self.call)
+    }
+
+    fn function_exit(&self, py: Python<'_>, status: &Bound<'_, PyAny>) {
+        match status
+            .extract::<i64>()
+            .ok()
+            .and_then(ExitStatus::from_index)
+        {
+            Some(s) => self.emit(py, &EventRef::Exit(s)),
+            None => self.core.counters.count_drop(
+                py,
+                DropReason::InvalidValue,
+                &format!(
+                    "function_exit needs a FunctionExitStatus, got {}",
+                    status.repr().map(|r| r.to_string()).unwrap_or_default()
+                ),
+            ),
+        }
+    }
+
+    /// A function log entry. Messages longer than the PerformanceTarget's
+    /// `max_message_bytes` are cut (counted there); lone surrogates become
+    /// U+FFFD (counted as `lossy_strings`); non-str values go through `str()`.
+    fn log(
+        &self,
+        py: Python<'_>,
+        level: &Bound<'_, PyAny>,
+        target: &Bound<'_, PyAny>,
+        message: &Bound<'_, PyAny>,
+    ) {
+        let Ok(level) = LogLevel::from_py(level) else {
+            return self.core.counters.count_drop(
+                py,
+                DropReason::InvalidValue,
+                &format!(
+                    "unknown log level {}",
+                    level.repr().map(|r| r.to_string()).unwrap_or_default()
+                ),
+            );
+        };
+        let (Some(target), Some(message)) = (self.text(target), self.text(message)) else {
+            return self.core.counters.count_drop(
+                py,
+                DropReason::InvalidType,
+                "log target or message has no str()",
+            );
+        };
+        self.emit(
+            py,
+            &EventRef::Log {
+                level,
+                target: &target,
+                message: &message,
+            },
+        )
+    }
+
+    /// Records many durations of one kind at once (for runtimes that
+    /// aggregate). `values` is any 1-D array-like of seconds;
+    /// `timestamps_ns`, if given, one int64 per value (else all get now).
+    /// Invalid values are dropped and counted; a shape mismatch raises.
+    #[pyo3(signature = (kind, values, *, timestamps_ns = None, event_type = None))]
+    fn observe_many(
+        &self,
+        py: Python<'_>,
+        kind: i64,
+        values: &Bound<'_, PyAny>,
+        timestamps_ns: Option<&Bound<'_, PyAny>>,
+        event_type: Option<&Bound<'_, PyString>>,
+    ) -> PyResult<usize> {
+        let kind = FunctionTime::from_index(kind).ok_or_else(|| {
+            PyValueError::new_err(format!("kind must be a FunctionTime, got {kind}"))
+        })?;
+        let call = self.call_flag(event_type);
+        let values = array_bytes(py, values, "float64")?;
+        let stamps = timestamps_ns
+            .map(|t| array_bytes(py, t, "int64"))
+            .transpose()?;
+        let values = values
+            .as_bytes()
+            .chunks_exact(8)
+            .map(|c| f64::from_ne_bytes(c.try_into().unwrap()));
+        let stamps: Option<Vec<i64>> = stamps.map(|s| {
+            s.as_bytes()
+                .chunks_exact(8)
+                .map(|c| i64::from_ne_bytes(c.try_into().unwrap()))
+                .collect()
+        });
+        if let Some(s) = &stamps {
+            if s.len() != values.len() {
+                return Err(PyValueError::new_err(format!(
+                    "timestamps_ns has {} entries but values has {}",
+                    s.len(),
+                    values.len()
+                )));
+            }
+        }
+        let now = crate::clock::now_ns();
+        let mut recorded = 0;
+        for (i, v) in values.enumerate() {
+            match check_duration(v) {
+                Ok(seconds) => {
+                    let ts = stamps.as_ref().map_or(now, |s| s[i]);
+                    let event = EventRef::Duration {
+                        kind,
+                        seconds,
+                        call,
+                    };
+                    dispatch(
+                        py,
+                        &self.routes,
+                        &event,
+                        &self.tags,
+                        &mut EventClock::at(ts),
+                    );
+                    recorded += 1;
+                }
+                Err(why) => self.core.counters.count_drop(
+                    py,
+                    DropReason::InvalidValue,
+                    &format!("{why}, got {v}"),
+                ),
+            }
+        }
+        Ok(recorded)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("TelemetryHandle({:?})", self.tags)
+    }
+}
