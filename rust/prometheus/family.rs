@@ -102,7 +102,7 @@ impl<M> Family<M> {
         self.lock().list.clone()
     }
 
-    pub fn len(&self) -> usize {
+    pub fn series_count(&self) -> usize {
         self.lock().list.len()
     }
 
@@ -127,7 +127,7 @@ mod tests {
         assert!(f.get_or_create("a=\"3\"", || 3).is_none());
         assert!(f.get_or_create("a=\"3\"", || 3).is_none());
         assert_eq!(f.refused(), 2);
-        assert_eq!(f.len(), 2);
+        assert_eq!(f.series_count(), 2);
         let labels: Vec<_> = f.series().iter().map(|s| s.labels.to_string()).collect();
         assert_eq!(labels, ["a=\"1\"", "a=\"2\""]);
     }

@@ -138,17 +138,17 @@ impl Registry {
         [
             (
                 FUNCTION_COUNT,
-                self.function_count.len(),
+                self.function_count.series_count(),
                 self.function_count.refused(),
             ),
             (
                 EXECUTION_TIMES,
-                self.execution_times.len(),
+                self.execution_times.series_count(),
                 self.execution_times.refused(),
             ),
             (
                 TRANSFER_TIMES,
-                self.transfer_times.len(),
+                self.transfer_times.series_count(),
                 self.transfer_times.refused(),
             ),
         ]

@@ -1,0 +1,260 @@
+"""PrometheusTarget against prometheus_client, same process, same run.
+
+Groups: `ingest` (one event through a forked handle with both targets vs
+prometheus_client `labels(...).observe` and a bound child's `observe`),
+`render-N` (exposition of N histogram series vs `generate_latest`; N =
+100,000 is ours only, prometheus_client takes over ten seconds there) and
+`scrape-latency` (a scrape of 1,000 series while a Python thread ingests
+flat out; p99 and the ingest slowdown are in extra_info).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from edgeless_telemetry import PerformanceTarget, PrometheusTarget, TelemetryProcessor
+from prometheus_client import CollectorRegistry, Histogram, generate_latest, start_http_server
+
+EVENTS = 1000
+BUCKETS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+LABELS = ["node_id", "function_id", "function_type", "invocation_type"]
+
+
+def info(benchmark: Any, role: str, label: str, items: int, **extra: Any) -> None:
+    benchmark.extra_info.update(role=role, label=label, items=items, **extra)
+
+
+def fid(i: int) -> str:
+    return str(uuid.UUID(int=i + 1))
+
+
+# --- ingest ---------------------------------------------------------------
+
+
+@pytest.mark.benchmark(group="ingest")
+def test_ingest_ours_forked_handle_both_targets(benchmark: Any) -> None:
+    proc = TelemetryProcessor([PerformanceTarget(capacity=100_000), PrometheusTarget()])
+    node = proc.get_handle({"NODE_ID": "node-1"})
+    h = node.fork({"FUNCTION_ID": fid(0), "FUNCTION_TYPE": "python"})
+    emit = h.invocation_completed
+    r = range(EVENTS)
+
+    def run() -> None:
+        for _ in r:
+            emit(0.25)
+
+    info(benchmark, "ours", "forked handle, PerformanceTarget + PrometheusTarget", EVENTS)
+    benchmark(run)
+
+
+@pytest.mark.benchmark(group="ingest")
+def test_ingest_peer_prometheus_client_labels_observe(benchmark: Any) -> None:
+    hist = Histogram("execution_times", "x", LABELS, buckets=BUCKETS, registry=CollectorRegistry())
+    labels = hist.labels
+    function_id = fid(0)
+    r = range(EVENTS)
+
+    def run() -> None:
+        for _ in r:
+            labels("node-1", function_id, "python", "Cast").observe(0.25)
+
+    info(benchmark, "peer", "prometheus_client labels().observe", EVENTS)
+    benchmark(run)
+
+
+@pytest.mark.benchmark(group="ingest")
+def test_ingest_peer_prometheus_client_bound_child(benchmark: Any) -> None:
+    hist = Histogram("execution_times", "x", LABELS, buckets=BUCKETS, registry=CollectorRegistry())
+    observe = hist.labels("node-1", fid(0), "python", "Cast").observe
+    r = range(EVENTS)
+
+    def run() -> None:
+        for _ in r:
+            observe(0.25)
+
+    info(benchmark, "peer", "prometheus_client bound child observe", EVENTS)
+    benchmark(run)
+
+
+# --- render ---------------------------------------------------------------
+
+
+def our_node(series: int) -> tuple[PrometheusTarget, list[Any]]:
+    prom = PrometheusTarget(max_series=series)
+    proc = TelemetryProcessor([prom], log=False)
+    node = proc.get_handle({"NODE_ID": "node-1", "FUNCTION_TYPE": "python"})
+    handles = []
+    for i in range(series):
+        h = node.fork({"FUNCTION_ID": fid(i)})
+        h.invocation_completed((i % 13) / 10)
+        handles.append(h)
+    assert prom.stats()["execution_times_series"] == series
+    return prom, handles
+
+
+def peer_registry(series: int) -> CollectorRegistry:
+    reg = CollectorRegistry()
+    hist = Histogram("execution_times", "x", LABELS, buckets=BUCKETS, registry=reg)
+    for i in range(series):
+        hist.labels("node-1", fid(i), "python", "Cast").observe((i % 13) / 10)
+    return reg
+
+
+def bench_render_ours(benchmark: Any, series: int) -> None:
+    prom, _handles = our_node(series)
+    info(benchmark, "ours", "PrometheusTarget.render()", series)
+    body = benchmark(prom.render)
+    assert body.count(b"execution_times_count{") == series
+
+
+def bench_render_peer(benchmark: Any, series: int) -> None:
+    reg = peer_registry(series)
+    info(benchmark, "peer", "prometheus_client generate_latest", series)
+    body = benchmark(generate_latest, reg)
+    assert body.count(b"execution_times_count{") == series
+
+
+@pytest.mark.benchmark(group="render-10")
+def test_render_10_ours(benchmark: Any) -> None:
+    bench_render_ours(benchmark, 10)
+
+
+@pytest.mark.benchmark(group="render-10")
+def test_render_10_peer(benchmark: Any) -> None:
+    bench_render_peer(benchmark, 10)
+
+
+@pytest.mark.benchmark(group="render-1000")
+def test_render_1000_ours(benchmark: Any) -> None:
+    bench_render_ours(benchmark, 1000)
+
+
+@pytest.mark.benchmark(group="render-1000")
+def test_render_1000_peer(benchmark: Any) -> None:
+    bench_render_peer(benchmark, 1000)
+
+
+@pytest.mark.benchmark(group="render-10000")
+def test_render_10000_ours(benchmark: Any) -> None:
+    bench_render_ours(benchmark, 10_000)
+
+
+@pytest.mark.benchmark(group="render-10000")
+def test_render_10000_peer(benchmark: Any) -> None:
+    bench_render_peer(benchmark, 10_000)
+
+
+@pytest.mark.benchmark(group="render-100000")
+def test_render_100000_ours(benchmark: Any) -> None:
+    bench_render_ours(benchmark, 100_000)
+
+
+# --- scrape latency under load ---------------------------------------------
+
+
+class Ingester:
+    """A Python thread emitting events flat out; counts what it emitted."""
+
+    def __init__(self, emit: Callable[[float], None]) -> None:
+        self.emit = emit
+        self.count = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        emit, r = self.emit, range(1000)
+        while not self.stop.is_set():
+            for _ in r:
+                emit(0.25)
+            self.count += 1000
+
+    def rate(self, seconds: float) -> float:
+        start, t0 = self.count, time.perf_counter()
+        time.sleep(seconds)
+        return (self.count - start) / (time.perf_counter() - t0)
+
+
+def scrape(port: int) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        chunks = []
+        while chunk := s.recv(1 << 16):
+            chunks.append(chunk)
+    data = b"".join(chunks)
+    assert data.startswith(b"HTTP/1.") and b" 200 " in data[:16], data[:100]
+    return data
+
+
+def measure_under_load(benchmark: Any, port: int, emit: Callable[[float], None]) -> None:
+    ing = Ingester(emit)
+    ing.thread.start()
+    try:
+        alone = ing.rate(0.5)
+        latencies: list[float] = []
+        start, t0 = ing.count, time.perf_counter()
+
+        def one() -> bytes:
+            t = time.perf_counter()
+            body = scrape(port)
+            latencies.append(time.perf_counter() - t)
+            return body
+
+        benchmark.pedantic(one, rounds=100, iterations=1, warmup_rounds=2)
+        loaded = (ing.count - start) / (time.perf_counter() - t0)
+    finally:
+        ing.stop.set()
+        ing.thread.join()
+    latencies.sort()
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    benchmark.extra_info.update(
+        p99_ms=round(p99 * 1e3, 3),
+        ingest_alone_per_s=round(alone),
+        ingest_while_scraped_per_s=round(loaded),
+        ingest_slowdown_pct=round(100 * (1 - loaded / alone), 1) if alone else None,
+    )
+
+
+@pytest.mark.benchmark(group="scrape-latency")
+def test_scrape_latency_ours(benchmark: Any) -> None:
+    served = PrometheusTarget("http://127.0.0.1:0", max_series=1000)
+    proc = TelemetryProcessor([PerformanceTarget(), served], log=False)
+    node = proc.get_handle({"NODE_ID": "node-1", "FUNCTION_TYPE": "python"})
+    handles = [node.fork({"FUNCTION_ID": fid(i)}) for i in range(1000)]
+    for h in handles:
+        h.invocation_completed(0.1)
+    port = served.port
+    assert port is not None
+    info(benchmark, "ours", "PrometheusTarget /metrics, 1,000 series, Python thread ingesting", 1)
+    try:
+        measure_under_load(benchmark, port, handles[0].invocation_completed)
+    finally:
+        served.close()
+
+
+@pytest.mark.benchmark(group="scrape-latency")
+def test_scrape_latency_peer(benchmark: Any) -> None:
+    reg = peer_registry(1000)
+    hist = reg._names_to_collectors["execution_times"]  # noqa: SLF001
+    child = hist.labels("node-1", fid(0), "python", "Cast")  # type: ignore[attr-defined]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    started = start_http_server(port, addr="127.0.0.1", registry=reg)
+    info(
+        benchmark,
+        "peer",
+        "prometheus_client start_http_server, 1,000 series, Python thread ingesting",
+        1,
+    )
+    try:
+        measure_under_load(benchmark, port, child.observe)
+    finally:
+        if isinstance(started, tuple):
+            started[0].shutdown()
+            started[0].server_close()
