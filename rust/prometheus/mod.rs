@@ -41,6 +41,15 @@ impl PrometheusTarget {
         self.registry.clone()
     }
 
+    fn running_addr(&self) -> Option<std::net::SocketAddr> {
+        let running = self
+            .server
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some();
+        self.addr.filter(|_| running)
+    }
+
     fn stop_server(&self, py: Python<'_>) {
         let server = self.server.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(mut server) = server {
@@ -168,20 +177,14 @@ impl PrometheusTarget {
     /// after `close()`).
     #[getter]
     fn url(&self) -> Option<String> {
-        let running = self
-            .server
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some();
-        self.addr
-            .filter(|_| running)
-            .map(|a| format!("http://{a}/metrics"))
+        self.running_addr().map(|a| format!("http://{a}/metrics"))
     }
 
-    /// The bound port (useful with port 0), or `None` without a server.
+    /// The bound port (useful with port 0), or `None` without a server (or
+    /// after `close()`).
     #[getter]
     fn port(&self) -> Option<u16> {
-        self.addr.map(|a| a.port())
+        self.running_addr().map(|a| a.port())
     }
 
     /// Series and refused label sets per family, and scrapes served.
