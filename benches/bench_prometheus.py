@@ -88,17 +88,24 @@ def test_ingest_peer_prometheus_client_bound_child(benchmark: Any) -> None:
 # --- render ---------------------------------------------------------------
 
 
-def our_node(series: int) -> tuple[PrometheusTarget, list[Any]]:
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
+def our_node(series: int) -> tuple[PrometheusTarget, list[Any], float]:
+    """A node with `series` execution_times series; also returns the bytes
+    of memory each series took (RSS growth while the series were made)."""
     prom = PrometheusTarget(max_series=series)
     proc = TelemetryProcessor([prom], log=False)
     node = proc.get_handle({"NODE_ID": "node-1", "FUNCTION_TYPE": "python"})
-    handles = []
-    for i in range(series):
-        h = node.fork({"FUNCTION_ID": fid(i)})
-        h.invocation_completed((i % 13) / 10)
-        handles.append(h)
+    handles = [node.fork({"FUNCTION_ID": fid(i)}) for i in range(series)]
+    before = rss_bytes()
+    for i, h in enumerate(handles):
+        h.invocation_completed((i % 13) / 10)  # the first event makes the series
+    per_series = (rss_bytes() - before) / series
     assert prom.stats()["execution_times_series"] == series
-    return prom, handles
+    return prom, handles, per_series
 
 
 def peer_registry(series: int) -> tuple[CollectorRegistry, Histogram]:
@@ -110,8 +117,10 @@ def peer_registry(series: int) -> tuple[CollectorRegistry, Histogram]:
 
 
 def bench_render_ours(benchmark: Any, series: int) -> None:
-    prom, _handles = our_node(series)
-    info(benchmark, "ours", "PrometheusTarget.render()", series)
+    prom, _handles, per_series = our_node(series)
+    # Only meaningful with many series (RSS grows in pages).
+    extra = {"bytes_per_series": round(per_series)} if series >= 10_000 else {}
+    info(benchmark, "ours", "PrometheusTarget.render()", series, **extra)
     body = benchmark(prom.render)
     assert body.count(b"execution_times_count{") == series
 

@@ -231,7 +231,9 @@ def test_endpoint_formats_and_gzip(served: PrometheusTarget) -> None:
     assert http_get(port, "/metricsx")[0] == 404
     assert http_get(port, "/metrics?x=1")[0] == 200
     assert http_get(port, method="POST")[0] == 405
-    assert served.stats()["scrapes"] == 4
+    assert http_get(port, method="HEAD")[0] == 200
+    st = served.stats()
+    assert (st["scrapes"], st["scrapes_openmetrics"], st["scrapes_gzip"]) == (5, 1, 1)
 
 
 def test_endpoint_survives_garbage(served: PrometheusTarget) -> None:

@@ -84,6 +84,10 @@ def test_dashboard_queries_against_real_prometheus(tmp_path: Path) -> None:
                 check_query(prom, name, query, nodes, total)
                 checked += 1
             assert checked >= 10
+            # Prometheus negotiated OpenMetrics and gzip for every scrape.
+            for n in nodes:
+                st = n.prom.stats()
+                assert st["scrapes"] == st["scrapes_openmetrics"] == st["scrapes_gzip"] > 0, st
     finally:
         for n in nodes:
             n.prom.close()

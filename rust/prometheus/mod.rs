@@ -194,7 +194,10 @@ impl PrometheusTarget {
             d.set_item(format!("{family}_series"), series)?;
             d.set_item(format!("{family}_refused"), refused)?;
         }
-        d.set_item("scrapes", self.registry.scrapes.load(Ordering::Relaxed))?;
+        let [all, openmetrics, gzip] = &self.registry.scrapes;
+        d.set_item("scrapes", all.load(Ordering::Relaxed))?;
+        d.set_item("scrapes_openmetrics", openmetrics.load(Ordering::Relaxed))?;
+        d.set_item("scrapes_gzip", gzip.load(Ordering::Relaxed))?;
         Ok(d)
     }
 

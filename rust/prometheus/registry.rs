@@ -50,7 +50,8 @@ pub struct Registry {
     transfer_times: Family<Histogram>,
     /// Size of the last rendering, to size the next buffer in one go.
     last_render_bytes: AtomicUsize,
-    pub scrapes: AtomicU64,
+    /// Scrapes served: all, in OpenMetrics, gzip-compressed.
+    pub scrapes: [AtomicU64; 3],
 }
 
 impl Registry {
@@ -91,7 +92,7 @@ impl Registry {
             execution_times: Family::new(config.max_series),
             transfer_times: Family::new(config.max_series),
             last_render_bytes: AtomicUsize::new(0),
-            scrapes: AtomicU64::new(0),
+            scrapes: Default::default(),
         }
     }
 

@@ -224,8 +224,18 @@ fn serve(mut stream: TcpStream, registry: &Registry) -> io::Result<()> {
     }
     let format = Format::negotiate(accept);
     let body = registry.render(format);
-    registry.scrapes.fetch_add(1, Ordering::Relaxed);
-    if accepts_gzip(accept_encoding) {
+    let gzip = accepts_gzip(accept_encoding);
+    for (counter, counted) in
+        registry
+            .scrapes
+            .iter()
+            .zip([true, format == Format::OpenMetrics, gzip])
+    {
+        if counted {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    if gzip {
         let mut gz = GzEncoder::new(Vec::with_capacity(body.len() / 4 + 64), Compression::fast());
         gz.write_all(&body)?;
         let body = gz.finish()?;
