@@ -23,8 +23,8 @@ impl PrometheusTarget {
 #[pymethods]
 impl PrometheusTarget {
     #[new]
-    #[pyo3(signature = (metrics_url = String::new()))]
-    fn new(metrics_url: String) -> Self {
+    #[pyo3(signature = (metrics_url = ""))]
+    fn new(metrics_url: &str) -> Self {
         let _ = metrics_url;
         Self {
             registry: Arc::new(Registry),
