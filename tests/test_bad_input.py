@@ -8,6 +8,7 @@ import math
 from typing import Any
 
 import pytest
+
 from edgeless_telemetry import (
     FunctionTime,
     PerformanceTarget,

@@ -7,6 +7,7 @@ import uuid
 
 import numpy as np
 import pytest
+
 from edgeless_telemetry import (
     FunctionTime,
     PerformanceTarget,

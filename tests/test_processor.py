@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 import pytest
+
 from edgeless_telemetry import (
     ChainResult,
     FunctionExitStatus,

@@ -7,6 +7,7 @@ import time
 import uuid
 
 import numpy as np
+
 from edgeless_telemetry import FunctionTime, Metrics, PerformanceTarget, TelemetryProcessor
 
 THREADS = 4
