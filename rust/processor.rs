@@ -255,7 +255,7 @@ impl TelemetryHandle {
 
     fn call_flag(&self, event_type: Option<&Bound<'_, PyString>>) -> bool {
         match event_type {
-            Some(s) => is_call(s.to_cow().ok().as_deref()),
+            Some(s) => is_call(s.to_str().ok()),
             None => self.call,
         }
     }
