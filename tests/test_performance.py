@@ -32,7 +32,7 @@ def test_edgeless_rounds_come_back_in_order_then_empty(
     after = time.time_ns()
 
     metrics = perf.get_metrics()
-    for kind, factor in zip(FunctionTime, [1.0, 2.0, 3.0, 4.0, 5.0]):
+    for kind, factor in zip(FunctionTime, [1.0, 2.0, 3.0, 4.0, 5.0], strict=True):
         samples = metrics.function_times[kind][function_id]
         assert samples.values.dtype == np.float64
         assert samples.timestamps_ns.dtype == np.int64
