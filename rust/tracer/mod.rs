@@ -96,7 +96,7 @@ impl ControlPlaneTracer {
     /// `append=True` keeps its rows (header only if it was empty; a
     /// non-empty file without our header is refused with `ValueError`).
     #[new]
-    #[pyo3(signature = (output_path = None, *, append = false, max_pending_bytes = 16 << 20, max_message_bytes = 64 << 10))]
+    #[pyo3(signature = (output_path = None, *, append = false, max_pending_bytes = 16777216, max_message_bytes = 65536))]
     fn new(
         py: Python<'_>,
         output_path: Option<&Bound<'_, PyAny>>,

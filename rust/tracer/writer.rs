@@ -17,6 +17,10 @@
 //! - After interpreter exit has begun (`enter_exit_mode`, from atexit), every
 //!   append also waits until it is written, so spans ended while Python tears
 //!   down its modules still reach the file before the process exits.
+//! - Fork: the writer thread does not exist in a forked child, so a tracer
+//!   inherited through `fork()` drops its rows there (counted as
+//!   `rows_after_fork`) instead of buffering them forever or hanging in
+//!   `flush`; the child makes its own tracer.
 
 use super::csv::HEADER;
 use super::ids::IdGen;
@@ -135,6 +139,8 @@ pub struct Shared {
     exiting: AtomicBool,
     pub messages_truncated: AtomicU64,
     pub lossy_strings: AtomicU64,
+    rows_after_fork: AtomicU64,
+    fork_generation: u64,
 }
 
 /// What tracers and spans hold; the last one dropped closes the sink.
@@ -154,6 +160,24 @@ impl std::ops::Deref for Sink {
 /// Sinks alive in this process, flushed by the atexit hook.
 static LIVE: Mutex<Vec<Weak<Sink>>> = Mutex::new(Vec::new());
 
+/// Bumped in every forked child (pthread_atfork), so a sink can tell it was
+/// inherited with one relaxed load instead of a `getpid` syscall per row.
+static FORKS: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn after_fork_in_child() {
+    FORKS.fetch_add(1, Ordering::Relaxed);
+}
+
+fn install_fork_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: registers a handler that only touches an atomic.
+        unsafe {
+            libc::pthread_atfork(None, None, Some(after_fork_in_child));
+        }
+    });
+}
+
 fn lock(m: &Mutex<Pending>) -> MutexGuard<'_, Pending> {
     // A panic while holding the lock leaves plain counters and bytes behind;
     // carrying on is better than poisoning every later span.
@@ -167,6 +191,7 @@ impl Sink {
         max_pending_bytes: usize,
         max_message_bytes: usize,
     ) -> io::Result<Arc<Self>> {
+        install_fork_hook();
         let mut output = Output::open(path.as_deref(), append)?;
         let shared = Arc::new(Shared {
             pending: Mutex::new(Pending {
@@ -191,6 +216,8 @@ impl Sink {
             exiting: AtomicBool::new(false),
             messages_truncated: AtomicU64::new(0),
             lossy_strings: AtomicU64::new(0),
+            rows_after_fork: AtomicU64::new(0),
+            fork_generation: FORKS.load(Ordering::Relaxed),
         });
         let for_writer = shared.clone();
         let handle = std::thread::Builder::new()
@@ -211,6 +238,9 @@ impl Sink {
     /// rows are dropped and counted (`rows_after_close`). Idempotent; a
     /// second caller waits for the first to finish.
     pub fn close(&self) {
+        if self.forked() {
+            return; // the writer thread (and its lock holder) is the parent's
+        }
         let mut thread = self.thread.lock().unwrap_or_else(|e| e.into_inner());
         {
             let mut p = lock(&self.pending);
@@ -230,6 +260,10 @@ impl Shared {
     /// whether the row was kept.
     #[inline]
     pub fn append(&self, row: impl FnOnce(&mut Pending)) -> bool {
+        if self.forked() {
+            self.rows_after_fork.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
         let mut p = lock(&self.pending);
         if p.closing {
             p.rows_after_close += 1;
@@ -257,6 +291,9 @@ impl Shared {
     /// Waits until every row accepted so far is written (or failed).
     /// Blocks: call it with the GIL released where possible.
     pub fn flush(&self) {
+        if self.forked() {
+            return;
+        }
         let mut p = lock(&self.pending);
         let target = p.seq;
         if p.done_seq >= target {
@@ -267,6 +304,12 @@ impl Shared {
         while p.done_seq < target && p.writer_alive {
             p = self.progress.wait(p).unwrap_or_else(|e| e.into_inner());
         }
+    }
+
+    /// Whether this process is a fork of the one that opened the sink.
+    #[inline]
+    fn forked(&self) -> bool {
+        FORKS.load(Ordering::Relaxed) != self.fork_generation
     }
 
     /// An id drawn outside `append` (for spans made after close).
@@ -298,6 +341,10 @@ impl Shared {
                 self.messages_truncated.load(Ordering::Relaxed),
             ),
             ("lossy_strings", self.lossy_strings.load(Ordering::Relaxed)),
+            (
+                "rows_after_fork",
+                self.rows_after_fork.load(Ordering::Relaxed),
+            ),
         ]
     }
 }
