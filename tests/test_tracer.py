@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tracer_util import HEADER, Row, check_spans, parse, read
 
 from edgeless_telemetry import ControlPlaneTracer, Span, TelemetryLogLevel
+from tracer_util import HEADER, Row, check_spans, parse, read
 
 
 @pytest.fixture
