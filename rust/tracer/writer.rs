@@ -421,3 +421,75 @@ fn writer_loop(s: &Shared, output: &mut Output) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_path(tag: &str) -> PathBuf {
+        std::env::temp_dir().join(format!(
+            "edgeless-tracer-{tag}-{}-{}.csv",
+            std::process::id(),
+            crate::clock::now_ns()
+        ))
+    }
+
+    fn push(sink: &Sink, text: &str) -> bool {
+        sink.append(|p| p.buf.extend_from_slice(text.as_bytes()))
+    }
+
+    #[test]
+    fn flush_close_and_rows_after_close() {
+        let path = temp_path("flush");
+        let sink = Sink::open(Some(path.clone()), false, 1 << 20, 1024).unwrap();
+        assert!(push(&sink, "a\n"));
+        sink.flush();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("{HEADER}a\n")
+        );
+        assert!(push(&sink, "b\n"));
+        sink.close();
+        sink.close();
+        assert!(!push(&sink, "c\n"));
+        sink.flush(); // returns at once: no writer
+        let stats: std::collections::HashMap<_, _> = sink.stats().into_iter().collect();
+        assert_eq!(stats["rows_written"], 2);
+        assert_eq!(stats["rows_after_close"], 1);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("{HEADER}a\nb\n")
+        );
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn dropping_the_last_handle_writes_everything() {
+        let path = temp_path("drop");
+        let sink = Sink::open(Some(path.clone()), false, 1 << 20, 1024).unwrap();
+        for i in 0..1000 {
+            assert!(push(&sink, &format!("{i}\n")));
+        }
+        drop(sink);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 1001);
+        assert_eq!(text.lines().last(), Some("999"));
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn rows_past_the_bound_are_dropped_whole() {
+        let path = temp_path("bound");
+        let sink = Sink::open(Some(path.clone()), false, 10, 1024).unwrap();
+        assert!(push(&sink, "12345\n"));
+        assert!(!push(&sink, "1234567890\n")); // 11 bytes: over the bound alone
+        sink.close();
+        let stats: std::collections::HashMap<_, _> = sink.stats().into_iter().collect();
+        assert_eq!(stats["rows_dropped"], 1);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("{HEADER}12345\n")
+        );
+        let _ = std::fs::remove_file(path);
+    }
+}
