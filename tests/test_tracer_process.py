@@ -127,3 +127,34 @@ def test_inherited_tracer_in_forked_child_drops_and_counts(tmp_path: Path) -> No
     check_spans(rows)
     assert [r.name for r in rows] == ["parent", "parent"]
     assert [r.name for r in read(child_path)] == ["child-own", "child-own"]
+
+
+def test_exit_does_not_hang_on_a_stdout_nobody_reads() -> None:
+    """stdout piped into a reader that never reads: rows beyond the pipe and
+    the pending bound are dropped, and at exit the flush gives up after a
+    bounded wait instead of hanging the process."""
+    code = textwrap.dedent(
+        """
+        from edgeless_telemetry import ControlPlaneTracer
+        tracer = ControlPlaneTracer("-", max_pending_bytes=65536)
+        with tracer.start_span("flood") as s:
+            for i in range(20000):
+                s.log("INFO", "x" * 100)
+        import sys
+        print(tracer.stats()["rows_dropped"], file=sys.stderr)
+        """
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        returncode = proc.wait(timeout=60)  # stdout is never read
+    finally:
+        proc.kill()
+        stderr = proc.stderr.read() if proc.stderr else ""
+        if proc.stdout:
+            proc.stdout.close()
+        if proc.stderr:
+            proc.stderr.close()
+    assert returncode == 0, stderr
+    assert int(stderr.strip()) > 0

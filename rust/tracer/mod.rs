@@ -205,7 +205,7 @@ impl Drop for ControlPlaneTracer {
     /// Spans may outlive the tracer object and keep writing; the sink closes
     /// when the last of them goes. Here only what is pending is flushed.
     fn drop(&mut self) {
-        self.sink.flush();
+        self.sink.flush_implicitly();
     }
 }
 

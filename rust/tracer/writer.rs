@@ -30,10 +30,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const WAKE_INTERVAL: Duration = Duration::from_millis(20);
 const HIGH_WATER: usize = 64 << 10;
+/// How long flushes and closes nobody asked for (a tracer or its last span
+/// dropped, interpreter exit) wait for a writer that is stuck, e.g. on
+/// stdout piped into a reader that stopped reading.
+const IMPLICIT_WAIT: Duration = Duration::from_secs(5);
 
 pub enum Output {
     Stdout,
@@ -141,6 +145,9 @@ pub struct Shared {
     pub lossy_strings: AtomicU64,
     rows_after_fork: AtomicU64,
     fork_generation: u64,
+    /// An implicit flush timed out: the writer is stuck; later implicit
+    /// waits do not wait again.
+    gave_up: AtomicBool,
 }
 
 /// What tracers and spans hold; the last one dropped closes the sink.
@@ -218,6 +225,7 @@ impl Sink {
             lossy_strings: AtomicU64::new(0),
             rows_after_fork: AtomicU64::new(0),
             fork_generation: FORKS.load(Ordering::Relaxed),
+            gave_up: AtomicBool::new(false),
         });
         let for_writer = shared.clone();
         let handle = std::thread::Builder::new()
@@ -238,6 +246,12 @@ impl Sink {
     /// rows are dropped and counted (`rows_after_close`). Idempotent; a
     /// second caller waits for the first to finish.
     pub fn close(&self) {
+        self.close_within(None);
+    }
+
+    /// `close`, but waiting at most `limit` for a stuck writer (then it is
+    /// left to finish on its own, detached).
+    pub fn close_within(&self, limit: Option<Duration>) {
         if self.forked() {
             return; // the writer thread (and its lock holder) is the parent's
         }
@@ -248,9 +262,26 @@ impl Sink {
             p.kick = true;
         }
         self.work.notify_one();
-        if let Some(handle) = thread.take() {
-            let _ = handle.join();
+        let Some(handle) = thread.take() else { return };
+        if let Some(mut limit) = limit {
+            if self.gave_up.load(Ordering::Relaxed) {
+                limit = Duration::ZERO; // an implicit wait already timed out
+            }
+            let deadline = Instant::now() + limit;
+            let mut p = lock(&self.pending);
+            while p.writer_alive {
+                let now = Instant::now();
+                if now >= deadline {
+                    return; // dropping `handle` detaches the thread
+                }
+                p = self
+                    .progress
+                    .wait_timeout(p, deadline - now)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
         }
+        let _ = handle.join();
     }
 }
 
@@ -283,7 +314,7 @@ impl Shared {
         }
         drop(p);
         if self.exiting.load(Ordering::Relaxed) {
-            self.flush();
+            self.flush_implicitly();
         }
         true
     }
@@ -291,19 +322,51 @@ impl Shared {
     /// Waits until every row accepted so far is written (or failed).
     /// Blocks: call it with the GIL released where possible.
     pub fn flush(&self) {
-        if self.forked() {
+        self.flush_within(None);
+    }
+
+    /// A flush nobody asked for (tracer dropped, interpreter exit): bounded
+    /// by `IMPLICIT_WAIT`, and a stuck writer turns write-through off so the
+    /// exit is not delayed once per row.
+    pub fn flush_implicitly(&self) {
+        if self.gave_up.load(Ordering::Relaxed) {
             return;
         }
+        if !self.flush_within(Some(IMPLICIT_WAIT)) {
+            self.gave_up.store(true, Ordering::Relaxed);
+            self.exiting.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// `flush` waiting at most `limit`; false if it gave up.
+    pub fn flush_within(&self, limit: Option<Duration>) -> bool {
+        if self.forked() {
+            return true;
+        }
+        let deadline = limit.map(|l| Instant::now() + l);
         let mut p = lock(&self.pending);
         let target = p.seq;
         if p.done_seq >= target {
-            return;
+            return true;
         }
         p.kick = true;
         self.work.notify_one();
         while p.done_seq < target && p.writer_alive {
-            p = self.progress.wait(p).unwrap_or_else(|e| e.into_inner());
+            p = match deadline {
+                None => self.progress.wait(p).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return false;
+                    }
+                    self.progress
+                        .wait_timeout(p, d - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
         }
+        true
     }
 
     /// Whether this process is a fork of the one that opened the sink.
@@ -351,7 +414,7 @@ impl Shared {
 
 impl Drop for Sink {
     fn drop(&mut self) {
-        self.close();
+        self.close_within(Some(IMPLICIT_WAIT));
     }
 }
 
@@ -366,7 +429,7 @@ pub fn flush_all_at_exit() {
         .collect();
     for sink in &live {
         sink.enter_exit_mode();
-        sink.flush();
+        sink.flush_implicitly();
     }
 }
 
