@@ -14,13 +14,12 @@ from edgeless_telemetry import ControlPlaneTracer
 from tracer_util import check_spans, parse, read
 
 
-def run_python(code: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # type: ignore[call-overload, no-any-return]
+def run_python(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         capture_output=True,
         text=True,
         timeout=60,
-        **kwargs,
     )
 
 
