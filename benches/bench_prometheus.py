@@ -21,8 +21,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from edgeless_telemetry import PerformanceTarget, PrometheusTarget, TelemetryProcessor
 from prometheus_client import CollectorRegistry, Histogram, generate_latest, start_http_server
+
+from edgeless_telemetry import PerformanceTarget, PrometheusTarget, TelemetryProcessor
 
 EVENTS = 1000
 BUCKETS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
@@ -214,9 +215,7 @@ for line in sys.stdin:
 """
 
 
-def measure_under_load(
-    benchmark: Any, port: int, emit: Callable[[float], None], scrapes: int, rounds: int
-) -> None:
+def measure_under_load(benchmark: Any, port: int, emit: Callable[[float], None], scrapes: int, rounds: int) -> None:
     """`rounds` batches of `scrapes` scrapes while a Python thread ingests."""
     scraper = subprocess.Popen(
         [sys.executable, "-c", SCRAPER, str(port), str(scrapes)],

@@ -12,6 +12,7 @@ pub mod performance;
 pub mod processor;
 pub mod prometheus;
 pub mod py_target;
+pub mod tracer;
 
 use pyo3::prelude::*;
 
@@ -22,5 +23,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<processor::TelemetryHandle>()?;
     m.add_class::<performance::PerformanceTarget>()?;
     prometheus::register(m)?;
+    tracer::register(m)?;
     Ok(())
 }

@@ -16,7 +16,6 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
-use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -107,7 +106,7 @@ impl TelemetryProcessor {
         tags: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<TelemetryHandle> {
         let tags = match tags {
-            Some(t) => parse_tags(t)?,
+            Some(t) => parse_handle_tags(t)?,
             None => Tags::new(),
         };
         TelemetryHandle::new(py, self.core.clone(), tags)
@@ -128,7 +127,7 @@ impl TelemetryProcessor {
     }
 }
 
-/// Validates a tags dict at setup time.
+/// Validates a tags dict: string keys and values of bounded size.
 fn parse_tags(dict: &Bound<'_, PyDict>) -> PyResult<Tags> {
     if dict.len() > MAX_TAGS {
         return Err(PyValueError::new_err(format!(
@@ -138,14 +137,21 @@ fn parse_tags(dict: &Bound<'_, PyDict>) -> PyResult<Tags> {
     }
     let mut tags = Tags::new();
     for (k, v) in dict.iter() {
-        let key = tag_string(&k, "key", &k)?;
-        let value = tag_string(&v, "value", &k)?;
-        if key == FUNCTION_ID && parse_function_id(&value).is_none() {
+        tags.insert(tag_string(&k, "key", &k)?, tag_string(&v, "value", &k)?);
+    }
+    Ok(tags)
+}
+
+/// Setup calls insist on a UUID `FUNCTION_ID`; per-event tags do not (an
+/// event with another id is passed on and counted, as in EDGELESS).
+fn parse_handle_tags(dict: &Bound<'_, PyDict>) -> PyResult<Tags> {
+    let tags = parse_tags(dict)?;
+    if let Some(value) = tags.get(FUNCTION_ID) {
+        if parse_function_id(value).is_none() {
             return Err(PyValueError::new_err(format!(
                 "FUNCTION_ID must be a UUID (as EDGELESS uses), got {value:?}"
             )));
         }
-        tags.insert(key, value);
     }
     Ok(tags)
 }
@@ -249,26 +255,26 @@ impl TelemetryHandle {
 
     fn call_flag(&self, event_type: Option<&Bound<'_, PyString>>) -> bool {
         match event_type {
-            Some(s) => is_call(s.to_cow().ok().as_deref()),
+            Some(s) => is_call(s.to_str().ok()),
             None => self.call,
         }
     }
 
     /// Text from Python for a log entry: str kept (lossily for lone
     /// surrogates, counted), other objects through `str()`.
-    fn text<'a>(&self, obj: &'a Bound<'_, PyAny>) -> Option<Cow<'a, str>> {
+    fn text(&self, obj: &Bound<'_, PyAny>) -> Option<String> {
         let s = match obj.downcast::<PyString>() {
             Ok(s) => s.clone(),
             Err(_) => obj.str().ok()?,
         };
         match s.to_cow() {
-            Ok(t) => Some(Cow::Owned(t.into_owned())),
+            Ok(t) => Some(t.into_owned()),
             Err(_) => {
                 self.core
                     .counters
                     .lossy_strings
                     .fetch_add(1, Ordering::Relaxed);
-                Some(Cow::Owned(s.to_string_lossy().into_owned()))
+                Some(s.to_string_lossy().into_owned())
             }
         }
     }
@@ -305,7 +311,7 @@ impl TelemetryHandle {
     /// `get_handle`.
     fn fork(&self, py: Python<'_>, child_tags: &Bound<'_, PyDict>) -> PyResult<TelemetryHandle> {
         let mut tags = (*self.tags).clone();
-        tags.extend(parse_tags(child_tags)?);
+        tags.extend(parse_handle_tags(child_tags)?);
         TelemetryHandle::new(py, self.core.clone(), tags)
     }
 

@@ -17,6 +17,11 @@ fi
 ensure_venv test bench
 build_package
 
+# Lints first: they are quick and say exactly what to fix.
+cargo fmt --all -- --check
+"$VENV/bin/ruff" check python tests benches
+cargo clippy --quiet --all-targets -- -D warnings
+
 # Rust unit tests link libpython; point the loader at it.
 LIBDIR="$("$PY" -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')"
 LD_LIBRARY_PATH="$LIBDIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" PYO3_PYTHON="$PY" cargo test --quiet

@@ -140,9 +140,7 @@ def run_prometheus(tmp: Path, node_ports: list[int]) -> Iterator[Prometheus]:
             except OSError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    "prometheus did not start: " + (tmp / "prometheus.log").read_text()[-2000:]
-                )
+                raise RuntimeError("prometheus did not start: " + (tmp / "prometheus.log").read_text()[-2000:])
             time.sleep(0.1)
         yield Prometheus(port)
     finally:
@@ -172,8 +170,4 @@ def dashboard_queries() -> list[tuple[str, str]]:
 def grafana_to_promql(expr: str, rate_interval: str = "30s") -> str:
     """Replaces the dashboard's Grafana variables by what Grafana sends with
     every option "All" selected."""
-    return (
-        expr.replace("$__rate_interval", rate_interval)
-        .replace("$node", ".*")
-        .replace("$function_type", ".*")
-    )
+    return expr.replace("$__rate_interval", rate_interval).replace("$node", ".*").replace("$function_type", ".*")

@@ -10,6 +10,10 @@ import threading
 import uuid
 
 import pytest
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as parse_openmetrics,
+)
+
 from edgeless_telemetry import (
     ChainResult,
     FunctionExitStatus,
@@ -18,9 +22,6 @@ from edgeless_telemetry import (
     TelemetryProcessor,
 )
 from prom_support import http_get, sample, samples
-from prometheus_client.openmetrics.parser import (
-    text_string_to_metric_families as parse_openmetrics,
-)
 
 FID = "1c6e8f0e-6b0a-4b5e-9d4e-2f1f2f6a1b11"
 LE = ["0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7", "0.8", "0.9", "1.0", "+Inf"]
@@ -124,10 +125,7 @@ def test_custom_buckets_namespace_and_const_labels() -> None:
     assert "\nfunction_count" not in text and "\nexecution_times" not in text
     s = samples(text)
     labels = {**exec_labels(), "cluster": 'a"b\\c\nd'}
-    assert [
-        sample(s, "edge_execution_times_bucket", **labels, le=le)
-        for le in ("0.001", "0.01", "+Inf")
-    ] == [1, 2, 3]
+    assert [sample(s, "edge_execution_times_bucket", **labels, le=le) for le in ("0.001", "0.01", "+Inf")] == [1, 2, 3]
     refused = "edge_edgeless_telemetry_series_refused_total"
     assert sample(s, refused, cluster='a"b\\c\nd', family="execution_times") == 0
 
@@ -159,9 +157,7 @@ def nasty_node(prom: PrometheusTarget, functions: int = 50) -> None:
 
 
 def promtool_problems(body: bytes) -> set[str]:
-    r = subprocess.run(
-        ["promtool", "check", "metrics"], input=body, capture_output=True, timeout=60
-    )
+    r = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True, timeout=60)
     # 0: clean, 3: lint problems only; anything else is a parse failure.
     assert r.returncode in (0, 3), r.stderr.decode()
     return {line for line in r.stderr.decode().splitlines() if line.strip()}
@@ -169,9 +165,7 @@ def promtool_problems(body: bytes) -> set[str]:
 
 # `function_count` is the EDGELESS name (fixed by the upstream dashboards);
 # promtool's linter dislikes a gauge ending in `_count`.
-EDGELESS_NAME = (
-    'function_count non-histogram and non-summary metrics should not have "_count" suffix'
-)
+EDGELESS_NAME = 'function_count non-histogram and non-summary metrics should not have "_count" suffix'
 # promtool reads only the text format: an OpenMetrics counter family is
 # typed without `_total`, so it sees the sample family without HELP.
 OM_COUNTER = "edgeless_telemetry_series_refused_total no help text"
@@ -374,8 +368,9 @@ def test_four_threads_ingest_while_scraping() -> None:
 
 
 def test_bridge_renders_our_families_beside_the_apps() -> None:
-    from edgeless_telemetry.prometheus_bridge import PrometheusCollector
     from prometheus_client import CollectorRegistry, Counter, generate_latest
+
+    from edgeless_telemetry.prometheus_bridge import PrometheusCollector
 
     prom = PrometheusTarget(namespace="edge")
     proc = TelemetryProcessor([prom], log=False)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from edgeless_telemetry import FunctionExitStatus, PrometheusTarget, TelemetryProcessor
 from prom_support import dashboard_queries, grafana_to_promql, run_prometheus
 
@@ -69,7 +70,7 @@ def test_dashboard_queries_against_real_prometheus(tmp_path: Path) -> None:
                 n.round()
             scrapes = [n.prom.stats()["scrapes"] for n in nodes]
             deadline = time.monotonic() + 20
-            while any(n.prom.stats()["scrapes"] < s + 2 for n, s in zip(nodes, scrapes)):
+            while any(n.prom.stats()["scrapes"] < s + 2 for n, s in zip(nodes, scrapes, strict=True)):
                 assert time.monotonic() < deadline, "nodes were not scraped"
                 time.sleep(0.1)
             for n in nodes:

@@ -6,12 +6,20 @@ this package adds the enums, the drained-metrics types and the CLI.
 
 from __future__ import annotations
 
-from ._core import PrometheusTarget, TelemetryEvent, TelemetryHandle, TelemetryProcessor
+from ._core import (
+    ControlPlaneTracer,
+    PrometheusTarget,
+    Span,
+    TelemetryEvent,
+    TelemetryHandle,
+    TelemetryProcessor,
+)
 from .enums import ChainResult, FunctionExitStatus, FunctionTime, TelemetryLogLevel
 from .performance import FunctionLogEntry, Metrics, PerformanceTarget, Samples
 
 __all__ = [
     "ChainResult",
+    "ControlPlaneTracer",
     "FunctionExitStatus",
     "FunctionLogEntry",
     "FunctionTime",
@@ -19,6 +27,7 @@ __all__ = [
     "PerformanceTarget",
     "PrometheusTarget",
     "Samples",
+    "Span",
     "TelemetryEvent",
     "TelemetryHandle",
     "TelemetryLogLevel",

@@ -31,9 +31,7 @@ class PrometheusCollector(Collector):
 
     def __init__(self, target: PrometheusTarget) -> None:
         if not isinstance(target, PrometheusTarget):
-            raise TypeError(
-                f"PrometheusCollector needs a PrometheusTarget, got {type(target).__name__}"
-            )
+            raise TypeError(f"PrometheusCollector needs a PrometheusTarget, got {type(target).__name__}")
         self._target = target
 
     def collect(self) -> Iterator[Metric]:

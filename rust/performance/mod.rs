@@ -30,7 +30,7 @@ pub struct PerformanceTarget {
 #[pymethods]
 impl PerformanceTarget {
     #[new]
-    #[pyo3(signature = (capacity = 100_000, *, log_capacity = 10_000, log_bytes = 4 << 20, max_message_bytes = 64 << 10, max_functions = 10_000))]
+    #[pyo3(signature = (capacity = 100_000, *, log_capacity = 10_000, log_bytes = 4_194_304, max_message_bytes = 65_536, max_functions = 10_000))]
     fn new(
         capacity: usize,
         log_capacity: usize,

@@ -113,10 +113,10 @@ impl PrometheusTarget {
     /// malformed URL, bad buckets or names, `OSError` when the port cannot
     /// be bound (for example in use).
     #[new]
-    #[pyo3(signature = (metrics_url = String::new(), *, buckets = None, namespace = None, const_labels = None, max_series = 10_000))]
+    #[pyo3(signature = (metrics_url = "", *, buckets = None, namespace = None, const_labels = None, max_series = 10_000))]
     fn new(
         py: Python<'_>,
-        metrics_url: String,
+        metrics_url: &str,
         buckets: Option<&Bound<'_, PyAny>>,
         namespace: Option<String>,
         const_labels: Option<&Bound<'_, PyDict>>,
@@ -142,7 +142,7 @@ impl PrometheusTarget {
         let server = if metrics_url.is_empty() {
             None
         } else {
-            let addr = parse_metrics_url(&metrics_url).map_err(PyValueError::new_err)?;
+            let addr = parse_metrics_url(metrics_url).map_err(PyValueError::new_err)?;
             let reg = registry.clone();
             let server = py.allow_threads(|| Server::start(reg, addr)).map_err(|e| {
                 PyOSError::new_err((

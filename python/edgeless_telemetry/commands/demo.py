@@ -8,9 +8,9 @@ import time
 import uuid
 from typing import Any
 
+from .._core import TelemetryProcessor
 from ..enums import FunctionExitStatus, FunctionTime, TelemetryLogLevel
 from ..performance import PerformanceTarget
-from .._core import TelemetryProcessor
 
 
 def register(subparsers: Any) -> None:

@@ -1,0 +1,164 @@
+"""PerformanceTarget: EDGELESS get_metrics semantics, ring buffers, bounds."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import numpy as np
+import pytest
+
+from edgeless_telemetry import (
+    FunctionTime,
+    PerformanceTarget,
+    TelemetryHandle,
+    TelemetryLogLevel,
+    TelemetryProcessor,
+)
+
+
+def test_edgeless_rounds_come_back_in_order_then_empty(
+    perf: PerformanceTarget, handle: TelemetryHandle, function_id: str
+) -> None:
+    # Mirrors EDGELESS's own unit test, for every kind.
+    before = time.time_ns()
+    for i in range(10):
+        handle.function_instantiate(i * 1.0)
+        handle.function_init(i * 2.0)
+        handle.invocation_completed(i * 3.0)
+        handle.function_stop(i * 4.0)
+        handle.function_transfer(i * 5.0)
+        handle.log(TelemetryLogLevel.INFO, "tgt", f"message {i}")
+    after = time.time_ns()
+
+    metrics = perf.get_metrics()
+    for kind, factor in zip(FunctionTime, [1.0, 2.0, 3.0, 4.0, 5.0], strict=True):
+        samples = metrics.function_times[kind][function_id]
+        assert samples.values.dtype == np.float64
+        assert samples.timestamps_ns.dtype == np.int64
+        assert samples.values.tolist() == [i * factor for i in range(10)]
+        assert np.all(np.diff(samples.timestamps_ns) >= 0)
+        assert before <= samples.timestamps_ns[0] and samples.timestamps_ns[-1] <= after
+    entries = metrics.function_log_entries[function_id]
+    assert [e.message for e in entries] == [f"message {i}" for i in range(10)]
+    assert all(e.target == "tgt" for e in entries)
+    assert all(before <= e.timestamp_ns <= after for e in entries)
+
+    again = perf.get_metrics()
+    assert again.is_empty()
+    assert set(again.function_times) == set(FunctionTime)
+
+
+def test_handle_without_function_id_records_nothing_but_counts(perf: PerformanceTarget) -> None:
+    node = TelemetryProcessor([perf], log=False).get_handle({"NODE_ID": "n"})
+    node.invocation_completed(0.1)
+    node.log("INFO", "t", "m")
+    node.function_exit(0)  # exit is not a sample: not counted either
+    assert perf.get_metrics().is_empty()
+    assert perf.stats()["events_without_function_id"] == 2
+
+
+def test_ring_drops_oldest_and_counts(function_id: str) -> None:
+    perf = PerformanceTarget(capacity=100)
+    h = TelemetryProcessor([perf], log=False).get_handle({"FUNCTION_ID": function_id})
+    for i in range(250):
+        h.invocation_completed(float(i))
+    assert perf.stats()["samples_dropped"] == 150
+    assert perf.stats()["pending_samples"] == 100
+    values = perf.get_metrics().function_times[FunctionTime.EXECUTION][function_id].values
+    assert values.tolist() == [float(i) for i in range(150, 250)]
+    # Counters are cumulative; the ring starts over.
+    h.invocation_completed(1.0)
+    assert perf.stats()["samples_dropped"] == 150
+    assert len(perf.get_metrics().function_times[FunctionTime.EXECUTION][function_id]) == 1
+
+
+def test_memory_stays_bounded_past_capacity(function_id: str) -> None:
+    # Pending samples never exceed capacity, however much is recorded; with
+    # the 16-byte layout that bounds the buffer's memory.
+    perf = PerformanceTarget(capacity=1000)
+    h = TelemetryProcessor([perf], log=False).get_handle({"FUNCTION_ID": function_id})
+    h.observe_many(FunctionTime.EXECUTION, np.full(200_000, 0.5))
+    stats = perf.stats()
+    assert stats["pending_samples"] == 1000
+    assert stats["samples_dropped"] == 199_000
+
+
+def test_log_entries_bounded_by_count_and_bytes(function_id: str) -> None:
+    perf = PerformanceTarget(log_capacity=5, log_bytes=1000)
+    h = TelemetryProcessor([perf], log=False).get_handle({"FUNCTION_ID": function_id})
+    for i in range(8):
+        h.log("INFO", "t", f"{i}")
+    assert [e.message for e in perf.get_metrics().function_log_entries[function_id]] == [
+        "3", "4", "5", "6", "7",
+    ]
+    for _ in range(4):
+        h.log("INFO", "t", "x" * 399)  # 400 bytes each with the target
+    entries = perf.get_metrics().function_log_entries[function_id]
+    assert len(entries) == 2
+    assert perf.stats()["log_entries_dropped"] == 3 + 2
+
+
+def test_huge_message_is_truncated_at_char_boundary(function_id: str) -> None:
+    perf = PerformanceTarget(max_message_bytes=1024)
+    h = TelemetryProcessor([perf], log=False).get_handle({"FUNCTION_ID": function_id})
+    h.log("ERROR", "t", "é" * (5 * 1024 * 1024))  # 10 MB of two-byte chars
+    (entry,) = perf.get_metrics().function_log_entries[function_id]
+    assert entry.message == "é" * 512
+    assert perf.stats()["messages_truncated"] == 1
+
+
+def test_function_table_is_bounded_and_recycled() -> None:
+    perf = PerformanceTarget(max_functions=3)
+    proc = TelemetryProcessor([perf], log=False)
+    handles = [proc.get_handle({"FUNCTION_ID": str(uuid.uuid4())}) for _ in range(4)]
+    for h in handles:
+        h.invocation_completed(0.1)
+    assert perf.stats()["functions_refused"] == 1
+    assert perf.get_metrics().sample_count() == 3
+    # Once drained and no handle refers to them, slots are recycled.
+    del handles, h
+    perf.get_metrics()
+    fresh = [proc.get_handle({"FUNCTION_ID": str(uuid.uuid4())}) for _ in range(3)]
+    for h in fresh:
+        h.invocation_completed(0.2)
+    assert perf.get_metrics().sample_count() == 3
+    assert perf.stats()["functions_refused"] == 1
+
+
+def test_function_ids_are_canonical(perf: PerformanceTarget) -> None:
+    raw = "1C6E8F0E-6B0A-4B5E-9D4E-2F1F2F6A1B11"
+    h = TelemetryProcessor([perf], log=False).get_handle({"FUNCTION_ID": raw})
+    h.function_init(0.5)
+    assert list(perf.get_metrics().function_times[FunctionTime.INIT]) == [raw.lower()]
+
+
+def test_observe_many_records_with_given_timestamps(
+    perf: PerformanceTarget, handle: TelemetryHandle, function_id: str
+) -> None:
+    values = np.array([0.1, float("nan"), 0.3, -1.0])
+    stamps = np.array([10, 20, 30, 40], dtype=np.int64)
+    assert handle.observe_many(FunctionTime.TRANSFER, values, timestamps_ns=stamps) == 2
+    s = perf.get_metrics().function_times[FunctionTime.TRANSFER][function_id]
+    assert s.values.tolist() == [0.1, 0.3]
+    assert s.timestamps_ns.tolist() == [10, 30]
+    with pytest.raises(ValueError, match="timestamps_ns has 1 entries"):
+        handle.observe_many(FunctionTime.TRANSFER, values, timestamps_ns=[1])
+    with pytest.raises(ValueError, match="FunctionTime"):
+        handle.observe_many(9, values)
+
+
+def test_drained_arrays_are_writable_and_independent(
+    perf: PerformanceTarget, handle: TelemetryHandle, function_id: str
+) -> None:
+    handle.invocation_completed(0.25)
+    s = perf.get_metrics().function_times[FunctionTime.EXECUTION][function_id]
+    s.values[0] = 1.0  # the caller owns the arrays
+    handle.invocation_completed(0.5)
+    assert perf.get_metrics().function_times[FunctionTime.EXECUTION][function_id].values[0] == 0.5
+
+
+@pytest.mark.parametrize("bad", ["capacity", "log_capacity", "max_functions"])
+def test_constructor_rejects_zero_bounds(bad: str) -> None:
+    with pytest.raises(ValueError, match=bad):
+        PerformanceTarget(**{bad: 0})  # type: ignore[arg-type]
