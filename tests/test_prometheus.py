@@ -81,6 +81,23 @@ def test_event_type_tag_and_resource_class_fallback() -> None:
     assert sample(s, "function_count", node_id="n1", function_type="wasm") == 1
 
 
+def test_generic_observe_with_event_tags_reaches_the_same_series() -> None:
+    from edgeless_telemetry import TelemetryEvent
+
+    prom = PrometheusTarget()
+    proc = TelemetryProcessor([prom], log=False)
+    node = proc.get_handle({"NODE_ID": "n1", "FUNCTION_TYPE": "python"})
+    fn = node.fork({"FUNCTION_ID": FID})
+    fn.invocation_completed(0.5, event_type="CALL")
+    fn.observe(TelemetryEvent.function_invocation_completed(0.5), {"EVENT_TYPE": "CALL"})
+    node.observe(TelemetryEvent.function_invocation_completed(0.5), {"FUNCTION_ID": FID, "EVENT_TYPE": "CALL"})
+    node.observe(TelemetryEvent.function_instantiate(0.1), {"FUNCTION_ID": FID})
+    s = samples(prom.render().decode())
+    assert sample(s, "execution_times_count", **exec_labels(kind="Call")) == 3
+    assert sample(s, "function_count", node_id="n1", function_type="python") == 1
+    assert prom.stats()["execution_times_series"] == 1
+
+
 def test_missing_tags_create_no_series_but_end_the_chain() -> None:
     prom = PrometheusTarget()
     rec = Recorder()
