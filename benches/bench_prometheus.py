@@ -10,7 +10,6 @@ flat out; p99 and the ingest slowdown are in extra_info).
 
 from __future__ import annotations
 
-import json
 import socket
 import subprocess
 import sys
@@ -193,37 +192,40 @@ class Ingester:
         return (self.count - start) / (time.perf_counter() - t0)
 
 
-# The scraper runs in its own process, as Prometheus does: an in-process
-# client would measure how long it waits for the GIL, not the endpoint.
+# The scraper runs in its own process, as Prometheus does; p50_ms/p99_ms
+# in extra_info are what it measured. The benchmark's own timing adds the
+# pipe round trip and the main thread's wait for the GIL. Scrapes are 50 ms
+# apart (outside the timing): back to back, the scraper would be a busy loop
+# taking a core from the ingesting thread on this 2-core machine, which
+# measures CPU contention rather than the endpoint.
 SCRAPER = r"""
-import json, socket, sys, time
-port, n = int(sys.argv[1]), int(sys.argv[2])
+import socket, sys, time
+port = int(sys.argv[1])
 # What Prometheus sends: it always accepts gzip.
 req = b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n"
 for line in sys.stdin:
-    out = []
-    for _ in range(n):
-        t = time.perf_counter()
-        with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
-            s.sendall(req)
-            first = s.recv(1 << 16)
-            while s.recv(1 << 16):
-                pass
-        out.append(time.perf_counter() - t)
-        assert b" 200 " in first[:16], first[:100]
-    print(json.dumps(out), flush=True)
+    t = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(req)
+        first = s.recv(1 << 16)
+        while s.recv(1 << 16):
+            pass
+    assert b" 200 " in first[:16], first[:100]
+    print(time.perf_counter() - t, flush=True)
 """
+PAUSE_S = 0.05
 
 
-def measure_under_load(benchmark: Any, port: int, emit: Callable[[float], None], scrapes: int, rounds: int) -> None:
-    """`rounds` batches of `scrapes` scrapes while a Python thread ingests."""
+def measure_under_load(benchmark: Any, port: int, emit: Callable[[float], None], rounds: int) -> None:
+    """`rounds` scrapes, `PAUSE_S` apart, while a Python thread ingests."""
     scraper = subprocess.Popen(
-        [sys.executable, "-c", SCRAPER, str(port), str(scrapes)],
+        [sys.executable, "-c", SCRAPER, str(port)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
-    assert scraper.stdin is not None and scraper.stdout is not None
+    stdin, stdout = scraper.stdin, scraper.stdout
+    assert stdin is not None and stdout is not None
     ing = Ingester(emit)
     ing.thread.start()
     latencies: list[float] = []
@@ -231,19 +233,19 @@ def measure_under_load(benchmark: Any, port: int, emit: Callable[[float], None],
         alone = ing.rate(0.5)
         start, t0 = ing.count, time.perf_counter()
 
-        def batch() -> None:
-            scraper.stdin.write("go\n")  # type: ignore[union-attr]
-            scraper.stdin.flush()  # type: ignore[union-attr]
-            latencies.extend(json.loads(scraper.stdout.readline()))  # type: ignore[union-attr]
+        def one() -> None:
+            stdin.write("go\n")
+            stdin.flush()
+            latencies.append(float(stdout.readline()))
 
-        benchmark.pedantic(batch, rounds=rounds, iterations=1, warmup_rounds=1)
+        benchmark.pedantic(one, setup=lambda: time.sleep(PAUSE_S), rounds=rounds, iterations=1, warmup_rounds=2)
         loaded = (ing.count - start) / (time.perf_counter() - t0)
     finally:
         ing.stop.set()
         ing.thread.join()
-        scraper.stdin.close()
+        stdin.close()
         scraper.wait(30)
-    latencies.sort()
+    latencies = sorted(latencies[2:] if len(latencies) > 2 else latencies)  # without warmup
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
     benchmark.extra_info.update(
         p50_ms=round(latencies[len(latencies) // 2] * 1e3, 3),
@@ -268,10 +270,10 @@ def test_scrape_latency_ours(benchmark: Any) -> None:
         benchmark,
         "ours",
         "PrometheusTarget /metrics, 1,000 series, Python thread ingesting",
-        50,
+        1,
     )
     try:
-        measure_under_load(benchmark, port, handles[0].invocation_completed, 50, rounds=4)
+        measure_under_load(benchmark, port, handles[0].invocation_completed, rounds=100)
     finally:
         served.close()
 
@@ -288,11 +290,11 @@ def test_scrape_latency_peer(benchmark: Any) -> None:
         benchmark,
         "peer",
         "prometheus_client start_http_server, 1,000 series, Python thread ingesting",
-        5,
+        1,
     )
     try:
         # Fewer scrapes: each takes hundreds of ms under load.
-        measure_under_load(benchmark, port, child.observe, 5, rounds=2)
+        measure_under_load(benchmark, port, child.observe, rounds=10)
     finally:
         if isinstance(started, tuple):
             started[0].shutdown()

@@ -71,10 +71,10 @@ impl Registry {
             .copied()
             .chain([f64::INFINITY])
             .map(|b| {
-                let mut v = Vec::new();
-                push_f64(&mut v, b);
+                let mut value = Vec::new();
+                push_f64(&mut value, b);
                 let mut s = String::new();
-                encoding::push_label(&mut s, "le", std::str::from_utf8(&v).unwrap_or("+Inf"));
+                encoding::push_label(&mut s, "le", &String::from_utf8_lossy(&value));
                 s
             })
             .collect();
