@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import gc
 import math
+import os
 import socket
 import subprocess
 import threading
+import time
 import uuid
 
 import pytest
@@ -276,6 +278,27 @@ def test_close_frees_the_port_and_is_idempotent() -> None:
     with PrometheusTarget(url) as third:  # ... also after a drop
         assert http_get(port)[0] == 200
     assert third.url is None
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_child_leaves_the_parents_server_alone() -> None:
+    prom = PrometheusTarget("http://127.0.0.1:0")
+    port = prom.port
+    assert port is not None
+    pid = os.fork()
+    if pid == 0:  # child: closing (or dropping) must neither hang nor stop the parent's server
+        try:
+            prom.close()
+            del prom
+            gc.collect()
+        finally:
+            os._exit(0)
+    deadline = time.monotonic() + 20
+    while os.waitpid(pid, os.WNOHANG) == (0, 0):
+        assert time.monotonic() < deadline, "forked child hung closing the target"
+        time.sleep(0.05)
+    assert http_get(port)[0] == 200
+    prom.close()
 
 
 def test_port_in_use_by_someone_else() -> None:

@@ -63,6 +63,10 @@ pub struct Server {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    /// The process that started the thread: a forked child has a copy of
+    /// this struct but not the thread (nor should it poke the parent's
+    /// listener), so there `stop` only forgets it.
+    owner_pid: u32,
 }
 
 impl Server {
@@ -80,6 +84,7 @@ impl Server {
             addr,
             stop,
             thread: Some(thread),
+            owner_pid: std::process::id(),
         })
     }
 
@@ -93,6 +98,9 @@ impl Server {
         let Some(thread) = self.thread.take() else {
             return;
         };
+        if std::process::id() != self.owner_pid {
+            return;
+        }
         self.stop.store(true, Ordering::SeqCst);
         // Wake the blocking accept with a connection of our own.
         let wake = match self.addr.ip() {
