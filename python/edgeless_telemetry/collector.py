@@ -91,7 +91,7 @@ class OrchestratorCollector:
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Stops serving, then gives Redis up to ``timeout_s`` to take what
-        is queued (the rest is counted in ``redis_samples_abandoned``)."""
+        is queued (the rest is counted in ``redis_entries_abandoned``)."""
         if self._thread is not None:
             self._server.shutdown()
             self._thread.join()

@@ -325,13 +325,13 @@ impl CollectorCore {
         if let Some(r) = &self.redis {
             let rs = r.stats();
             for (name, v) in [
-                ("redis_samples_written", &rs.samples_written),
+                ("redis_entries_written", &rs.samples_written),
                 ("redis_members_added", &rs.members_added),
                 ("redis_members_existing", &rs.members_existing),
                 ("redis_error_replies", &rs.error_replies),
                 ("redis_connects", &rs.connects),
                 ("redis_connection_failures", &rs.connection_failures),
-                ("redis_samples_abandoned", &rs.samples_abandoned),
+                ("redis_entries_abandoned", &rs.samples_abandoned),
             ] {
                 d.set_item(name, v.load(Relaxed))?;
             }
