@@ -67,7 +67,8 @@ class OrchestratorCollector:
         self._http_refused = {"413": 0, "411": 0, "415": 0, "404": 0}
         self._lock = threading.Lock()
         handler = type("_Handler", (_Handler,), {"collector": self})
-        self._server = ThreadingHTTPServer((parts.hostname, parts.port or 80), handler)
+        port = parts.port if parts.port is not None else 80
+        self._server = ThreadingHTTPServer((parts.hostname, port), handler)
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
 
