@@ -7,8 +7,10 @@ this package adds the enums, the drained-metrics types and the CLI.
 from __future__ import annotations
 
 from ._core import PrometheusTarget, TelemetryEvent, TelemetryHandle, TelemetryProcessor
+from .collector import OrchestratorCollector
 from .enums import ChainResult, FunctionExitStatus, FunctionTime, TelemetryLogLevel
 from .performance import FunctionLogEntry, Metrics, PerformanceTarget, Samples
+from .reporter import NodeReporter
 
 __all__ = [
     "ChainResult",
@@ -16,6 +18,8 @@ __all__ = [
     "FunctionLogEntry",
     "FunctionTime",
     "Metrics",
+    "NodeReporter",
+    "OrchestratorCollector",
     "PerformanceTarget",
     "PrometheusTarget",
     "Samples",
