@@ -8,6 +8,9 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
+/// (sequence, samples, log entries, body).
+type EncodedBatch<'py> = (u64, usize, usize, Bound<'py, PyBytes>);
+
 /// Drains `target` (with the GIL, only moving buffers) and encodes what it
 /// held without the GIL. Returns one `(sequence, samples, log_entries,
 /// body)` per body of at most about `max_batch_bytes`, numbered from
@@ -22,7 +25,7 @@ pub fn drain_encode<'py>(
     first_sequence: u64,
     refresh_deadline: u64,
     max_batch_bytes: usize,
-) -> PyResult<Vec<(u64, usize, usize, Bound<'py, PyBytes>)>> {
+) -> PyResult<Vec<EncodedBatch<'py>>> {
     if node_id.is_empty() || nonce == 0 || first_sequence == 0 {
         return Err(PyValueError::new_err(
             "node_id must be non-empty, nonce and first_sequence at least 1",
@@ -42,6 +45,13 @@ pub fn drain_encode<'py>(
     drop(drained);
     Ok(batches
         .into_iter()
-        .map(|b| (b.sequence, b.samples, b.log_entries, PyBytes::new(py, &b.body)))
+        .map(|b| {
+            (
+                b.sequence,
+                b.samples,
+                b.log_entries,
+                PyBytes::new(py, &b.body),
+            )
+        })
         .collect())
 }

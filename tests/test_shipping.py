@@ -27,7 +27,6 @@ from edgeless_telemetry import (
     TelemetryProcessor,
     _core,
 )
-
 from redis_fixture import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,7 +65,7 @@ def record_known(h: TelemetryHandle, n: int, first: int = 0) -> list[tuple[Funct
         ts = T0 + (np.arange(first, first + n, dtype=np.int64) * 1_000_000) + int(kind) * 17
         values = (np.arange(first, first + n) + 1) * 1e-4 + int(kind) * 1e-7
         assert h.observe_many(int(kind), values, timestamps_ns=ts) == n
-        out += [(kind, int(t), float(v)) for t, v in zip(ts, values)]
+        out += [(kind, int(t), float(v)) for t, v in zip(ts, values, strict=True)]
     return out
 
 

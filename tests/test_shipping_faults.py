@@ -13,7 +13,6 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from redis_fixture import RedisServer, free_port
 
 from edgeless_telemetry import (
     FunctionTime,
@@ -23,6 +22,7 @@ from edgeless_telemetry import (
     TelemetryHandle,
     TelemetryProcessor,
 )
+from redis_fixture import RedisServer, free_port
 
 T0 = 1_700_000_000_000_000_000
 

@@ -76,6 +76,8 @@ class OrchestratorCollector:
     def url(self) -> str:
         """The URL nodes should send to (with the real port)."""
         host, port = self._server.server_address[:2]
+        if isinstance(host, bytes):
+            host = host.decode()
         return f"http://{host}:{port}"
 
     def start(self) -> OrchestratorCollector:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 from collections import defaultdict
-from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +54,7 @@ def read_redis(redis_url: str) -> tuple[Series, dict[str, int]]:
         if len(parts) != 3:
             continue
         _, fid, metric = parts
-        members: Iterable[str] = client.zrange(key, 0, -1)
+        members = [str(m) for m in client.zrange(key, 0, -1)]
         if metric in METRICS:
             series[(fid, metric)] = [float(m.split(":", 1)[1]) for m in members]
         else:

@@ -45,7 +45,11 @@ impl Dataset {
         };
         let header_lead = lead(additional_header);
         Ok(Self {
-            samples: open_file(&samples_path, append, &format!("{header_lead}{SAMPLES_HEADER}"))?,
+            samples: open_file(
+                &samples_path,
+                append,
+                &format!("{header_lead}{SAMPLES_HEADER}"),
+            )?,
             logs: open_file(
                 &format!("{prefix}{LOGS_FILE}"),
                 append,

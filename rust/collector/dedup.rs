@@ -35,7 +35,9 @@ impl Dedup {
 
     pub fn mark(&mut self, node: &str, nonce: u64, seq: u64) {
         self.clock += 1;
-        if self.streams.len() >= MAX_STREAMS && !self.streams.contains_key(&(node.to_owned(), nonce)) {
+        if self.streams.len() >= MAX_STREAMS
+            && !self.streams.contains_key(&(node.to_owned(), nonce))
+        {
             if let Some(oldest) = self
                 .streams
                 .iter()

@@ -169,7 +169,13 @@ impl CollectorCore {
             .map(|l| l.entries.len())
             .sum();
         let (node, nonce, seq) = (&msg.node_id, msg.nonce, msg.batch_sequence);
-        if self.state.lock().expect("state lock").dedup.seen(node, nonce, seq) {
+        if self
+            .state
+            .lock()
+            .expect("state lock")
+            .dedup
+            .seen(node, nonce, seq)
+        {
             self.stats.batches_duplicate.fetch_add(1, Relaxed);
             return (200, "duplicate batch, already stored".into());
         }
@@ -219,7 +225,9 @@ impl CollectorCore {
         drop(st);
         self.stats.batches_stored.fetch_add(1, Relaxed);
         self.stats.samples_stored.fetch_add(samples as u64, Relaxed);
-        self.stats.log_entries_stored.fetch_add(logs as u64, Relaxed);
+        self.stats
+            .log_entries_stored
+            .fetch_add(logs as u64, Relaxed);
         (200, format!("stored {samples} samples, {logs} log entries"))
     }
 }
@@ -227,16 +235,18 @@ impl CollectorCore {
 #[pymethods]
 impl CollectorCore {
     #[new]
-    #[pyo3(signature = (*, redis_url = None, dataset_path = None, append = false, additional_header = String::new(), additional_fields = String::new(), max_redis_queue_bytes = 256 << 20, members_per_command = 1000))]
+    #[pyo3(signature = (*, redis_url = None, dataset_path = None, append = false, additional_header = None, additional_fields = None, max_redis_queue_bytes = 268435456, members_per_command = 1000))]
     fn new(
         redis_url: Option<String>,
         dataset_path: Option<String>,
         append: bool,
-        additional_header: String,
-        additional_fields: String,
+        additional_header: Option<String>,
+        additional_fields: Option<String>,
         max_redis_queue_bytes: usize,
         members_per_command: usize,
     ) -> PyResult<Self> {
+        let additional_header = additional_header.unwrap_or_default();
+        let additional_fields = additional_fields.unwrap_or_default();
         for (name, value) in [
             ("additional_header", &additional_header),
             ("additional_fields", &additional_fields),

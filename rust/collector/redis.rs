@@ -295,10 +295,7 @@ enum Reply {
 impl Connection {
     fn open(config: &RedisConfig) -> Result<Self, Failure> {
         let fail = |e: std::io::Error| {
-            Failure::Connection(format!(
-                "redis {}:{}: {e}",
-                config.host, config.port
-            ))
+            Failure::Connection(format!("redis {}:{}: {e}", config.host, config.port))
         };
         let addr = (config.host.as_str(), config.port)
             .to_socket_addrs()
@@ -374,7 +371,10 @@ impl Connection {
     fn reply(&mut self) -> Result<Reply, Failure> {
         let broken = |e: std::io::Error| Failure::Connection(format!("redis read: {e}"));
         self.line.clear();
-        let n = self.reader.read_until(b'\n', &mut self.line).map_err(broken)?;
+        let n = self
+            .reader
+            .read_until(b'\n', &mut self.line)
+            .map_err(broken)?;
         if n < 3 || !self.line.ends_with(b"\r\n") {
             return Err(Failure::Connection("redis closed the connection".into()));
         }
