@@ -167,3 +167,26 @@ def test_reporter_budget_drops_oldest_and_counts() -> None:
     assert stats["batches_dropped"] > 0
     assert stats["samples_dropped"] + stats["pending_samples"] == feeder.n
     assert stats["batches_sent"] == 0 and stats["send_failures"] == 10
+
+
+def test_collector_restarted_in_process_on_the_same_port(tmp_path: Path) -> None:
+    """A node with a kept-alive connection reaches the new collector."""
+    perf = PerformanceTarget()
+    feeder = Feeder(handle(perf, str(uuid.uuid4())))
+    port = free_port()
+    prefix = str(tmp_path / "d_")
+    col = OrchestratorCollector(f"http://127.0.0.1:{port}", dataset_path=prefix).start()
+    rep = NodeReporter(perf, f"http://127.0.0.1:{port}", "node-1", interval_s=60, timeout_s=1)
+    feeder.feed(10)
+    assert rep.flush()
+    col.stop()
+    col = OrchestratorCollector(f"http://127.0.0.1:{port}", dataset_path=prefix,
+                                append=True).start()
+    try:
+        feeder.feed(10)
+        assert rep.flush(), rep.last_error
+        assert col.stats()["samples_stored"] == 10
+    finally:
+        col.stop()
+    with open(prefix + "performance_samples.csv") as f:
+        assert len(f.read().splitlines()) == 1 + 20

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -66,6 +67,7 @@ class OrchestratorCollector:
         self.max_body_bytes = max_body_bytes
         self._http_refused = {"413": 0, "411": 0, "415": 0, "404": 0}
         self._lock = threading.Lock()
+        self._connections: set[socket.socket] = set()
         handler = type("_Handler", (_Handler,), {"collector": self})
         port = parts.port if parts.port is not None else 80
         self._server = ThreadingHTTPServer((parts.hostname, port), handler)
@@ -100,6 +102,14 @@ class OrchestratorCollector:
             self._thread.join()
             self._thread = None
         self._server.server_close()
+        # Kept-alive connections would otherwise go on reaching a stopped
+        # collector (503 forever) instead of a new one on the same port.
+        with self._lock:
+            for conn in self._connections:
+                try:
+                    conn.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
         self.core.close(timeout_s)
 
     def flush(self, timeout_s: float = 10.0) -> bool:
@@ -128,6 +138,16 @@ class _Handler(BaseHTTPRequestHandler):
     collector: OrchestratorCollector
     protocol_version = "HTTP/1.1"
     server_version = "edgeless-telemetry-collector"
+
+    def setup(self) -> None:
+        super().setup()
+        with self.collector._lock:
+            self.collector._connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.collector._lock:
+            self.collector._connections.discard(self.connection)
+        super().finish()
 
     def do_POST(self) -> None:  # noqa: N802 (http.server naming)
         c = self.collector

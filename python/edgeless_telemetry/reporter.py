@@ -201,6 +201,16 @@ class NodeReporter:
                     self._pending_bytes -= len(body.data)
 
     def _post(self, data: bytes, deadline: float | None) -> int | None:
+        # A kept-alive connection may have been closed by the other side
+        # meanwhile (collector restarted): then try once more on a new one.
+        # Sending twice is safe, the collector stores a batch once.
+        reused = self._conn is not None
+        status = self._post_once(data, deadline)
+        if status is None and reused:
+            status = self._post_once(data, deadline)
+        return status
+
+    def _post_once(self, data: bytes, deadline: float | None) -> int | None:
         timeout = self.timeout_s
         if deadline is not None:
             timeout = max(0.05, min(timeout, deadline - time.monotonic()))
