@@ -18,6 +18,9 @@ use crate::events::FunctionTime;
 use crate::performance::{Drained, LogEntry, Sample as RawSample};
 use uuid::Uuid;
 
+/// Longest node id accepted (EDGELESS uses UUIDs).
+pub const MAX_NODE_ID_BYTES: usize = 256;
+
 /// Our field outside the EDGELESS numbering (upstream decoders ignore it).
 pub const BATCH_SEQUENCE_FIELD: u32 = 1000;
 
@@ -281,8 +284,13 @@ pub struct Malformed(pub String);
 pub fn decode_checked(body: &[u8]) -> Result<UpdateNodeRequest, Malformed> {
     let msg = <UpdateNodeRequest as prost::Message>::decode(body)
         .map_err(|e| Malformed(format!("not an UpdateNodeRequest protobuf: {e}")))?;
-    if msg.node_id.is_empty() {
-        return Err(Malformed("node_id is empty".into()));
+    if msg.node_id.is_empty()
+        || msg.node_id.len() > MAX_NODE_ID_BYTES
+        || msg.node_id.chars().any(char::is_control)
+    {
+        return Err(Malformed(format!(
+            "node_id must be 1..={MAX_NODE_ID_BYTES} bytes without control characters"
+        )));
     }
     if msg.nonce == 0 {
         return Err(Malformed("nonce is missing".into()));

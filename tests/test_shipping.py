@@ -245,6 +245,24 @@ def test_resent_batch_is_stored_once(tmp_path: Path, fid: str, collector_factory
     assert col.stats()["batches_duplicate"] == 1
 
 
+def test_restarted_collector_remembers_stored_batches(tmp_path: Path, fid: str) -> None:
+    perf = PerformanceTarget()
+    record_known(node_handle(perf, fid), 3)
+    body = one_body(perf)
+    prefix = str(tmp_path / "d_")
+    first = _core.CollectorCore(dataset_path=prefix)
+    assert first.ingest(body)[0] == 200
+    first.close(0)
+    again = _core.CollectorCore(dataset_path=prefix, append=True)
+    status, reason = again.ingest(body)
+    assert status == 200 and "duplicate" in reason
+    again.close(0)
+    assert len(csv_rows(Path(prefix + "performance_samples.csv"))) == 1 + 15
+    fresh = _core.CollectorCore(dataset_path=prefix, append=False)  # a new dataset
+    assert "stored" in fresh.ingest(body)[1]
+    assert len(csv_rows(Path(prefix + "performance_samples.csv"))) == 1 + 15
+
+
 def test_malformed_and_truncated_bodies_write_nothing(
     redis_server: RedisServer, tmp_path: Path, fid: str, collector_factory: Any
 ) -> None:

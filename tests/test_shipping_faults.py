@@ -99,10 +99,8 @@ def test_collector_killed_and_restarted(redis_server: RedisServer, tmp_path: Pat
         rows = f.read().splitlines()
     assert rows.count("identifier,metric,timestamp,value") == 1
     counts = Counter(rows[1:])
-    assert len(counts) == feeder.n  # every sample is in the CSV
-    # Exactly once unless a kill landed between a write and its reply
-    # (documented: the collector's de-duplication memory is per process).
-    assert sum(counts.values()) - feeder.n <= 200
+    assert len(counts) == feeder.n
+    assert set(counts.values()) == {1}, "a resent batch was stored twice"
 
 
 def test_redis_stopped_and_restarted(redis_server: RedisServer, tmp_path: Path) -> None:

@@ -33,6 +33,30 @@ impl Dedup {
             .is_some_and(|s| seq <= s.floor || s.above.contains(&seq))
     }
 
+    /// Everything remembered, as (node, nonce, floor, sequences above it).
+    pub fn export(&self) -> impl Iterator<Item = (&str, u64, u64, &BTreeSet<u64>)> {
+        self.streams
+            .iter()
+            .map(|((node, nonce), s)| (node.as_str(), *nonce, s.floor, &s.above))
+    }
+
+    /// Marks 1..=floor as seen.
+    pub fn mark_floor(&mut self, node: &str, nonce: u64, floor: u64) {
+        if floor == 0 {
+            return;
+        }
+        self.mark(node, nonce, floor);
+        let s = self
+            .streams
+            .get_mut(&(node.to_owned(), nonce))
+            .expect("just marked");
+        s.floor = s.floor.max(floor);
+        s.above.retain(|&q| q > floor);
+        while s.above.remove(&(s.floor + 1)) {
+            s.floor += 1;
+        }
+    }
+
     pub fn mark(&mut self, node: &str, nonce: u64, seq: u64) {
         self.clock += 1;
         if self.streams.len() >= MAX_STREAMS
@@ -82,6 +106,16 @@ mod tests {
         assert!(!d.seen("n", 2, 1), "another nonce is another node instance");
         let s = &d.streams[&("n".to_owned(), 1)];
         assert_eq!((s.floor, s.above.len()), (4, 1));
+    }
+
+    #[test]
+    fn floor_covers_everything_below() {
+        let mut d = Dedup::default();
+        d.mark("n", 1, 9);
+        d.mark_floor("n", 1, 8);
+        assert!(d.seen("n", 1, 1) && d.seen("n", 1, 9) && !d.seen("n", 1, 10));
+        let (_, _, floor, above) = d.export().next().unwrap();
+        assert_eq!((floor, above.len()), (9, 0));
     }
 
     #[test]

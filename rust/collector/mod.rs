@@ -212,6 +212,11 @@ impl CollectorCore {
                 self.stats.dataset_errors.fetch_add(1, Relaxed);
                 return (500, format!("writing the dataset failed: {e}"));
             }
+            // The rows are in: a failed journal line only weakens the
+            // de-duplication after a restart, so it is counted, not refused.
+            if ds.record(node, nonce, seq).is_err() {
+                self.stats.dataset_errors.fetch_add(1, Relaxed);
+            }
         }
         if let Some(redis) = &self.redis {
             redis.push(Job {
@@ -272,17 +277,24 @@ impl CollectorCore {
                 )
             }
         };
+        let mut dedup = Dedup::default();
         let dataset = match dataset_path.as_deref().filter(|p| !p.is_empty()) {
             None => None,
             Some(prefix) => Some(
-                Dataset::open(prefix, append, &additional_header, &additional_fields)
-                    .map_err(|e| PyOSError::new_err(format!("opening the dataset: {e}")))?,
+                Dataset::open(
+                    prefix,
+                    append,
+                    &additional_header,
+                    &additional_fields,
+                    &mut dedup,
+                )
+                .map_err(|e| PyOSError::new_err(format!("opening the dataset: {e}")))?,
             ),
         };
         let row_prefix = dataset.as_ref().map(|d| d.row_prefix.clone());
         Ok(Self {
             state: Mutex::new(State {
-                dedup: Dedup::default(),
+                dedup,
                 dataset,
                 closed: false,
             }),
