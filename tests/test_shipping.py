@@ -352,3 +352,6 @@ def test_setup_errors_raise_early(tmp_path: Path) -> None:
         NodeReporter(perf, "http://127.0.0.1:1", "n", interval_s=0)
     with pytest.raises(TypeError):
         NodeReporter(object(), "http://127.0.0.1:1", "n")  # type: ignore[arg-type]
+    for bad in ["", "a\nb", "x" * 257]:
+        with pytest.raises(ValueError, match="node_id"):
+            NodeReporter(perf, "http://127.0.0.1:1", bad)

@@ -188,3 +188,27 @@ def test_collector_restarted_in_process_on_the_same_port(tmp_path: Path) -> None
         col.stop()
     with open(prefix + "performance_samples.csv") as f:
         assert len(f.read().splitlines()) == 1 + 20
+
+
+def test_nodes_in_parallel_each_stored_once(redis_server: RedisServer) -> None:
+    col = OrchestratorCollector("http://127.0.0.1:0", redis_url=redis_server.url).start()
+    nodes = []
+    for k in range(4):
+        perf = PerformanceTarget()
+        fid = str(uuid.uuid4())
+        nodes.append((fid, Feeder(handle(perf, fid)),
+                      NodeReporter(perf, col.url, f"node-{k}", interval_s=0.01).start()))
+    try:
+        for _ in range(30):
+            for _, feeder, _ in nodes:
+                feeder.feed(100)
+            time.sleep(0.005)
+        for _, _, rep in nodes:
+            assert rep.stop()
+        assert col.flush(10)
+    finally:
+        col.stop(1)
+    r = redis_server.client()
+    for fid, feeder, _ in nodes:
+        members = r.zrange(f"performance:{fid}:function_execution_time", 0, -1)
+        assert set(members) == feeder.expected_members() and len(members) == feeder.n

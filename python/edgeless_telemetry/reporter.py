@@ -18,6 +18,7 @@ import math
 import secrets
 import threading
 import time
+import unicodedata
 from collections import deque
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -63,8 +64,14 @@ class NodeReporter:
         parts = urlsplit(orchestrator_url)
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"orchestrator_url must be http://host:port, got {orchestrator_url!r}")
-        if not isinstance(node_id, str) or not node_id:
-            raise ValueError("node_id must be a non-empty str")
+        if (
+            not isinstance(node_id, str)
+            or not 0 < len(node_id.encode("utf-8", "surrogatepass")) <= 256
+            or any(unicodedata.category(c) == "Cc" for c in node_id)
+        ):
+            raise ValueError(
+                f"node_id must be a str of 1..256 bytes without control characters, got {node_id!r}"
+            )
         for name, value in (("interval_s", interval_s), ("timeout_s", timeout_s)):
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
