@@ -14,6 +14,7 @@ pub mod processor;
 pub mod prometheus;
 pub mod py_target;
 pub mod reporter;
+pub mod tracer;
 pub mod wire;
 
 use pyo3::prelude::*;
@@ -27,5 +28,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     prometheus::register(m)?;
     m.add_class::<collector::CollectorCore>()?;
     m.add_function(wrap_pyfunction!(reporter::drain_encode, m)?)?;
+    tracer::register(m)?;
     Ok(())
 }

@@ -6,7 +6,14 @@ this package adds the enums, the drained-metrics types and the CLI.
 
 from __future__ import annotations
 
-from ._core import PrometheusTarget, TelemetryEvent, TelemetryHandle, TelemetryProcessor
+from ._core import (
+    ControlPlaneTracer,
+    PrometheusTarget,
+    Span,
+    TelemetryEvent,
+    TelemetryHandle,
+    TelemetryProcessor,
+)
 from .collector import OrchestratorCollector
 from .enums import ChainResult, FunctionExitStatus, FunctionTime, TelemetryLogLevel
 from .performance import FunctionLogEntry, Metrics, PerformanceTarget, Samples
@@ -14,6 +21,7 @@ from .reporter import NodeReporter
 
 __all__ = [
     "ChainResult",
+    "ControlPlaneTracer",
     "FunctionExitStatus",
     "FunctionLogEntry",
     "FunctionTime",
@@ -23,6 +31,7 @@ __all__ = [
     "PerformanceTarget",
     "PrometheusTarget",
     "Samples",
+    "Span",
     "TelemetryEvent",
     "TelemetryHandle",
     "TelemetryLogLevel",

@@ -1,0 +1,216 @@
+//! `ControlPlaneTracer`: spans for the EDGELESS control plane, written as CSV
+//! (see DESIGN.md for the format) by a background thread.
+//!
+//! - `csv`: RFC 4180 row formatting into the pending buffer.
+//! - `ids`: fast UUID v4 correlation ids.
+//! - `writer`: the bounded buffer, the writer thread, flush/close, atexit.
+//! - `span`: the `Span` pyclass (RAII end).
+
+pub mod csv;
+pub mod ids;
+pub mod span;
+pub mod writer;
+
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString};
+use span::{span_name, Span};
+use std::io;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use uuid::Uuid;
+use writer::Sink;
+
+static ATEXIT_REGISTERED: AtomicBool = AtomicBool::new(false);
+
+#[pyfunction]
+fn tracer_flush_at_exit(py: Python<'_>) {
+    py.allow_threads(writer::flush_all_at_exit);
+}
+
+#[pyclass(module = "edgeless_telemetry._core", frozen)]
+pub struct ControlPlaneTracer {
+    sink: Arc<Sink>,
+}
+
+/// `None`, `"-"` and `""` (as upstream) mean stdout; else a path.
+fn output_target(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option<PathBuf>> {
+    let Some(obj) = obj.filter(|o| !o.is_none()) else {
+        return Ok(None);
+    };
+    if let Ok(s) = obj.downcast::<PyString>() {
+        let s = s.to_cow()?;
+        if s.is_empty() || s == "-" {
+            return Ok(None);
+        }
+    }
+    obj.extract::<PathBuf>().map(Some).map_err(|_| {
+        PyTypeError::new_err(format!(
+            "output_path must be None, \"-\", a str or an os.PathLike, not {}",
+            obj.get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
+        ))
+    })
+}
+
+/// A parent id from another process: a UUID string or `uuid.UUID`.
+fn parent_uuid(obj: &Bound<'_, PyAny>) -> PyResult<Uuid> {
+    let text = if let Ok(s) = obj.downcast::<PyString>() {
+        s.to_string_lossy().into_owned()
+    } else if obj.is_instance(&obj.py().import("uuid")?.getattr("UUID")?)? {
+        obj.str()?.to_string_lossy().into_owned()
+    } else {
+        return Err(PyTypeError::new_err(format!(
+            "parent_id must be a UUID string or uuid.UUID, not {}",
+            obj.get_type().name()?
+        )));
+    };
+    Uuid::parse_str(text.trim()).map_err(|e| {
+        PyValueError::new_err(format!(
+            "parent_id must be a UUID (a correlation_id from another tracer), got {text:?}: {e}"
+        ))
+    })
+}
+
+fn open_error(path: &Option<PathBuf>, e: io::Error) -> PyErr {
+    let what = match path {
+        Some(p) => p.display().to_string(),
+        None => "stdout".to_owned(),
+    };
+    if e.kind() == io::ErrorKind::InvalidData {
+        return PyValueError::new_err(e.to_string());
+    }
+    PyErr::from(io::Error::new(
+        e.kind(),
+        format!("cannot open tracer output {what}: {e}"),
+    ))
+}
+
+#[pymethods]
+impl ControlPlaneTracer {
+    /// Opens the output and starts the writer thread. A path's directories
+    /// are created; the file is truncated and gets the header, or with
+    /// `append=True` keeps its rows (header only if it was empty; a
+    /// non-empty file without our header is refused with `ValueError`).
+    #[new]
+    #[pyo3(signature = (output_path = None, *, append = false, max_pending_bytes = 16777216, max_message_bytes = 65536))]
+    fn new(
+        py: Python<'_>,
+        output_path: Option<&Bound<'_, PyAny>>,
+        append: bool,
+        max_pending_bytes: usize,
+        max_message_bytes: usize,
+    ) -> PyResult<Self> {
+        if max_pending_bytes < 4096 {
+            return Err(PyValueError::new_err(format!(
+                "max_pending_bytes must be at least 4096, got {max_pending_bytes}"
+            )));
+        }
+        if max_message_bytes == 0 {
+            return Err(PyValueError::new_err("max_message_bytes must be positive"));
+        }
+        let path = output_target(output_path)?;
+        let sink = Sink::open(path.clone(), append, max_pending_bytes, max_message_bytes)
+            .map_err(|e| open_error(&path, e))?;
+        if !ATEXIT_REGISTERED.swap(true, Ordering::Relaxed) {
+            let hook = wrap_pyfunction!(tracer_flush_at_exit, py)?;
+            if let Err(e) = py.import("atexit")?.call_method1("register", (hook,)) {
+                ATEXIT_REGISTERED.store(false, Ordering::Relaxed);
+                return Err(e);
+            }
+        }
+        Ok(Self { sink })
+    }
+
+    /// A root span with a fresh correlation id. `parent_id` continues a
+    /// trace from elsewhere (e.g. an id the orchestrator passed to a node):
+    /// the span's rows then carry it as their `parent_id`.
+    #[pyo3(signature = (name, *, parent_id = None))]
+    fn start_span(
+        &self,
+        name: &Bound<'_, PyAny>,
+        parent_id: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Span> {
+        let name = span_name(&self.sink, name)?;
+        let parent = match parent_id.filter(|p| !p.is_none()) {
+            Some(p) => Some(parent_uuid(p)?),
+            None => None,
+        };
+        Ok(Span::start(self.sink.clone(), parent, name))
+    }
+
+    /// Waits (GIL released) until every row so far is written to the OS.
+    fn flush(&self, py: Python<'_>) {
+        let sink = &self.sink;
+        py.allow_threads(|| sink.flush());
+    }
+
+    /// Writes what is pending and closes the output; later rows are dropped
+    /// and counted (`rows_after_close`). Idempotent.
+    fn close(&self, py: Python<'_>) {
+        let sink = &self.sink;
+        py.allow_threads(|| sink.close());
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.sink.is_closed()
+    }
+
+    /// The file written to, or `None` for stdout.
+    #[getter]
+    fn output_path(&self) -> Option<String> {
+        self.sink.path.as_ref().map(|p| p.display().to_string())
+    }
+
+    /// Cumulative counters: rows queued, written, dropped (buffer full),
+    /// after close, lost to write errors; bytes; truncations.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for (k, v) in self.sink.stats() {
+            d.set_item(k, v)?;
+        }
+        Ok(d)
+    }
+
+    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    #[pyo3(signature = (exc_type = None, exc_value = None, traceback = None))]
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        exc_type: Option<&Bound<'_, PyAny>>,
+        exc_value: Option<&Bound<'_, PyAny>>,
+        traceback: Option<&Bound<'_, PyAny>>,
+    ) -> bool {
+        let _ = (exc_type, exc_value, traceback);
+        self.close(py);
+        false
+    }
+
+    fn __repr__(&self) -> String {
+        match &self.sink.path {
+            Some(p) => format!("ControlPlaneTracer({:?})", p.display().to_string()),
+            None => "ControlPlaneTracer('-')".to_owned(),
+        }
+    }
+}
+
+impl Drop for ControlPlaneTracer {
+    /// Spans may outlive the tracer object and keep writing; the sink closes
+    /// when the last of them goes. Here only what is pending is flushed.
+    fn drop(&mut self) {
+        self.sink.flush_implicitly();
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<ControlPlaneTracer>()?;
+    m.add_class::<Span>()?;
+    Ok(())
+}

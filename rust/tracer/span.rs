@@ -1,0 +1,246 @@
+//! `Span`: one traced step, ended exactly once (by `end()`, a `with` block,
+//! or being dropped, as upstream's RAII `TraceSpan`).
+
+use super::csv::{push_row, span_fields, EventType};
+use super::writer::Sink;
+use crate::clock::now_ns;
+use crate::events::LogLevel;
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedStr;
+use pyo3::types::PyString;
+use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// Longest span name accepted (it is repeated in every row of the span).
+pub const MAX_NAME_BYTES: usize = 4096;
+
+#[pyclass(module = "edgeless_telemetry._core", frozen)]
+pub struct Span {
+    sink: Arc<Sink>,
+    id: Uuid,
+    parent: Option<Uuid>,
+    name: String,
+    /// `correlation_id,parent_id,name`, encoded once for all rows.
+    fields: Box<[u8]>,
+    ended: AtomicBool,
+}
+
+/// A Python string's UTF-8, borrowed from Python where possible; lone
+/// surrogates are replaced by U+FFFD and counted (`lossy_strings`).
+pub enum Text {
+    Backed(PyBackedStr),
+    Lossy(String),
+}
+
+impl Deref for Text {
+    type Target = str;
+    fn deref(&self) -> &str {
+        match self {
+            Text::Backed(s) => s,
+            Text::Lossy(s) => s,
+        }
+    }
+}
+
+pub fn text(sink: &Sink, obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Text> {
+    let s = obj.downcast::<PyString>().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "{what} must be str, not {}",
+            obj.get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
+        ))
+    })?;
+    match s.extract::<PyBackedStr>() {
+        Ok(b) => Ok(Text::Backed(b)),
+        Err(_) => {
+            sink.lossy_strings.fetch_add(1, Ordering::Relaxed);
+            Ok(Text::Lossy(s.to_string_lossy().into_owned()))
+        }
+    }
+}
+
+/// Validates a span name (a setup-style argument: raises).
+pub fn span_name(sink: &Sink, obj: &Bound<'_, PyAny>) -> PyResult<String> {
+    let name = text(sink, obj, "span name")?;
+    if name.is_empty() {
+        return Err(PyValueError::new_err("span name must not be empty"));
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return Err(PyValueError::new_err(format!(
+            "span name is {} bytes; at most {MAX_NAME_BYTES} are allowed",
+            name.len()
+        )));
+    }
+    Ok(name.to_owned())
+}
+
+/// Cuts `s` to at most `max` bytes at a character boundary.
+fn truncate(s: &str, max: usize) -> Option<&str> {
+    if s.len() <= max {
+        return None;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    Some(&s[..end])
+}
+
+impl Span {
+    /// Writes the start row and returns the span. The id is drawn under the
+    /// sink's lock, so the row order in the file is the order of the clock.
+    pub fn start(sink: Arc<Sink>, parent: Option<Uuid>, name: String) -> Self {
+        let mut made = None;
+        sink.append(|p| {
+            let id = p.ids.next_uuid();
+            let fields = span_fields(&id, parent.as_ref(), &name);
+            push_row(&mut p.buf, now_ns(), EventType::SpanStart, &fields, None);
+            made = Some((id, fields));
+        });
+        // A closed sink takes no rows, but the caller still gets a usable span.
+        let (id, fields) = made.unwrap_or_else(|| {
+            let id = sink.next_id();
+            let fields = span_fields(&id, parent.as_ref(), &name);
+            (id, fields)
+        });
+        Span {
+            sink,
+            id,
+            parent,
+            name,
+            fields,
+            ended: AtomicBool::new(false),
+        }
+    }
+
+    fn finish(&self) {
+        if !self.ended.swap(true, Ordering::Relaxed) {
+            self.sink
+                .append(|p| push_row(&mut p.buf, now_ns(), EventType::SpanEnd, &self.fields, None));
+        }
+    }
+
+    fn write_log(&self, level: LogLevel, message: &str) {
+        let message = match truncate(message, self.sink.max_message_bytes) {
+            Some(cut) => {
+                self.sink.messages_truncated.fetch_add(1, Ordering::Relaxed);
+                cut
+            }
+            None => message,
+        };
+        self.sink.append(|p| {
+            push_row(
+                &mut p.buf,
+                now_ns(),
+                EventType::Log,
+                &self.fields,
+                Some((level.name(), message)),
+            )
+        });
+    }
+}
+
+impl Drop for Span {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+#[pymethods]
+impl Span {
+    /// A child span whose `parent_id` is this span's `correlation_id`. Also
+    /// allowed after this span ended (work it started may outlive it).
+    fn child(&self, name: &Bound<'_, PyAny>) -> PyResult<Span> {
+        let name = span_name(&self.sink, name)?;
+        Ok(Span::start(self.sink.clone(), Some(self.id), name))
+    }
+
+    /// A `log` row carrying this span's ids and name. `level` is a
+    /// `TelemetryLogLevel` or its name. Also allowed after the span ended.
+    fn log(&self, level: &Bound<'_, PyAny>, message: &Bound<'_, PyAny>) -> PyResult<()> {
+        let level = LogLevel::from_py(level)?;
+        let message = text(&self.sink, message, "log message")?;
+        self.write_log(level, &message);
+        Ok(())
+    }
+
+    /// Writes the `span_end` row; only the first call (or the `with` exit,
+    /// or the drop) does.
+    fn end(&self) {
+        self.finish();
+    }
+
+    #[getter]
+    fn correlation_id(&self) -> String {
+        self.id.hyphenated().to_string()
+    }
+
+    #[getter]
+    fn parent_id(&self) -> Option<String> {
+        self.parent.map(|p| p.hyphenated().to_string())
+    }
+
+    #[getter]
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    #[getter]
+    fn ended(&self) -> bool {
+        self.ended.load(Ordering::Relaxed)
+    }
+
+    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    /// Ends the span; an exception leaving the block is first logged on the
+    /// span at ERROR (and still propagates).
+    #[pyo3(signature = (exc_type = None, exc_value = None, traceback = None))]
+    fn __exit__(
+        &self,
+        exc_type: Option<&Bound<'_, PyAny>>,
+        exc_value: Option<&Bound<'_, PyAny>>,
+        traceback: Option<&Bound<'_, PyAny>>,
+    ) -> bool {
+        let _ = traceback;
+        if let (Some(t), Some(v)) = (exc_type, exc_value) {
+            if !t.is_none() && !self.ended.load(Ordering::Relaxed) {
+                let kind = t
+                    .getattr("__name__")
+                    .and_then(|n| n.extract::<String>())
+                    .unwrap_or_else(|_| "exception".to_owned());
+                let detail = v
+                    .str()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let message = if detail.is_empty() {
+                    kind
+                } else {
+                    format!("{kind}: {detail}")
+                };
+                self.write_log(LogLevel::Error, &message);
+            }
+        }
+        self.finish();
+        false
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Span(name={:?}, correlation_id='{}', ended={})",
+            self.name,
+            self.id.hyphenated(),
+            if self.ended.load(Ordering::Relaxed) {
+                "True"
+            } else {
+                "False"
+            }
+        )
+    }
+}

@@ -1,0 +1,558 @@
+//! The tracer's sink: a bounded byte queue in front of a background writer
+//! thread.
+//!
+//! Callers (holding the GIL) format each row straight into `pending.buf`
+//! under a short mutex; the writer thread swaps that buffer for an empty one
+//! and writes the whole batch with one `write` call. A per-row channel would
+//! cost a send and an allocation per row; a swapped buffer costs a memcpy.
+//!
+//! - Bounded: a row that would take `buf` past `max_pending_bytes` is dropped
+//!   and counted (`rows_dropped`); callers never wait for the disk or a
+//!   blocked stdout pipe.
+//! - Latency: the writer wakes every `WAKE_INTERVAL`, when the buffer passes
+//!   `HIGH_WATER`, or when someone flushes, so rows reach the OS within
+//!   tens of milliseconds even when nobody flushes.
+//! - A batch is written with `write_all` and ends with a row's newline, so the
+//!   file only ever holds whole rows (unless the write itself fails).
+//! - After interpreter exit has begun (`enter_exit_mode`, from atexit), every
+//!   append also waits until it is written, so spans ended while Python tears
+//!   down its modules still reach the file before the process exits.
+//! - Fork: the writer thread does not exist in a forked child, so a tracer
+//!   inherited through `fork()` drops its rows there (counted as
+//!   `rows_after_fork`) instead of buffering them forever or hanging in
+//!   `flush`; the child makes its own tracer.
+
+use super::csv::HEADER;
+use super::ids::IdGen;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+const WAKE_INTERVAL: Duration = Duration::from_millis(20);
+const HIGH_WATER: usize = 64 << 10;
+/// How long flushes and closes nobody asked for (a tracer or its last span
+/// dropped, interpreter exit) wait for a writer that is stuck, e.g. on
+/// stdout piped into a reader that stopped reading.
+const IMPLICIT_WAIT: Duration = Duration::from_secs(5);
+
+pub enum Output {
+    Stdout,
+    File(File),
+}
+
+impl Output {
+    /// Opens the destination; writes the header unless appending to a file
+    /// that already has rows. An existing file whose first line is not our
+    /// header is refused rather than silently mixed with other data.
+    pub fn open(path: Option<&Path>, append: bool) -> io::Result<Self> {
+        let Some(path) = path else {
+            let mut out = io::stdout().lock();
+            out.write_all(HEADER.as_bytes())?;
+            out.flush()?;
+            return Ok(Output::Stdout);
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut file = if append {
+            OpenOptions::new()
+                .read(true)
+                .append(true)
+                .create(true)
+                .open(path)?
+        } else {
+            File::create(path)?
+        };
+        let len = file.metadata()?.len();
+        if len == 0 {
+            file.write_all(HEADER.as_bytes())?;
+        } else {
+            let mut first = vec![0u8; HEADER.len()];
+            let n = read_up_to(&mut file, &mut first)?;
+            if &first[..n] != HEADER.as_bytes() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{} is not a tracer CSV (its first line is not the tracer header); refusing to append",
+                        path.display()
+                    ),
+                ));
+            }
+        }
+        Ok(Output::File(file))
+    }
+
+    fn write_batch(&mut self, batch: &[u8]) -> io::Result<()> {
+        match self {
+            Output::Stdout => {
+                let mut out = io::stdout().lock();
+                out.write_all(batch)?;
+                out.flush()
+            }
+            Output::File(f) => f.write_all(batch),
+        }
+    }
+}
+
+fn read_up_to(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    use std::io::Seek;
+    file.seek(io::SeekFrom::Start(0))?;
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+/// Everything behind the one mutex.
+pub struct Pending {
+    pub buf: Vec<u8>,
+    pub ids: IdGen,
+    /// Rows accepted so far (a sequence number for `flush`).
+    seq: u64,
+    /// Rows the writer has taken and finished (written or failed).
+    done_seq: u64,
+    /// The writer was asked to wake now (flush, high water, close).
+    kick: bool,
+    closing: bool,
+    writer_alive: bool,
+    rows_written: u64,
+    bytes_written: u64,
+    rows_dropped: u64,
+    rows_after_close: u64,
+    write_errors: u64,
+    rows_lost: u64,
+}
+
+/// State shared with the writer thread.
+pub struct Shared {
+    pending: Mutex<Pending>,
+    /// The writer waits here for work.
+    work: Condvar,
+    /// Flushers wait here for the writer's progress.
+    progress: Condvar,
+    max_pending_bytes: usize,
+    pub max_message_bytes: usize,
+    exiting: AtomicBool,
+    pub messages_truncated: AtomicU64,
+    pub lossy_strings: AtomicU64,
+    rows_after_fork: AtomicU64,
+    fork_generation: u64,
+    /// An implicit flush timed out: the writer is stuck; later implicit
+    /// waits do not wait again.
+    gave_up: AtomicBool,
+}
+
+/// What tracers and spans hold; the last one dropped closes the sink.
+pub struct Sink {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    pub path: Option<PathBuf>,
+}
+
+impl std::ops::Deref for Sink {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
+}
+
+/// Sinks alive in this process, flushed by the atexit hook.
+static LIVE: Mutex<Vec<Weak<Sink>>> = Mutex::new(Vec::new());
+
+/// Bumped in every forked child (pthread_atfork), so a sink can tell it was
+/// inherited with one relaxed load instead of a `getpid` syscall per row.
+static FORKS: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn after_fork_in_child() {
+    FORKS.fetch_add(1, Ordering::Relaxed);
+}
+
+fn install_fork_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: registers a handler that only touches an atomic.
+        unsafe {
+            libc::pthread_atfork(None, None, Some(after_fork_in_child));
+        }
+    });
+}
+
+fn lock(m: &Mutex<Pending>) -> MutexGuard<'_, Pending> {
+    // A panic while holding the lock leaves plain counters and bytes behind;
+    // carrying on is better than poisoning every later span.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Sink {
+    pub fn open(
+        path: Option<PathBuf>,
+        append: bool,
+        max_pending_bytes: usize,
+        max_message_bytes: usize,
+    ) -> io::Result<Arc<Self>> {
+        install_fork_hook();
+        let mut output = Output::open(path.as_deref(), append)?;
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(Pending {
+                buf: Vec::new(),
+                ids: IdGen::seeded(),
+                seq: 0,
+                done_seq: 0,
+                kick: false,
+                closing: false,
+                writer_alive: true,
+                rows_written: 0,
+                bytes_written: 0,
+                rows_dropped: 0,
+                rows_after_close: 0,
+                write_errors: 0,
+                rows_lost: 0,
+            }),
+            work: Condvar::new(),
+            progress: Condvar::new(),
+            max_pending_bytes,
+            max_message_bytes,
+            exiting: AtomicBool::new(false),
+            messages_truncated: AtomicU64::new(0),
+            lossy_strings: AtomicU64::new(0),
+            rows_after_fork: AtomicU64::new(0),
+            fork_generation: FORKS.load(Ordering::Relaxed),
+            gave_up: AtomicBool::new(false),
+        });
+        let for_writer = shared.clone();
+        let handle = std::thread::Builder::new()
+            .name("edgeless-tracer-writer".into())
+            .spawn(move || writer_loop(&for_writer, &mut output))?;
+        let sink = Arc::new(Sink {
+            shared,
+            thread: Mutex::new(Some(handle)),
+            path,
+        });
+        let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+        live.retain(|w| w.strong_count() > 0);
+        live.push(Arc::downgrade(&sink));
+        Ok(sink)
+    }
+
+    /// Writes what is pending, stops the writer and closes the file. Later
+    /// rows are dropped and counted (`rows_after_close`). Idempotent; a
+    /// second caller waits for the first to finish.
+    pub fn close(&self) {
+        self.close_within(None);
+    }
+
+    /// `close`, but waiting at most `limit` for a stuck writer (then it is
+    /// left to finish on its own, detached).
+    pub fn close_within(&self, limit: Option<Duration>) {
+        if self.forked() {
+            return; // the writer thread (and its lock holder) is the parent's
+        }
+        let mut thread = self.thread.lock().unwrap_or_else(|e| e.into_inner());
+        {
+            let mut p = lock(&self.pending);
+            p.closing = true;
+            p.kick = true;
+        }
+        self.work.notify_one();
+        let Some(handle) = thread.take() else { return };
+        if let Some(mut limit) = limit {
+            if self.gave_up.load(Ordering::Relaxed) {
+                limit = Duration::ZERO; // an implicit wait already timed out
+            }
+            let deadline = Instant::now() + limit;
+            let mut p = lock(&self.pending);
+            while p.writer_alive {
+                let now = Instant::now();
+                if now >= deadline {
+                    return; // dropping `handle` detaches the thread
+                }
+                p = self
+                    .progress
+                    .wait_timeout(p, deadline - now)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+        }
+        let _ = handle.join();
+    }
+}
+
+impl Shared {
+    /// Appends one row written by `row` into the pending buffer; drops and
+    /// counts it when the buffer is full or the sink is closed. Returns
+    /// whether the row was kept.
+    #[inline]
+    pub fn append(&self, row: impl FnOnce(&mut Pending)) -> bool {
+        if self.forked() {
+            self.rows_after_fork.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        let mut p = lock(&self.pending);
+        if p.closing {
+            p.rows_after_close += 1;
+            return false;
+        }
+        let start = p.buf.len();
+        row(&mut p);
+        if p.buf.len() > self.max_pending_bytes {
+            p.buf.truncate(start);
+            p.rows_dropped += 1;
+            return false;
+        }
+        p.seq += 1;
+        if p.buf.len() >= HIGH_WATER && !p.kick {
+            p.kick = true;
+            self.work.notify_one();
+        }
+        drop(p);
+        if self.exiting.load(Ordering::Relaxed) {
+            self.flush_implicitly();
+        }
+        true
+    }
+
+    /// Waits until every row accepted so far is written (or failed).
+    /// Blocks: call it with the GIL released where possible.
+    pub fn flush(&self) {
+        self.flush_within(None);
+    }
+
+    /// A flush nobody asked for (tracer dropped, interpreter exit): bounded
+    /// by `IMPLICIT_WAIT`, and a stuck writer turns write-through off so the
+    /// exit is not delayed once per row.
+    pub fn flush_implicitly(&self) {
+        if self.gave_up.load(Ordering::Relaxed) {
+            return;
+        }
+        if !self.flush_within(Some(IMPLICIT_WAIT)) {
+            self.gave_up.store(true, Ordering::Relaxed);
+            self.exiting.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// `flush` waiting at most `limit`; false if it gave up.
+    pub fn flush_within(&self, limit: Option<Duration>) -> bool {
+        if self.forked() {
+            return true;
+        }
+        let deadline = limit.map(|l| Instant::now() + l);
+        let mut p = lock(&self.pending);
+        let target = p.seq;
+        if p.done_seq >= target {
+            return true;
+        }
+        p.kick = true;
+        self.work.notify_one();
+        while p.done_seq < target && p.writer_alive {
+            p = match deadline {
+                None => self.progress.wait(p).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return false;
+                    }
+                    self.progress
+                        .wait_timeout(p, d - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
+        }
+        true
+    }
+
+    /// Whether this process is a fork of the one that opened the sink.
+    #[inline]
+    fn forked(&self) -> bool {
+        FORKS.load(Ordering::Relaxed) != self.fork_generation
+    }
+
+    /// An id drawn outside `append` (for spans made after close).
+    pub fn next_id(&self) -> uuid::Uuid {
+        lock(&self.pending).ids.next_uuid()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        lock(&self.pending).closing
+    }
+
+    pub fn enter_exit_mode(&self) {
+        self.exiting.store(true, Ordering::Relaxed);
+    }
+
+    pub fn stats(&self) -> Vec<(&'static str, u64)> {
+        let p = lock(&self.pending);
+        vec![
+            ("rows_queued", p.seq),
+            ("rows_written", p.rows_written),
+            ("bytes_written", p.bytes_written),
+            ("pending_bytes", p.buf.len() as u64),
+            ("rows_dropped", p.rows_dropped),
+            ("rows_after_close", p.rows_after_close),
+            ("write_errors", p.write_errors),
+            ("rows_lost", p.rows_lost),
+            (
+                "messages_truncated",
+                self.messages_truncated.load(Ordering::Relaxed),
+            ),
+            ("lossy_strings", self.lossy_strings.load(Ordering::Relaxed)),
+            (
+                "rows_after_fork",
+                self.rows_after_fork.load(Ordering::Relaxed),
+            ),
+        ]
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        self.close_within(Some(IMPLICIT_WAIT));
+    }
+}
+
+/// The atexit hook: every live sink writes what it has, then switches to
+/// write-through for rows that come during interpreter teardown.
+pub fn flush_all_at_exit() {
+    let live: Vec<Arc<Sink>> = LIVE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter_map(Weak::upgrade)
+        .collect();
+    for sink in &live {
+        sink.enter_exit_mode();
+        sink.flush_implicitly();
+    }
+}
+
+fn writer_loop(s: &Shared, output: &mut Output) {
+    let mut batch: Vec<u8> = Vec::new();
+    loop {
+        let (upto, taken, closing) = {
+            let mut p = lock(&s.pending);
+            if !p.kick && !p.closing {
+                p = s
+                    .work
+                    .wait_timeout(p, WAKE_INTERVAL)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            p.kick = false;
+            std::mem::swap(&mut p.buf, &mut batch);
+            let taken = p.seq - p.done_seq;
+            (p.seq, taken, p.closing)
+        };
+        let result = if batch.is_empty() {
+            Ok(())
+        } else {
+            output.write_batch(&batch)
+        };
+        let bytes = batch.len() as u64;
+        batch.clear();
+        if batch.capacity() > 4 * HIGH_WATER {
+            batch.shrink_to(HIGH_WATER); // give back memory after a burst
+        }
+        let mut p = lock(&s.pending);
+        match result {
+            Ok(()) => {
+                p.rows_written += taken;
+                p.bytes_written += bytes;
+            }
+            Err(_) => {
+                p.write_errors += 1;
+                p.rows_lost += taken;
+            }
+        }
+        p.done_seq = upto;
+        if closing {
+            p.writer_alive = false;
+        }
+        drop(p);
+        if taken > 0 || closing {
+            s.progress.notify_all();
+        }
+        if closing {
+            return; // `output` (the file) is closed by the caller's drop
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_path(tag: &str) -> PathBuf {
+        std::env::temp_dir().join(format!(
+            "edgeless-tracer-{tag}-{}-{}.csv",
+            std::process::id(),
+            crate::clock::now_ns()
+        ))
+    }
+
+    fn push(sink: &Sink, text: &str) -> bool {
+        sink.append(|p| p.buf.extend_from_slice(text.as_bytes()))
+    }
+
+    #[test]
+    fn flush_close_and_rows_after_close() {
+        let path = temp_path("flush");
+        let sink = Sink::open(Some(path.clone()), false, 1 << 20, 1024).unwrap();
+        assert!(push(&sink, "a\n"));
+        sink.flush();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("{HEADER}a\n")
+        );
+        assert!(push(&sink, "b\n"));
+        sink.close();
+        sink.close();
+        assert!(!push(&sink, "c\n"));
+        sink.flush(); // returns at once: no writer
+        let stats: std::collections::HashMap<_, _> = sink.stats().into_iter().collect();
+        assert_eq!(stats["rows_written"], 2);
+        assert_eq!(stats["rows_after_close"], 1);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("{HEADER}a\nb\n")
+        );
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn dropping_the_last_handle_writes_everything() {
+        let path = temp_path("drop");
+        let sink = Sink::open(Some(path.clone()), false, 1 << 20, 1024).unwrap();
+        for i in 0..1000 {
+            assert!(push(&sink, &format!("{i}\n")));
+        }
+        drop(sink);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 1001);
+        assert_eq!(text.lines().last(), Some("999"));
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn rows_past_the_bound_are_dropped_whole() {
+        let path = temp_path("bound");
+        let sink = Sink::open(Some(path.clone()), false, 10, 1024).unwrap();
+        assert!(push(&sink, "12345\n"));
+        assert!(!push(&sink, "1234567890\n")); // 11 bytes: over the bound alone
+        sink.close();
+        let stats: std::collections::HashMap<_, _> = sink.stats().into_iter().collect();
+        assert_eq!(stats["rows_dropped"], 1);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("{HEADER}12345\n")
+        );
+        let _ = std::fs::remove_file(path);
+    }
+}
