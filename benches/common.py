@@ -7,6 +7,10 @@ same attribute set for OpenTelemetry.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import uuid
 from typing import Any
 
@@ -88,3 +92,23 @@ def otel_histogram() -> tuple[Any, Any]:
 
 OTEL_ATTRIBUTES = dict(zip(LABELS, LABEL_VALUES))
 
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process now (Linux /proc)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def run_child(script: str, *args: str, timeout: float = 600) -> dict[str, Any]:
+    """Runs ``script --child args...`` in a fresh interpreter; returns its JSON.
+
+    A fresh process per measurement keeps the numbers clean: no garbage,
+    arenas or threads left over from an earlier measurement.
+    """
+    out = subprocess.run(
+        [sys.executable, script, "--child", *args],
+        check=True, capture_output=True, text=True, timeout=timeout,
+    )
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
