@@ -24,8 +24,10 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Mod
     if file_path.suffix != ".py" or not file_path.name.startswith("bench_"):
         return None
     patterns = parent.config.getini("python_files")
-    if any(fnmatch.fnmatch(file_path.name, p) for p in patterns):
-        return None  # pytest collects it already
+    if parent.session.isinitpath(file_path) or any(
+        fnmatch.fnmatch(file_path.name, p) for p in patterns
+    ):
+        return None  # pytest collects it already (named on the command line, or ini)
     module: pytest.Module = pytest.Module.from_parent(parent, path=file_path)
     return module
 
