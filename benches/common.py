@@ -90,7 +90,7 @@ def otel_histogram() -> tuple[Any, Any]:
     return provider, hist
 
 
-OTEL_ATTRIBUTES = dict(zip(LABELS, LABEL_VALUES))
+OTEL_ATTRIBUTES = dict(zip(LABELS, LABEL_VALUES, strict=True))
 
 
 

@@ -60,6 +60,7 @@ GOALS: tuple[Goal, ...] = (
 # Render groups are shown per call (one exposition), whatever their items.
 ITEM_NOUNS: dict[str, str] = {
     "ingest": "event",
+    "ingest-performance": "event",
     "ingest-batch": "sample",
     "drain": "sample",
     "drain-encode": "sample",

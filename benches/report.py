@@ -240,7 +240,7 @@ def build_rows(groups: dict[str, list[Bench]], memory: dict[str, Any],
 
 def group_order(group: str) -> tuple[int, int, str]:
     m = re.fullmatch(r"render-(\d+)", group)
-    order = ["ingest", "ingest-batch", "render", "scrape-latency", "tracer-span",
+    order = ["ingest", "ingest-performance", "ingest-batch", "render", "scrape-latency", "tracer-span",
              "tracer-writer", "drain", "drain-encode", "redis-ingest"]
     base = "render" if m else group
     rank = order.index(base) if base in order else len(order)
@@ -301,7 +301,9 @@ def chart(groups: dict[str, list[Bench]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
+    # One line for ours and one for the peer; labelled by their first label.
     series: dict[str, list[tuple[int, float]]] = {}
+    names: dict[str, str] = {}
     for group, benches in groups.items():
         m = re.fullmatch(r"render-(\d+)", group)
         if not m:
@@ -311,10 +313,12 @@ def chart(groups: dict[str, list[Bench]], path: Path) -> None:
         peer = pick_peer(benches, ("generate_latest",))
         for b in (ours, peer):
             if b is not None:
-                series.setdefault(b.label, []).append((n, b.median))
-    for label, points in sorted(series.items()):
+                series.setdefault(b.role, []).append((n, b.median))
+                names.setdefault(b.role, f"{b.role}: {b.label}")
+    for role, points in sorted(series.items()):
         points.sort()
-        left.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
+        left.plot([p[0] for p in points], [p[1] for p in points], marker="o",
+                  label=names[role], color="tab:green" if role == "ours" else "tab:red")
     if series:
         left.set_xscale("log")
         left.set_yscale("log")
