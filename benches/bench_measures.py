@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 import memory
 import report
 import threads
@@ -39,7 +41,8 @@ def _bench(group: str, name: str, role: str, label: str, items: int,
             "extra_info": {"role": role, "label": label, "items": items}}
 
 
-def test_report_rows_ratios_and_missing_groups(tmp_path: Path) -> None:
+def test_report_rows_ratios_and_missing_groups(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(report, "has_real_prometheus", lambda: True)
     bench = tmp_path / "b.json"
     bench.write_text(json.dumps({"benchmarks": [
         _bench("ingest", "o", "ours", "ours path", 1000, 100e-6),
@@ -80,4 +83,10 @@ def test_report_rows_ratios_and_missing_groups(tmp_path: Path) -> None:
     assert any("abs (floor)" in v[2] for v in lines.values())
     assert any(k.startswith("get_metrics") for k in lines)
     assert (tmp_path / "out" / "REPORT.md").read_text() == text
+
+    # Built with the placeholder PrometheusTarget, verdicts through it are provisional.
+    monkeypatch.setattr(report, "has_real_prometheus", lambda: False)
+    text = report.report(bench, mem, None, tmp_path / "out")
+    ingest_line = next(line for line in text.splitlines() if line.startswith("| event through both"))
+    assert "provisional: yes" in ingest_line
     assert (tmp_path / "out" / "render_cost.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

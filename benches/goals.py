@@ -27,12 +27,16 @@ class Goal:
     # higher is better) or "bytes" (per item, lower is better).
     kind: str = "time"
     design: str = ""
+    # The measured path runs through the PrometheusTarget: while that is
+    # the placeholder (not merged yet), a verdict is only provisional.
+    via_prometheus: bool = False
 
 
 GOALS: tuple[Goal, ...] = (
     Goal("event through both targets, forked handle", "bench", "ingest",
          ("labels().observe",), ratio=10, limit=120e-9,
-         design="10x faster than prometheus_client labels().observe, about 120 ns or less"),
+         design="10x faster than prometheus_client labels().observe, about 120 ns or less",
+         via_prometheus=True),
     Goal("tracer root span + child + log", "bench", "tracer-span",
          ("OpenTelemetry", "otel", "OTel"), ratio=20, limit=2e-6,
          design="20x faster than OpenTelemetry, under 2 µs"),
@@ -51,7 +55,8 @@ GOALS: tuple[Goal, ...] = (
     *(
         Goal(f"events/s from {n} thread{'s' if n > 1 else ''} + scraper + drainer",
              "threads", f"ours-{n}", (f"prom-{n}",), limit=8e6, kind="rate",
-             design="8M events/s or more (prometheus_client: about 1.6M/s)")
+             design="8M events/s or more (prometheus_client: about 1.6M/s)",
+             via_prometheus=True)
         for n in (1, 2, 4)
     ),
 )

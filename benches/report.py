@@ -216,7 +216,9 @@ def build_rows(groups: dict[str, list[Bench]], memory: dict[str, Any],
         else:
             row = case_row(g, threads, lambda v: fmt_rate(v, "event"), "events_per_s")
             if threads.get(g.key, {}).get("scraper") is False:
-                row.ours += " (no scraper: placeholder PrometheusTarget)"
+                row.ours += " (no scraper)"
+        if g.via_prometheus and not has_real_prometheus() and row.met != NOT_MEASURED:
+            row.met = f"provisional: {row.met} (placeholder PrometheusTarget)"
         rows.append(row)
     for group in sorted(groups, key=group_order):
         benches = groups[group]
