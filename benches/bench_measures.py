@@ -45,7 +45,8 @@ def test_report_rows_ratios_and_missing_groups(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setattr(report, "has_real_prometheus", lambda: True)
     bench = tmp_path / "b.json"
     bench.write_text(json.dumps({"benchmarks": [
-        _bench("ingest", "o", "ours", "ours path", 1000, 100e-6),
+        _bench("ingest", "o2", "ours", "PrometheusTarget only", 1000, 50e-6),
+        _bench("ingest", "o", "ours", "ours path (both targets)", 1000, 100e-6),
         _bench("ingest", "c", "peer", "bound child observe", 1000, 600e-6),
         _bench("ingest", "l", "peer", "prometheus_client labels().observe", 1000, 1500e-6),
         _bench("ingest", "f", "floor", "abs", 1000, 18e-6),

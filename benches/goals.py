@@ -27,6 +27,8 @@ class Goal:
     # higher is better) or "bytes" (per item, lower is better).
     kind: str = "time"
     design: str = ""
+    # Label substrings that pick our contender when a group has several.
+    ours: tuple[str, ...] = ()
     # The measured path runs through the PrometheusTarget: while that is
     # the placeholder (not merged yet), a verdict is only provisional.
     via_prometheus: bool = False
@@ -36,7 +38,7 @@ GOALS: tuple[Goal, ...] = (
     Goal("event through both targets, forked handle", "bench", "ingest",
          ("labels().observe",), ratio=10, limit=120e-9,
          design="10x faster than prometheus_client labels().observe, about 120 ns or less",
-         via_prometheus=True),
+         ours=("both targets",), via_prometheus=True),
     Goal("tracer root span + child + log", "bench", "tracer-span",
          ("OpenTelemetry", "otel", "OTel"), ratio=20, limit=2e-6,
          design="20x faster than OpenTelemetry, under 2 µs"),

@@ -116,13 +116,19 @@ def fmt_bench(b: Bench, kind: str = "time") -> str:
     return f"{fmt_time(b.per_item)}/{noun}"
 
 
-def pick_peer(benches: list[Bench], prefer: tuple[str, ...]) -> Bench | None:
-    peers = [b for b in benches if b.role == "peer"]
+def pick(benches: list[Bench], role: str, prefer: tuple[str, ...]) -> Bench | None:
+    """The first bench of ``role`` whose label holds a preferred substring
+    (in order of preference), else the first of that role."""
+    candidates = [b for b in benches if b.role == role]
     for want in prefer:
-        for b in peers:
+        for b in candidates:
             if want.lower() in b.label.lower():
                 return b
-    return peers[0] if peers else None
+    return candidates[0] if candidates else None
+
+
+def pick_peer(benches: list[Bench], prefer: tuple[str, ...]) -> Bench | None:
+    return pick(benches, "peer", prefer)
 
 
 def goal_text(g: Goal) -> str:
@@ -155,7 +161,7 @@ def bench_goal_row(g: Goal, groups: dict[str, list[Bench]]) -> tuple[Row, set[st
     row = Row(f"{g.measure} [`{g.key}`]", NOT_MEASURED, "—", goal=goal_text(g),
               met=NOT_MEASURED)
     benches = groups.get(g.key, [])
-    ours = next((b for b in benches if b.role == "ours"), None)
+    ours = pick(benches, "ours", g.ours)
     if ours is None:
         return row, set()
     peer = pick_peer(benches, g.peer)
@@ -369,14 +375,33 @@ def report(bench: Path | None, memory: Path | None, threads: Path | None,
     return text
 
 
+README_START = "<!-- bench-report:start -->"
+README_END = "<!-- bench-report:end -->"
+
+
+def update_readme(readme: Path, text: str) -> None:
+    """Replaces the report between the README's markers with ``text``."""
+    content = readme.read_text()
+    start, end = content.find(README_START), content.find(README_END)
+    if start < 0 or end < start:
+        raise SystemExit(f"{readme}: no {README_START} ... {README_END} block to replace")
+    readme.write_text(content[:start + len(README_START)] + "\n" + text + content[end:])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bench", type=Path)
     parser.add_argument("--memory", type=Path)
     parser.add_argument("--threads", type=Path)
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
+    parser.add_argument("--readme", type=Path, help="also put the table into this README's "
+                        f"{README_START} block")
     args = parser.parse_args()
-    print(report(args.bench, args.memory, args.threads, args.out))
+    text = report(args.bench, args.memory, args.threads, args.out)
+    print(text)
+    if args.readme:
+        update_readme(args.readme, text)
+        print(f"updated {args.readme}")
     print(f"wrote {args.out / 'REPORT.md'} and {args.out / 'render_cost.png'}")
 
 

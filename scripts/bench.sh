@@ -3,7 +3,8 @@
 # run), memory per sample and per series, ingestion from 1/2/4 threads, then
 # one comparison table against DESIGN.md's goals. Writes bench-results/
 # (benchmarks.json, memory.json, threads.json, REPORT.md, render_cost.png).
-# Extra arguments go to pytest, e.g. `scripts/bench.sh -k ingest`.
+# Extra arguments go to pytest, e.g. `scripts/bench.sh -k ingest`;
+# UPDATE_README=1 also puts the table into README.md's Performance section.
 source "$(dirname "$0")/_env.sh"
 ensure_venv test bench
 build_package
@@ -19,5 +20,6 @@ status=0
 "$PY" benches/memory.py --out "$OUT/memory.json"
 "$PY" benches/threads.py --out "$OUT/threads.json"
 "$PY" benches/report.py --bench "$OUT/benchmarks.json" --memory "$OUT/memory.json" \
-    --threads "$OUT/threads.json" --out "$OUT"
+    --threads "$OUT/threads.json" --out "$OUT" \
+    ${UPDATE_README:+--readme "$ROOT/README.md"}
 exit "$status"
