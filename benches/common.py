@@ -55,12 +55,19 @@ def close(prom: PrometheusTarget) -> None:
         fn()
 
 
-def ours(capacity: int = 100_000, **perf_kw: int) -> tuple[PerformanceTarget,
-                                                          PrometheusTarget,
-                                                          TelemetryProcessor]:
+def prometheus_target(max_series: int | None = None) -> PrometheusTarget:
+    """A PrometheusTarget without a server, holding up to ``max_series``
+    series per family when the target has such a bound."""
+    if max_series is not None and has_real_prometheus():
+        return PrometheusTarget("", max_series=max_series)  # type: ignore[call-arg,unused-ignore]
+    return PrometheusTarget("")
+
+
+def ours(capacity: int = 100_000, max_series: int | None = None,
+         **perf_kw: int) -> tuple[PerformanceTarget, PrometheusTarget, TelemetryProcessor]:
     """Both targets in one processor, as a node runs them (log target on)."""
     perf = PerformanceTarget(capacity=capacity, **perf_kw)
-    prom = PrometheusTarget("")
+    prom = prometheus_target(max_series)
     return perf, prom, TelemetryProcessor([perf, prom])
 
 

@@ -56,9 +56,9 @@ def _sample_list(n: int) -> tuple[Callable[[], None], Callable[[], dict[str, Any
 
 
 def _series_ours(n: int) -> tuple[Callable[[], None], Callable[[], dict[str, Any]]]:
-    from edgeless_telemetry import PrometheusTarget, TelemetryProcessor
+    from edgeless_telemetry import TelemetryProcessor
 
-    prom = PrometheusTarget("")
+    prom = common.prometheus_target(max_series=n + 1)
     node = TelemetryProcessor([prom], log=False).get_handle({"NODE_ID": common.NODE_ID})
     fid = common.function_id
 
@@ -95,7 +95,7 @@ def _series_prom(n: int) -> tuple[Callable[[], None], Callable[[], dict[str, Any
 
 
 def _handle_ours(n: int) -> tuple[Callable[[], None], Callable[[], dict[str, Any]]]:
-    _perf, _prom, processor = common.ours(max_functions=n + 1)
+    _perf, _prom, processor = common.ours(max_series=n + 1, max_functions=n + 1)
     node = processor.get_handle({"NODE_ID": common.NODE_ID})
     fid = common.function_id
     handles: list[Any] = []
