@@ -83,6 +83,9 @@ def test_report_rows_ratios_and_missing_groups(tmp_path: Path, monkeypatch: pyte
         assert row[1] == "not measured" and row[6].startswith("not measured")
     assert any("abs (floor)" in v[2] for v in lines.values())
     assert any(k.startswith("get_metrics") for k in lines)
+    # A further contender of ours is compared with the first peer only.
+    extra = [line.split(" | ") for line in text.splitlines() if line.startswith("| PrometheusTarget only")]
+    assert len(extra) == 1 and extra[0][2] == "bound child observe" and extra[0][4] == "12x"
     assert (tmp_path / "out" / "REPORT.md").read_text() == text
 
     # Built with the placeholder PrometheusTarget, verdicts through it are provisional.

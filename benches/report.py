@@ -69,7 +69,7 @@ def load_benches(path: Path | None) -> dict[str, list[Bench]]:
         info = b.get("extra_info", {})
         group = b.get("group") or "?"
         groups.setdefault(group, []).append(Bench(
-            group=group, name=b["name"], role=info.get("role", "ours"),
+            group=group, name=b.get("fullname", b["name"]), role=info.get("role", "ours"),
             label=info.get("label", b["name"]), items=int(info.get("items", 1)),
             median=float(b["stats"]["median"]),
         ))
@@ -226,10 +226,17 @@ def build_rows(groups: dict[str, list[Bench]], memory: dict[str, Any],
         if g.via_prometheus and not has_real_prometheus() and row.met != NOT_MEASURED:
             row.met = f"provisional: {row.met} (placeholder PrometheusTarget)"
         rows.append(row)
+    # Other rows: the group's lead contender (the goal's, else the first)
+    # against every peer and the floor; further contenders of ours against
+    # the group's first peer only, to keep the table short.
+    lead_prefs = {g.key: g.ours for g in GOALS if g.source == "bench"}
     for group in sorted(groups, key=group_order):
         benches = groups[group]
-        others = [b for b in benches if b.role != "ours"]
+        lead = pick(benches, "ours", lead_prefs.get(group, ()))
+        first_peer = pick(benches, "peer", ())
         for ours in (b for b in benches if b.role == "ours"):
+            others = ([b for b in benches if b.role != "ours"] if ours is lead
+                      else [first_peer] if first_peer else [])
             if not others:
                 rows.append(Row(f"{ours.label} [`{group}`]", fmt_bench(ours), "—"))
             for peer in others:
