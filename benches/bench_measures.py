@@ -50,6 +50,7 @@ def test_report_rows_ratios_and_missing_groups(tmp_path: Path, monkeypatch: pyte
         _bench("ingest", "c", "peer", "bound child observe", 1000, 600e-6),
         _bench("ingest", "l", "peer", "prometheus_client labels().observe", 1000, 1500e-6),
         _bench("ingest", "f", "floor", "abs", 1000, 18e-6),
+        _bench("ingest", "c2", "peer", "bound child observe", 1000, 700e-6),
         _bench("render-10", "r1", "ours", "render", 10, 1e-5),
         _bench("render-10", "p1", "peer", "generate_latest", 10, 1e-3),
         _bench("render-10000", "r2", "ours", "render", 10000, 1e-3),
@@ -82,6 +83,8 @@ def test_report_rows_ratios_and_missing_groups(tmp_path: Path, monkeypatch: pyte
         row = next(v for k, v in lines.items() if k.startswith(missing))
         assert row[1] == "not measured" and row[6].startswith("not measured")
     assert any("abs (floor)" in v[2] for v in lines.values())
+    # The same peer measured twice in a group (two bench files) shows once.
+    assert sum(" | bound child observe | " in line for line in text.splitlines()) == 2
     assert any(k.startswith("get_metrics") for k in lines)
     # A further contender of ours is compared with the first peer only.
     extra = [line.split(" | ") for line in text.splitlines() if line.startswith("| PrometheusTarget only")]

@@ -131,6 +131,18 @@ def pick_peer(benches: list[Bench], prefer: tuple[str, ...]) -> Bench | None:
     return pick(benches, "peer", prefer)
 
 
+def unique_labels(benches: list[Bench]) -> list[Bench]:
+    """The first bench of each (role, label): two files may measure the
+    same peer in one group."""
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for b in benches:
+        if (b.role, b.label) not in seen:
+            seen.add((b.role, b.label))
+            out.append(b)
+    return out
+
+
 def goal_text(g: Goal) -> str:
     parts = []
     if g.ratio is not None:
@@ -235,7 +247,7 @@ def build_rows(groups: dict[str, list[Bench]], memory: dict[str, Any],
         lead = pick(benches, "ours", lead_prefs.get(group, ()))
         first_peer = pick(benches, "peer", ())
         for ours in (b for b in benches if b.role == "ours"):
-            others = ([b for b in benches if b.role != "ours"] if ours is lead
+            others = (unique_labels([b for b in benches if b.role != "ours"]) if ours is lead
                       else [first_peer] if first_peer else [])
             if not others:
                 rows.append(Row(f"{ours.label} [`{group}`]", fmt_bench(ours), "—"))
@@ -346,11 +358,12 @@ def chart(groups: dict[str, list[Bench]], path: Path) -> None:
     left.set_title("Exposition cost vs number of series")
     left.grid(True, which="both", alpha=0.3)
 
-    ingest = sorted(groups.get("ingest", []), key=lambda b: b.per_item)
+    ingest = sorted(unique_labels(groups.get("ingest", [])), key=lambda b: b.per_item)
     if ingest:
         colors = {"ours": "tab:green", "peer": "tab:red", "floor": "tab:gray"}
-        right.barh([b.label for b in ingest], [b.per_item * 1e9 for b in ingest],
+        right.barh(range(len(ingest)), [b.per_item * 1e9 for b in ingest],
                    color=[colors.get(b.role, "tab:blue") for b in ingest])
+        right.set_yticks(range(len(ingest)), [b.label for b in ingest])
         right.set_xscale("log")
         for i, b in enumerate(ingest):
             right.text(b.per_item * 1e9, i, f" {b.per_item * 1e9:.0f}", va="center",
