@@ -28,9 +28,10 @@ def test_memory_cases_run_and_keep_their_items() -> None:
 
 
 def test_threads_run_with_scraper_and_drainer() -> None:
-    for kind, t in (("ours", 2), ("prom", 1)):
-        r = threads.measure(kind, t, 0.2)
-        assert r["threads"] == t and r["events"] > 0
+    results = threads.run_all(seconds=0.2, thread_counts=(2,), repeats=1)
+    assert sorted(results) == ["ours-2", "prom-2"]
+    for r in results.values():
+        assert r["threads"] == 2 and r["events"] > 0 and r["runs"] == [r["events_per_s"]]
         assert r["events_per_s"] == r["events"] / r["seconds"]
         assert r["chore_runs"] and all(runs >= 1 for runs in r["chore_runs"]), r
 

@@ -317,8 +317,8 @@ means ours is better. Times are medians of pytest-benchmark rounds divided by
 the work items per round; per-event groups call in a plain Python loop of
 1,000 calls, the same loop for every contender (the floor row is that loop
 calling `abs`). Memory is RSS growth of a fresh process over 1M samples or
-100k series; threads run 2 s per configuration in a fresh process, with a
-scraper and a drainer every 5 ms."""
+100k series; threads: median of 3 runs of 1.5 s per configuration, each in a
+fresh process, with a scraper and a drainer every 5 ms."""
 
 
 def chart(groups: dict[str, list[Bench]], path: Path) -> None:
@@ -346,6 +346,11 @@ def chart(groups: dict[str, list[Bench]], path: Path) -> None:
         points.sort()
         left.plot([p[0] for p in points], [p[1] for p in points], marker="o",
                   label=names[role], color="tab:green" if role == "ours" else "tab:red")
+    theirs = dict(series.get("peer", []))
+    for n, t in series.get("ours", []):
+        if n in theirs:
+            left.annotate(f"{theirs[n] / t:,.0f}x", (n, (t * theirs[n]) ** 0.5), ha="center",
+                          fontsize=8)
     if series:
         left.set_xscale("log")
         left.set_yscale("log")
