@@ -12,13 +12,14 @@ build_package
 OUT="$ROOT/bench-results"
 mkdir -p "$OUT"
 rm -f "$OUT/benchmarks.json"
-# A failing benchmark still leaves the others' numbers for the report; the
-# command exits with pytest's status at the end.
+# A failing measurement still leaves the others' numbers for the report
+# (missing ones show "not measured"); the command exits non-zero at the end.
 status=0
 "$PY" -m pytest -q benches --benchmark-only --benchmark-json="$OUT/benchmarks.json" \
     --benchmark-columns=median,iqr,rounds --benchmark-sort=name "$@" || status=$?
-"$PY" benches/memory.py --out "$OUT/memory.json"
-"$PY" benches/threads.py --out "$OUT/threads.json"
+rm -f "$OUT/memory.json" "$OUT/threads.json"
+"$PY" benches/memory.py --out "$OUT/memory.json" || status=$?
+"$PY" benches/threads.py --out "$OUT/threads.json" || status=$?
 "$PY" benches/report.py --bench "$OUT/benchmarks.json" --memory "$OUT/memory.json" \
     --threads "$OUT/threads.json" --out "$OUT" \
     ${UPDATE_README:+--readme "$ROOT/README.md"}
