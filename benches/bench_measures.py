@@ -91,6 +91,7 @@ def test_report_rows_ratios_and_missing_groups(tmp_path: Path, monkeypatch: pyte
     extra = [line.split(" | ") for line in text.splitlines() if line.startswith("| PrometheusTarget only")]
     assert len(extra) == 1 and extra[0][2] == "bound child observe" and extra[0][4] == "12x"
     assert (tmp_path / "out" / "REPORT.md").read_text() == text
+    assert f"Goals met: 3 of {len(GOALS)}; not met: 0; not measured: {len(GOALS) - 3}." in text
 
     # Built with the placeholder PrometheusTarget, verdicts through it are provisional.
     monkeypatch.setattr(report, "has_real_prometheus", lambda: False)

@@ -393,7 +393,15 @@ def report(bench: Path | None, memory: Path | None, threads: Path | None,
     if not has_real_prometheus():
         notes += ("\n\n**PrometheusTarget in this build is the placeholder that passes every"
                   " event and keeps no series**: rows through it are optimistic.")
-    text = f"Measured {machine_facts()}.\n\n{markdown(rows)}\n\n{notes}\n"
+    verdicts = [r.met for r in rows[:len(GOALS)]]
+    met = sum("yes" in v for v in verdicts)
+    missed = sum("**no**" in v for v in verdicts)
+    provisional = sum(v.startswith("provisional") for v in verdicts)
+    # The rest: not measured, or no peer measured to take a ratio against.
+    summary = (f"Goals met: {met} of {len(GOALS)}"
+               + (f" ({provisional} provisional)" if provisional else "")
+               + f"; not met: {missed}; {NOT_MEASURED}: {len(verdicts) - met - missed}.")
+    text = f"Measured {machine_facts()}.\n\n{summary}\n\n{markdown(rows)}\n\n{notes}\n"
     out.mkdir(parents=True, exist_ok=True)
     (out / "REPORT.md").write_text(text)
     chart(groups, out / "render_cost.png")
