@@ -4,6 +4,7 @@
 
 pub mod chain;
 pub mod clock;
+pub mod collector;
 pub mod counters;
 pub mod events;
 pub mod gil;
@@ -12,7 +13,9 @@ pub mod performance;
 pub mod processor;
 pub mod prometheus;
 pub mod py_target;
+pub mod reporter;
 pub mod tracer;
+pub mod wire;
 
 use pyo3::prelude::*;
 
@@ -23,6 +26,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<processor::TelemetryHandle>()?;
     m.add_class::<performance::PerformanceTarget>()?;
     prometheus::register(m)?;
+    m.add_class::<collector::CollectorCore>()?;
+    m.add_function(wrap_pyfunction!(reporter::drain_encode, m)?)?;
     tracer::register(m)?;
     Ok(())
 }

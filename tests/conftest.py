@@ -9,6 +9,8 @@ import pytest
 
 from edgeless_telemetry import PerformanceTarget, TelemetryHandle, TelemetryProcessor
 
+pytest_plugins = ["redis_fixture"]
+
 
 @pytest.fixture
 def perf() -> PerformanceTarget:

@@ -14,8 +14,10 @@ from ._core import (
     TelemetryHandle,
     TelemetryProcessor,
 )
+from .collector import OrchestratorCollector
 from .enums import ChainResult, FunctionExitStatus, FunctionTime, TelemetryLogLevel
 from .performance import FunctionLogEntry, Metrics, PerformanceTarget, Samples
+from .reporter import NodeReporter
 
 __all__ = [
     "ChainResult",
@@ -24,6 +26,8 @@ __all__ = [
     "FunctionLogEntry",
     "FunctionTime",
     "Metrics",
+    "NodeReporter",
+    "OrchestratorCollector",
     "PerformanceTarget",
     "PrometheusTarget",
     "Samples",

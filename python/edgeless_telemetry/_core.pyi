@@ -110,6 +110,34 @@ class PrometheusTarget:
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None: ...
 
 @final
+class CollectorCore:
+    def __new__(
+        cls,
+        *,
+        redis_url: str | None = None,
+        dataset_path: str | None = None,
+        append: bool = False,
+        additional_header: str | None = None,
+        additional_fields: str | None = None,
+        max_redis_queue_bytes: int = 268435456,
+        members_per_command: int = 1000,
+    ) -> Self: ...
+    def ingest(self, body: bytes) -> tuple[int, str]: ...
+    def flush(self, timeout_s: float) -> bool: ...
+    def close(self, timeout_s: float) -> None: ...
+    def stats(self) -> dict[str, int]: ...
+    def redis_last_error(self) -> str: ...
+
+def drain_encode(
+    target: PerformanceTarget,
+    node_id: str,
+    nonce: int,
+    first_sequence: int,
+    refresh_deadline: int,
+    max_batch_bytes: int,
+) -> list[tuple[int, int, int, bytes]]: ...
+
+@final
 class Span:
     def child(self, name: str) -> Span: ...
     def log(self, level: int | str, message: str) -> None: ...

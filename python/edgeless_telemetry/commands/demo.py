@@ -1,52 +1,81 @@
-"""``edgeless-telemetry demo``: a simulated node recording function events."""
+"""``edgeless-telemetry demo``: the main job in one process.
+
+A simulated node (functions at a chosen event rate, every event kind)
+records into a PerformanceTarget and a PrometheusTarget; a NodeReporter
+ships the samples over HTTP to an in-process OrchestratorCollector, which
+writes the EDGELESS CSV dataset (and Redis with ``--redis-url``). Ends with
+the per-function summary read back from what the collector stored.
+"""
 
 from __future__ import annotations
 
 import argparse
-import random
-import time
+import threading
 import uuid
 from typing import Any
 
-from .._core import TelemetryProcessor
-from ..enums import FunctionExitStatus, FunctionTime, TelemetryLogLevel
+from .._core import PrometheusTarget, TelemetryProcessor
+from ..collector import OrchestratorCollector
 from ..performance import PerformanceTarget
+from ..reporter import NodeReporter
+from ..simulate import Progress, SimulatedNode, drive
+from ..summary import format_table, read_dataset, read_redis
+
+
+def add_workload_args(p: argparse.ArgumentParser, duration: float) -> None:
+    p.add_argument("--functions", type=int, default=4, help="simulated functions (default 4)")
+    p.add_argument("--rate", type=float, default=50_000, help="events/s in total (default 50000)")
+    p.add_argument("--duration", type=float, default=duration,
+                   help=f"seconds to run, 0 = until Ctrl-C (default {duration:g})")
+    p.add_argument("--interval", type=float, default=1.0,
+                   help="seconds between shipments (default 1)")
+    p.add_argument("--metrics-url", default="",
+                   help="serve Prometheus /metrics here, e.g. http://127.0.0.1:7003 (default: no server)")
+    p.add_argument("--seed", type=int, default=1)
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser("demo", help="run a simulated node and print what it recorded")
-    p.add_argument("--functions", type=int, default=4, help="simulated functions (default 4)")
-    p.add_argument("--invocations", type=int, default=10_000, help="invocations per function")
-    p.add_argument("--seed", type=int, default=1)
+    p = subparsers.add_parser("demo", help="simulated node + in-process orchestrator (no server needed)")
+    add_workload_args(p, duration=10.0)
+    p.add_argument("--output", default="./demo-output/",
+                   help="CSV dataset prefix (default ./demo-output/)")
+    p.add_argument("--redis-url", default=None, help="also write Redis, e.g. redis://127.0.0.1:6379/0")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    rng = random.Random(args.seed)
     perf = PerformanceTarget()
-    node = TelemetryProcessor([perf], log=False).get_handle({"NODE_ID": str(uuid.uuid4())})
-    handles = [
-        node.fork({"FUNCTION_ID": str(uuid.UUID(int=rng.getrandbits(128))), "FUNCTION_TYPE": "demo"})
-        for _ in range(args.functions)
-    ]
-    start = time.perf_counter()
-    for h in handles:
-        h.function_instantiate(rng.uniform(0.01, 0.05))
-        h.function_init(rng.uniform(0.001, 0.01))
-        for i in range(args.invocations):
-            h.invocation_completed(rng.expovariate(200.0), "CALL" if i % 2 else "CAST")
-            if i % 1000 == 0:
-                h.log(TelemetryLogLevel.INFO, "demo", f"invocation {i}")
-        h.function_stop(rng.uniform(0.001, 0.01))
-        h.function_exit(FunctionExitStatus.OK)
-    elapsed = time.perf_counter() - start
-    metrics = perf.get_metrics()
-    print(f"recorded {metrics.sample_count()} samples in {elapsed:.3f} s")
-    print(f"{'function':36}  {'kind':12} {'count':>8} {'p50 ms':>8} {'p99 ms':>8}")
-    import numpy as np
-
-    for kind in FunctionTime:
-        for fid, samples in metrics.function_times[kind].items():
-            p50, p99 = np.percentile(samples.values, [50, 99]) * 1e3
-            print(f"{fid:36}  {kind.name:12} {len(samples):8d} {p50:8.3f} {p99:8.3f}")
+    prometheus = PrometheusTarget(args.metrics_url)
+    processor = TelemetryProcessor([perf, prometheus], log=False)
+    node_id = str(uuid.uuid4())
+    node = processor.get_handle({"NODE_ID": node_id})
+    collector = OrchestratorCollector(
+        "http://127.0.0.1:0", redis_url=args.redis_url, dataset_path=args.output
+    ).start()
+    reporter = NodeReporter(perf, collector.url, node_id, interval_s=args.interval).start()
+    print(f"node {node_id}: {args.functions} functions, {args.rate:,.0f} events/s, "
+          f"shipping every {args.interval:g} s to {collector.url}"
+          + (f", Prometheus at {args.metrics_url}/metrics" if args.metrics_url else ""))
+    sim = SimulatedNode(node, args.functions, args.rate, args.seed)
+    stop = threading.Event()
+    try:
+        drive(sim, args.duration, Progress(processor, perf, reporter), stop)
+    except KeyboardInterrupt:
+        print()
+    reporter.stop()
+    collector.flush(10.0)
+    stats = collector.stats()
+    collector.stop()
+    close = getattr(prometheus, "close", None)
+    if callable(close):
+        close()
+    print(f"collector: {stats['batches_stored']} batches, {stats['samples_stored']:,} samples, "
+          f"{stats['log_entries_stored']:,} log entries stored; dataset {args.output}"
+          "performance_samples.csv, application_logs.csv")
+    series, logs = read_dataset(args.output)
+    print(format_table(series, logs))
+    if args.redis_url:
+        r_series, r_logs = read_redis(args.redis_url)
+        print(f"redis {args.redis_url}: {sum(len(v) for v in r_series.values()):,} samples in "
+              f"{len(r_series)} keys")
     return 0

@@ -1,0 +1,44 @@
+"""``edgeless-telemetry node``: a simulated node shipping to an orchestrator."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+import uuid
+from typing import Any
+
+from .._core import PrometheusTarget, TelemetryProcessor
+from ..performance import PerformanceTarget
+from ..reporter import NodeReporter
+from ..simulate import Progress, SimulatedNode, drive
+from .demo import add_workload_args
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("node", help="simulated node sending to an `orchestrator`")
+    p.add_argument("--orchestrator-url", default="http://127.0.0.1:7100",
+                   help="collector URL (default http://127.0.0.1:7100)")
+    p.add_argument("--node-id", default=None, help="node id (default: a random UUID)")
+    add_workload_args(p, duration=0.0)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    perf = PerformanceTarget()
+    prometheus = PrometheusTarget(args.metrics_url)
+    processor = TelemetryProcessor([perf, prometheus], log=False)
+    node_id = args.node_id or str(uuid.uuid4())
+    reporter = NodeReporter(perf, args.orchestrator_url, node_id, interval_s=args.interval).start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print(f"node {node_id} shipping to {args.orchestrator_url}", flush=True)
+    sim = SimulatedNode(processor.get_handle({"NODE_ID": node_id}), args.functions, args.rate,
+                        args.seed)
+    try:
+        drive(sim, args.duration, Progress(processor, perf, reporter), stop)
+    except KeyboardInterrupt:
+        print()
+    delivered = reporter.stop()
+    print(f"reporter: {reporter.stats()}", flush=True)
+    return 0 if delivered else 1

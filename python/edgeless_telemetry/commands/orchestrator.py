@@ -1,0 +1,50 @@
+"""``edgeless-telemetry orchestrator``: the collector as a process."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from typing import Any
+
+from ..collector import OrchestratorCollector
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("orchestrator", help="receive node samples, write Redis and/or CSV")
+    p.add_argument("--listen", default="http://127.0.0.1:7100",
+                   help="listen URL (default http://127.0.0.1:7100)")
+    p.add_argument("--redis-url", default=None, help="e.g. redis://127.0.0.1:6379/0")
+    p.add_argument("--dataset-path", default=None, help="CSV dataset prefix, e.g. out/run1_")
+    p.add_argument("--append", action="store_true", help="append to existing dataset files")
+    p.add_argument("--additional-header", default="", help="leading CSV header column(s)")
+    p.add_argument("--additional-fields", default="", help="leading CSV field(s) of every row")
+    p.add_argument("--max-body-bytes", type=int, default=64 << 20)
+    p.add_argument("--stats-interval", type=float, default=10.0,
+                   help="seconds between stats lines on stderr, 0 = none")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.redis_url and not args.dataset_path:
+        print("orchestrator: give --redis-url and/or --dataset-path", file=sys.stderr)
+        return 2
+    collector = OrchestratorCollector(
+        args.listen,
+        redis_url=args.redis_url,
+        dataset_path=args.dataset_path,
+        append=args.append,
+        additional_header=args.additional_header,
+        additional_fields=args.additional_fields,
+        max_body_bytes=args.max_body_bytes,
+    ).start()
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    print(f"listening on {collector.url}", flush=True)
+    while not stop.wait(args.stats_interval or None):
+        print(f"collector: {collector.stats()}", file=sys.stderr, flush=True)
+    collector.stop()
+    print(f"collector: {collector.stats()}", file=sys.stderr, flush=True)
+    return 0

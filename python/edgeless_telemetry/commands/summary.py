@@ -1,0 +1,25 @@
+"""``edgeless-telemetry summary``: the per-function table from storage."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..summary import format_table, read_dataset, read_redis
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("summary", help="per-function count/p50/p90/p99 from Redis or CSV")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--dataset-path", help="CSV dataset prefix, e.g. ./demo-output/")
+    src.add_argument("--redis-url", help="e.g. redis://127.0.0.1:6379/0")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.redis_url:
+        series, logs = read_redis(args.redis_url)
+    else:
+        series, logs = read_dataset(args.dataset_path)
+    print(format_table(series, logs))
+    return 0

@@ -1,0 +1,375 @@
+//! The orchestrator's side of shipping: check a received batch, drop it if
+//! already stored, turn it into Redis commands and CSV rows, hand it over.
+//!
+//! `CollectorCore.ingest(body)` does all of it without the GIL and answers
+//! with an HTTP status: 200 stored (or already stored), 400 malformed
+//! (nothing written), 503 not taken now (Redis queue full or closing; the
+//! node keeps the batch and retries), 500 the dataset file failed. The HTTP
+//! server around it lives in `python/edgeless_telemetry/collector.py`.
+
+pub mod dataset;
+pub mod dedup;
+pub mod format;
+pub mod redis;
+
+use crate::wire::{decode_checked, Malformed, NodePerformanceSamples};
+use dataset::Dataset;
+use dedup::Dedup;
+use format::{push_csv_field, push_f64, score, Resp};
+use pyo3::exceptions::{PyOSError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use redis::{Job, RedisSink};
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::Duration;
+
+#[derive(Default)]
+struct Stats {
+    batches_received: AtomicU64,
+    batches_stored: AtomicU64,
+    batches_duplicate: AtomicU64,
+    batches_malformed: AtomicU64,
+    batches_refused: AtomicU64,
+    samples_stored: AtomicU64,
+    log_entries_stored: AtomicU64,
+    dataset_errors: AtomicU64,
+}
+
+struct State {
+    dedup: Dedup,
+    dataset: Option<Dataset>,
+    closed: bool,
+}
+
+/// What one batch becomes.
+#[derive(Default)]
+pub struct Rendered {
+    pub resp: Vec<u8>,
+    pub commands: usize,
+    pub members: u64,
+    pub samples_csv: Vec<u8>,
+    pub logs_csv: Vec<u8>,
+}
+
+/// Renders a batch as pipelined multi-member ZADDs (when `redis`) and CSV
+/// rows (when `csv_prefix` is given), formatting each number once.
+pub fn render(
+    perf: &NodePerformanceSamples,
+    redis: bool,
+    csv_prefix: Option<&str>,
+    members_per_command: usize,
+) -> Rendered {
+    let mut out = Rendered::default();
+    let mut score_text = Vec::with_capacity(32);
+    let mut value_text = Vec::with_capacity(32);
+    let mut key = Vec::with_capacity(128);
+    for (kind, series) in perf.times() {
+        let metric = kind.metric_name();
+        for s in series {
+            key.clear();
+            write!(key, "performance:{}:{}", s.id, metric).expect("vec write");
+            for chunk in s.samples.chunks(members_per_command.max(1)) {
+                if redis {
+                    let mut resp = Resp { buf: &mut out.resp };
+                    resp.array(2 + 2 * chunk.len());
+                    resp.bulk(&[b"ZADD"]);
+                    resp.bulk(&[&key]);
+                    out.commands += 1;
+                    out.members += chunk.len() as u64;
+                }
+                for x in chunk {
+                    score_text.clear();
+                    value_text.clear();
+                    push_f64(&mut score_text, score(x.timestamp_sec, x.timestamp_ns));
+                    push_f64(&mut value_text, x.sample);
+                    if redis {
+                        let mut resp = Resp { buf: &mut out.resp };
+                        resp.bulk(&[&score_text]);
+                        resp.bulk(&[&score_text, b":", &value_text]);
+                    }
+                    if let Some(prefix) = csv_prefix {
+                        let row = &mut out.samples_csv;
+                        row.extend_from_slice(prefix.as_bytes());
+                        for part in [s.id.as_bytes(), metric.as_bytes(), &score_text] {
+                            row.extend_from_slice(part);
+                            row.push(b',');
+                        }
+                        row.extend_from_slice(&value_text);
+                        row.push(b'\n');
+                    }
+                }
+            }
+        }
+    }
+    for group in &perf.function_log_entries {
+        for e in &group.entries {
+            score_text.clear();
+            push_f64(&mut score_text, score(e.timestamp_sec, e.timestamp_ns));
+            if redis {
+                key.clear();
+                write!(key, "performance:{}:{}", group.id, e.target).expect("vec write");
+                let mut resp = Resp { buf: &mut out.resp };
+                resp.array(4);
+                resp.bulk(&[b"ZADD"]);
+                resp.bulk(&[&key]);
+                resp.bulk(&[&score_text]);
+                resp.bulk(&[&score_text, b":", e.msg.as_bytes()]);
+                out.commands += 1;
+                out.members += 1;
+            }
+            if let Some(prefix) = csv_prefix {
+                let row = &mut out.logs_csv;
+                row.extend_from_slice(prefix.as_bytes());
+                row.extend_from_slice(group.id.as_bytes());
+                row.push(b',');
+                push_csv_field(row, &e.target);
+                row.push(b',');
+                row.extend_from_slice(&score_text);
+                row.push(b',');
+                push_csv_field(row, &e.msg);
+                row.push(b'\n');
+            }
+        }
+    }
+    out
+}
+
+/// The collector's storage half; see the module doc.
+#[pyclass(module = "edgeless_telemetry._core", frozen)]
+pub struct CollectorCore {
+    state: Mutex<State>,
+    redis: Option<RedisSink>,
+    row_prefix: Option<String>,
+    members_per_command: usize,
+    stats: Stats,
+}
+
+impl CollectorCore {
+    pub fn ingest_body(&self, body: &[u8]) -> (u16, String) {
+        self.stats.batches_received.fetch_add(1, Relaxed);
+        let msg = match decode_checked(body) {
+            Ok(m) => m,
+            Err(Malformed(why)) => {
+                self.stats.batches_malformed.fetch_add(1, Relaxed);
+                return (400, why);
+            }
+        };
+        let perf = msg.performance_samples.unwrap_or_default();
+        let samples: usize = perf
+            .times()
+            .iter()
+            .flat_map(|(_, v)| v.iter())
+            .map(|s| s.samples.len())
+            .sum();
+        let logs: usize = perf
+            .function_log_entries
+            .iter()
+            .map(|l| l.entries.len())
+            .sum();
+        let (node, nonce, seq) = (&msg.node_id, msg.nonce, msg.batch_sequence);
+        if self
+            .state
+            .lock()
+            .expect("state lock")
+            .dedup
+            .seen(node, nonce, seq)
+        {
+            self.stats.batches_duplicate.fetch_add(1, Relaxed);
+            return (200, "duplicate batch, already stored".into());
+        }
+        let rendered = render(
+            &perf,
+            self.redis.is_some(),
+            self.row_prefix.as_deref(),
+            self.members_per_command,
+        );
+        // Under the lock: check again (a concurrent retry), check Redis
+        // room, write the dataset, then queue for Redis (which cannot fail
+        // now: only this lock's holder adds to the queue).
+        let mut st = self.state.lock().expect("state lock");
+        if st.closed {
+            self.stats.batches_refused.fetch_add(1, Relaxed);
+            return (503, "collector is closing".into());
+        }
+        if st.dedup.seen(node, nonce, seq) {
+            self.stats.batches_duplicate.fetch_add(1, Relaxed);
+            return (200, "duplicate batch, already stored".into());
+        }
+        if let Some(redis) = &self.redis {
+            if !redis.has_room(rendered.resp.len()) {
+                self.stats.batches_refused.fetch_add(1, Relaxed);
+                return (503, format!("redis queue full ({})", redis.last_error()));
+            }
+        }
+        if let Some(ds) = st.dataset.as_mut() {
+            let result = ds
+                .samples
+                .write_all(&rendered.samples_csv)
+                .and_then(|_| ds.logs.write_all(&rendered.logs_csv));
+            if let Err(e) = result {
+                self.stats.dataset_errors.fetch_add(1, Relaxed);
+                return (500, format!("writing the dataset failed: {e}"));
+            }
+            // The rows are in: a failed journal line only weakens the
+            // de-duplication after a restart, so it is counted, not refused.
+            if ds.record(node, nonce, seq).is_err() {
+                self.stats.dataset_errors.fetch_add(1, Relaxed);
+            }
+        }
+        if let Some(redis) = &self.redis {
+            redis.push(Job {
+                payload: rendered.resp,
+                commands: rendered.commands,
+                members: rendered.members,
+                samples: (samples + logs) as u64,
+            });
+        }
+        st.dedup.mark(node, nonce, seq);
+        drop(st);
+        self.stats.batches_stored.fetch_add(1, Relaxed);
+        self.stats.samples_stored.fetch_add(samples as u64, Relaxed);
+        self.stats
+            .log_entries_stored
+            .fetch_add(logs as u64, Relaxed);
+        (200, format!("stored {samples} samples, {logs} log entries"))
+    }
+}
+
+#[pymethods]
+impl CollectorCore {
+    #[new]
+    #[pyo3(signature = (*, redis_url = None, dataset_path = None, append = false, additional_header = None, additional_fields = None, max_redis_queue_bytes = 268435456, members_per_command = 1000))]
+    fn new(
+        redis_url: Option<String>,
+        dataset_path: Option<String>,
+        append: bool,
+        additional_header: Option<String>,
+        additional_fields: Option<String>,
+        max_redis_queue_bytes: usize,
+        members_per_command: usize,
+    ) -> PyResult<Self> {
+        let additional_header = additional_header.unwrap_or_default();
+        let additional_fields = additional_fields.unwrap_or_default();
+        for (name, value) in [
+            ("additional_header", &additional_header),
+            ("additional_fields", &additional_fields),
+        ] {
+            if value.contains(['\n', '\r']) {
+                return Err(PyValueError::new_err(format!(
+                    "{name} must be one CSV line, got {value:?}"
+                )));
+            }
+        }
+        if members_per_command == 0 || max_redis_queue_bytes == 0 {
+            return Err(PyValueError::new_err(
+                "members_per_command and max_redis_queue_bytes must be at least 1",
+            ));
+        }
+        let redis = match redis_url.as_deref().filter(|u| !u.is_empty()) {
+            None => None,
+            Some(url) => {
+                let config = redis::parse_url(url).map_err(PyValueError::new_err)?;
+                Some(
+                    RedisSink::start(config, max_redis_queue_bytes)
+                        .map_err(|e| PyOSError::new_err(e.to_string()))?,
+                )
+            }
+        };
+        let mut dedup = Dedup::default();
+        let dataset = match dataset_path.as_deref().filter(|p| !p.is_empty()) {
+            None => None,
+            Some(prefix) => Some(
+                Dataset::open(
+                    prefix,
+                    append,
+                    &additional_header,
+                    &additional_fields,
+                    &mut dedup,
+                )
+                .map_err(|e| PyOSError::new_err(format!("opening the dataset: {e}")))?,
+            ),
+        };
+        let row_prefix = dataset.as_ref().map(|d| d.row_prefix.clone());
+        Ok(Self {
+            state: Mutex::new(State {
+                dedup,
+                dataset,
+                closed: false,
+            }),
+            redis,
+            row_prefix,
+            members_per_command,
+            stats: Stats::default(),
+        })
+    }
+
+    /// Stores one received body; returns (HTTP status, reason).
+    fn ingest(&self, py: Python<'_>, body: &[u8]) -> (u16, String) {
+        py.allow_threads(|| self.ingest_body(body))
+    }
+
+    /// Waits until Redis has acknowledged everything queued; False on
+    /// timeout. True at once without Redis.
+    fn flush(&self, py: Python<'_>, timeout_s: f64) -> bool {
+        let timeout = Duration::from_secs_f64(timeout_s.clamp(0.0, 1e9));
+        py.allow_threads(|| self.redis.as_ref().is_none_or(|r| r.flush(timeout)))
+    }
+
+    /// Refuses further batches, flushes Redis for at most `timeout_s`, and
+    /// stops the writer (what is left is counted as abandoned).
+    fn close(&self, py: Python<'_>, timeout_s: f64) {
+        let timeout = Duration::from_secs_f64(timeout_s.clamp(0.0, 1e9));
+        py.allow_threads(|| {
+            self.state.lock().expect("state lock").closed = true;
+            if let Some(r) = &self.redis {
+                r.close(timeout);
+            }
+        })
+    }
+
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        let s = &self.stats;
+        for (name, v) in [
+            ("batches_received", &s.batches_received),
+            ("batches_stored", &s.batches_stored),
+            ("batches_duplicate", &s.batches_duplicate),
+            ("batches_malformed", &s.batches_malformed),
+            ("batches_refused", &s.batches_refused),
+            ("samples_stored", &s.samples_stored),
+            ("log_entries_stored", &s.log_entries_stored),
+            ("dataset_errors", &s.dataset_errors),
+        ] {
+            d.set_item(name, v.load(Relaxed))?;
+        }
+        if let Some(r) = &self.redis {
+            let rs = r.stats();
+            for (name, v) in [
+                ("redis_entries_written", &rs.samples_written),
+                ("redis_members_added", &rs.members_added),
+                ("redis_members_existing", &rs.members_existing),
+                ("redis_error_replies", &rs.error_replies),
+                ("redis_connects", &rs.connects),
+                ("redis_connection_failures", &rs.connection_failures),
+                ("redis_entries_abandoned", &rs.samples_abandoned),
+            ] {
+                d.set_item(name, v.load(Relaxed))?;
+            }
+            let (bytes, jobs) = r.queued();
+            d.set_item("redis_queue_bytes", bytes)?;
+            d.set_item("redis_queue_batches", jobs)?;
+            d.set_item("redis_connected", rs.connected.load(Relaxed) as u64)?;
+        }
+        Ok(d)
+    }
+
+    /// Last Redis connection error, "" if none.
+    fn redis_last_error(&self) -> String {
+        self.redis
+            .as_ref()
+            .map(|r| r.last_error())
+            .unwrap_or_default()
+    }
+}

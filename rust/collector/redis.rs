@@ -1,0 +1,418 @@
+//! The Redis sink: a bounded queue of ready-made RESP pipelines and one
+//! thread that writes them to a plain socket, without the GIL.
+//!
+//! A job is one received batch, already encoded as multi-member ZADDs; the
+//! thread sends a whole job, then reads one reply per command. A job leaves
+//! the queue only once every reply has arrived, so if Redis goes away the
+//! job is sent again after reconnecting. That is safe because ZADD of a
+//! member with the same score is idempotent: a resent job stores nothing
+//! twice. While Redis is down, jobs wait in the queue; the collector
+//! refuses new batches (HTTP 503) once the queue holds `max_bytes`, so the
+//! node keeps them instead.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::format::Resp;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RedisConfig {
+    pub host: String,
+    pub port: u16,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub db: u32,
+}
+
+/// Parses `redis://[[user]:password@]host[:port][/db]`.
+pub fn parse_url(url: &str) -> Result<RedisConfig, String> {
+    let rest = url
+        .strip_prefix("redis://")
+        .ok_or_else(|| format!("redis_url must start with redis://, got {url:?}"))?;
+    let (auth, rest) = match rest.rsplit_once('@') {
+        Some((a, r)) => (Some(a), r),
+        None => (None, rest),
+    };
+    let (hostport, db) = match rest.split_once('/') {
+        Some((h, "")) => (h, 0),
+        Some((h, d)) => (
+            h,
+            d.parse()
+                .map_err(|_| format!("redis_url database {d:?} is not a number"))?,
+        ),
+        None => (rest, 0),
+    };
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) => (
+            h,
+            p.parse()
+                .map_err(|_| format!("redis_url port {p:?} is not a number"))?,
+        ),
+        None => (hostport, 6379),
+    };
+    if host.is_empty() {
+        return Err(format!("redis_url has no host: {url:?}"));
+    }
+    let (username, password) = match auth {
+        None => (None, None),
+        Some(a) => match a.split_once(':') {
+            Some(("", p)) => (None, Some(p.to_owned())),
+            Some((u, p)) => (Some(u.to_owned()), Some(p.to_owned())),
+            None => (Some(a.to_owned()), None),
+        },
+    };
+    Ok(RedisConfig {
+        host: host.trim_matches(['[', ']']).to_owned(),
+        port,
+        username,
+        password,
+        db,
+    })
+}
+
+/// One batch's commands.
+pub struct Job {
+    pub payload: Vec<u8>,
+    pub commands: usize,
+    pub members: u64,
+    pub samples: u64,
+}
+
+#[derive(Default)]
+pub struct RedisStats {
+    pub samples_written: AtomicU64,
+    pub members_added: AtomicU64,
+    /// Members already present (a resent job, or the format hazard in
+    /// `format.rs`: two samples with the same printed member).
+    pub members_existing: AtomicU64,
+    pub error_replies: AtomicU64,
+    pub connects: AtomicU64,
+    pub connection_failures: AtomicU64,
+    pub samples_abandoned: AtomicU64,
+    pub connected: AtomicBool,
+}
+
+struct Queue {
+    jobs: VecDeque<Job>,
+    bytes: usize,
+    /// A job taken by the writer and not yet acknowledged (its bytes are
+    /// still counted).
+    in_flight: bool,
+    stop: bool,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    idle: Condvar,
+    max_bytes: usize,
+    stats: RedisStats,
+    last_error: Mutex<String>,
+}
+
+pub struct RedisSink {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl RedisSink {
+    pub fn start(config: RedisConfig, max_bytes: usize) -> std::io::Result<Self> {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue {
+                jobs: VecDeque::new(),
+                bytes: 0,
+                in_flight: false,
+                stop: false,
+            }),
+            wake: Condvar::new(),
+            idle: Condvar::new(),
+            max_bytes,
+            stats: RedisStats::default(),
+            last_error: Mutex::new(String::new()),
+        });
+        let worker = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("edgeless-redis-writer".into())
+            .spawn(move || writer_loop(&worker, &config))?;
+        Ok(Self {
+            shared,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Whether a job of `len` bytes fits the bound now (an oversized job
+    /// still fits an empty queue, or it could never go). Only the producer
+    /// adds jobs, so room seen here is still there for `push`.
+    pub fn has_room(&self, len: usize) -> bool {
+        let q = self.shared.queue.lock().expect("queue lock");
+        !q.stop && (q.bytes == 0 || q.bytes + len <= self.shared.max_bytes)
+    }
+
+    pub fn push(&self, job: Job) {
+        let mut q = self.shared.queue.lock().expect("queue lock");
+        q.bytes += job.payload.len();
+        q.jobs.push_back(job);
+        self.shared.wake.notify_one();
+    }
+
+    /// Waits until everything queued is acknowledged by Redis; false on
+    /// timeout.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut q = self.shared.queue.lock().expect("queue lock");
+        while q.bytes > 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            q = self
+                .shared
+                .idle
+                .wait_timeout(q, deadline - now)
+                .expect("queue lock")
+                .0;
+        }
+        true
+    }
+
+    /// Flushes for at most `timeout`, then stops the writer; what is still
+    /// queued is counted in `samples_abandoned`.
+    pub fn close(&self, timeout: Duration) {
+        self.flush(timeout);
+        {
+            let mut q = self.shared.queue.lock().expect("queue lock");
+            q.stop = true;
+            self.shared.wake.notify_all();
+        }
+        if let Some(t) = self.thread.lock().expect("thread lock").take() {
+            let _ = t.join();
+        }
+        let mut q = self.shared.queue.lock().expect("queue lock");
+        let left: u64 = q.jobs.drain(..).map(|j| j.samples).sum();
+        q.bytes = 0;
+        self.shared.stats.samples_abandoned.fetch_add(left, Relaxed);
+    }
+
+    pub fn stats(&self) -> &RedisStats {
+        &self.shared.stats
+    }
+
+    /// (bytes, jobs) waiting, including one being written.
+    pub fn queued(&self) -> (usize, usize) {
+        let q = self.shared.queue.lock().expect("queue lock");
+        (q.bytes, q.jobs.len() + q.in_flight as usize)
+    }
+
+    pub fn last_error(&self) -> String {
+        self.shared.last_error.lock().expect("error lock").clone()
+    }
+}
+
+impl Drop for RedisSink {
+    fn drop(&mut self) {
+        self.close(Duration::ZERO);
+    }
+}
+
+/// Why a write attempt failed.
+enum Failure {
+    /// The connection is unusable (or Redis is loading): reconnect, resend.
+    Connection(String),
+}
+
+fn writer_loop(shared: &Shared, config: &RedisConfig) {
+    let mut conn: Option<Connection> = None;
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let job = {
+            let mut q = shared.queue.lock().expect("queue lock");
+            loop {
+                if q.stop {
+                    return;
+                }
+                if let Some(job) = q.jobs.pop_front() {
+                    q.in_flight = true;
+                    break job;
+                }
+                q = shared.wake.wait(q).expect("queue lock");
+            }
+        };
+        let result = match conn.as_mut() {
+            Some(c) => c.send(&job, &shared.stats),
+            None => match Connection::open(config) {
+                Ok(mut c) => {
+                    shared.stats.connects.fetch_add(1, Relaxed);
+                    shared.stats.connected.store(true, Relaxed);
+                    let r = c.send(&job, &shared.stats);
+                    conn = Some(c);
+                    r
+                }
+                Err(e) => Err(e),
+            },
+        };
+        let mut q = shared.queue.lock().expect("queue lock");
+        q.in_flight = false;
+        match result {
+            Ok(()) => {
+                backoff = Duration::from_millis(50);
+                shared.stats.samples_written.fetch_add(job.samples, Relaxed);
+                q.bytes -= job.payload.len();
+                if q.bytes == 0 {
+                    shared.idle.notify_all();
+                }
+            }
+            Err(Failure::Connection(why)) => {
+                conn = None;
+                shared.stats.connected.store(false, Relaxed);
+                shared.stats.connection_failures.fetch_add(1, Relaxed);
+                *shared.last_error.lock().expect("error lock") = why;
+                q.jobs.push_front(job);
+                // Wait before reconnecting, but wake at once to stop.
+                let _ = shared.wake.wait_timeout_while(q, backoff, |q| !q.stop);
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+struct Connection {
+    writer: TcpStream,
+    reader: BufReader<TcpStream>,
+    line: Vec<u8>,
+}
+
+enum Reply {
+    Integer(i64),
+    Ok,
+    Error(String),
+}
+
+impl Connection {
+    fn open(config: &RedisConfig) -> Result<Self, Failure> {
+        let fail = |e: std::io::Error| {
+            Failure::Connection(format!("redis {}:{}: {e}", config.host, config.port))
+        };
+        let addr = (config.host.as_str(), config.port)
+            .to_socket_addrs()
+            .map_err(fail)?
+            .next()
+            .ok_or_else(|| Failure::Connection(format!("redis host {} not found", config.host)))?;
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(fail)?;
+        stream.set_nodelay(true).map_err(fail)?;
+        // A Redis that stops answering counts as gone; resending is safe.
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .map_err(fail)?;
+        let mut c = Self {
+            writer: stream.try_clone().map_err(fail)?,
+            reader: BufReader::with_capacity(64 << 10, stream),
+            line: Vec::new(),
+        };
+        let mut setup = Vec::new();
+        let mut n = 0;
+        {
+            let mut resp = Resp { buf: &mut setup };
+            match (&config.username, &config.password) {
+                (Some(u), Some(p)) => {
+                    resp.command(&[b"AUTH", u.as_bytes(), p.as_bytes()]);
+                    n += 1;
+                }
+                (None, Some(p)) => {
+                    resp.command(&[b"AUTH", p.as_bytes()]);
+                    n += 1;
+                }
+                _ => {}
+            }
+            if config.db != 0 {
+                resp.command(&[b"SELECT", config.db.to_string().as_bytes()]);
+                n += 1;
+            }
+        }
+        if n > 0 {
+            c.writer.write_all(&setup).map_err(fail)?;
+            for _ in 0..n {
+                if let Reply::Error(e) = c.reply()? {
+                    return Err(Failure::Connection(format!("redis setup refused: {e}")));
+                }
+            }
+        }
+        Ok(c)
+    }
+
+    fn send(&mut self, job: &Job, stats: &RedisStats) -> Result<(), Failure> {
+        self.writer
+            .write_all(&job.payload)
+            .map_err(|e| Failure::Connection(format!("redis write: {e}")))?;
+        let mut added = 0u64;
+        for _ in 0..job.commands {
+            match self.reply()? {
+                Reply::Integer(n) => added += n.max(0) as u64,
+                Reply::Ok => {}
+                Reply::Error(e) if e.starts_with("LOADING") || e.starts_with("BUSY") => {
+                    return Err(Failure::Connection(format!("redis not ready: {e}")));
+                }
+                Reply::Error(_) => {
+                    stats.error_replies.fetch_add(1, Relaxed);
+                }
+            }
+        }
+        stats.members_added.fetch_add(added, Relaxed);
+        stats
+            .members_existing
+            .fetch_add(job.members.saturating_sub(added), Relaxed);
+        Ok(())
+    }
+
+    fn reply(&mut self) -> Result<Reply, Failure> {
+        let broken = |e: std::io::Error| Failure::Connection(format!("redis read: {e}"));
+        self.line.clear();
+        let n = self
+            .reader
+            .read_until(b'\n', &mut self.line)
+            .map_err(broken)?;
+        if n < 3 || !self.line.ends_with(b"\r\n") {
+            return Err(Failure::Connection("redis closed the connection".into()));
+        }
+        let body = String::from_utf8_lossy(&self.line[1..n - 2]).into_owned();
+        match self.line[0] {
+            b':' => Ok(Reply::Integer(body.parse().unwrap_or(0))),
+            b'+' => Ok(Reply::Ok),
+            b'-' => Ok(Reply::Error(body)),
+            b'$' => {
+                // Not sent by the commands we use; skip it to stay in sync.
+                let len: i64 = body.parse().unwrap_or(-1);
+                if len >= 0 {
+                    let mut skip = vec![0; len as usize + 2];
+                    self.reader.read_exact(&mut skip).map_err(broken)?;
+                }
+                Ok(Reply::Ok)
+            }
+            other => Err(Failure::Connection(format!(
+                "unexpected redis reply type {:?}",
+                other as char
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let c = parse_url("redis://127.0.0.1:7000/2").unwrap();
+        assert_eq!((c.host.as_str(), c.port, c.db), ("127.0.0.1", 7000, 2));
+        let c = parse_url("redis://:pw@localhost").unwrap();
+        assert_eq!((c.password.as_deref(), c.port), (Some("pw"), 6379));
+        let c = parse_url("redis://u:p@h:1/").unwrap();
+        assert_eq!(c.username.as_deref(), Some("u"));
+        assert!(parse_url("http://x").is_err());
+        assert!(parse_url("redis://h:notaport").is_err());
+    }
+}

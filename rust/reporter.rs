@@ -1,0 +1,57 @@
+//! The NodeReporter's Rust half: drain a PerformanceTarget and encode the
+//! drained samples as protobuf bodies. The background thread, retries and
+//! the memory budget live in `python/edgeless_telemetry/reporter.py`.
+
+use crate::performance::PerformanceTarget;
+use crate::wire::{encode_drained, Sender};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+/// (sequence, samples, log entries, body).
+type EncodedBatch<'py> = (u64, usize, usize, Bound<'py, PyBytes>);
+
+/// Drains `target` (with the GIL, only moving buffers) and encodes what it
+/// held without the GIL. Returns one `(sequence, samples, log_entries,
+/// body)` per body of at most about `max_batch_bytes`, numbered from
+/// `first_sequence`; an empty target gives an empty list.
+#[pyfunction]
+#[pyo3(signature = (target, node_id, nonce, first_sequence, refresh_deadline, max_batch_bytes))]
+pub fn drain_encode<'py>(
+    py: Python<'py>,
+    target: &Bound<'py, PerformanceTarget>,
+    node_id: String,
+    nonce: u64,
+    first_sequence: u64,
+    refresh_deadline: u64,
+    max_batch_bytes: usize,
+) -> PyResult<Vec<EncodedBatch<'py>>> {
+    if node_id.is_empty() || nonce == 0 || first_sequence == 0 {
+        return Err(PyValueError::new_err(
+            "node_id must be non-empty, nonce and first_sequence at least 1",
+        ));
+    }
+    let drained = target.get().store.drain(py);
+    if drained.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sender = Sender {
+        node_id: &node_id,
+        nonce,
+        refresh_deadline,
+    };
+    let batches =
+        py.allow_threads(|| encode_drained(&drained, &sender, first_sequence, max_batch_bytes));
+    drop(drained);
+    Ok(batches
+        .into_iter()
+        .map(|b| {
+            (
+                b.sequence,
+                b.samples,
+                b.log_entries,
+                PyBytes::new(py, &b.body),
+            )
+        })
+        .collect())
+}

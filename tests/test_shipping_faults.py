@@ -1,0 +1,214 @@
+"""Shipping under faults: the collector process killed and restarted, Redis
+stopped and restarted, the orchestrator unreachable. Every sample recorded
+on the node must end up stored exactly once (or be counted as dropped when
+the node's budget is exceeded)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from edgeless_telemetry import (
+    FunctionTime,
+    NodeReporter,
+    OrchestratorCollector,
+    PerformanceTarget,
+    TelemetryHandle,
+    TelemetryProcessor,
+)
+from redis_fixture import RedisServer, free_port
+
+T0 = 1_700_000_000_000_000_000
+
+
+def handle(perf: PerformanceTarget, fid: str) -> TelemetryHandle:
+    node = TelemetryProcessor([perf], log=False).get_handle({"NODE_ID": "n"})
+    return node.fork({"FUNCTION_ID": fid})
+
+
+class Feeder:
+    """Records unique samples (value i * 1e-6, 1 µs apart) in slices."""
+
+    def __init__(self, h: TelemetryHandle) -> None:
+        self.h = h
+        self.n = 0
+
+    def feed(self, count: int) -> None:
+        i = np.arange(self.n, self.n + count)
+        self.h.observe_many(int(FunctionTime.EXECUTION), (i + 1) * 1e-6,
+                            timestamps_ns=T0 + i.astype(np.int64) * 1000)
+        self.n += count
+
+    def expected_members(self) -> set[str]:
+        out = set()
+        for i in range(self.n):
+            sec, ns = divmod(T0 + i * 1000, 10**9)
+            s = np.format_float_positional(sec + ns / 1e9, unique=True, trim="-")
+            v = np.format_float_positional((i + 1) * 1e-6, unique=True, trim="-")
+            out.add(f"{s}:{v}")
+        return out
+
+
+def start_orchestrator(port: int, redis_url: str, prefix: str) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgeless_telemetry.cli", "orchestrator",
+         "--listen", f"http://127.0.0.1:{port}", "--redis-url", redis_url,
+         "--dataset-path", prefix, "--append", "--stats-interval", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().startswith("listening on")
+    return proc
+
+
+def test_collector_killed_and_restarted(redis_server: RedisServer, tmp_path: Path) -> None:
+    fid = str(uuid.uuid4())
+    perf = PerformanceTarget()
+    feeder = Feeder(handle(perf, fid))
+    port = free_port()
+    prefix = str(tmp_path / "ds_")
+    orc = start_orchestrator(port, redis_server.url, prefix)
+    rep = NodeReporter(perf, f"http://127.0.0.1:{port}", "node-1", interval_s=0.02,
+                       timeout_s=1.0).start()
+    try:
+        for step in range(60):
+            feeder.feed(200)
+            time.sleep(0.01)
+            if step == 20:
+                orc.kill()  # SIGKILL: no goodbye, replies may be lost
+                orc.wait()
+            if step == 35:
+                orc = start_orchestrator(port, redis_server.url, prefix)
+        assert rep.stop(), rep.last_error
+        stats = rep.stats()
+        assert stats["send_failures"] > 0, "the kill should have been noticed"
+        assert stats["samples_dropped"] == 0 and stats["samples_sent"] == feeder.n
+    finally:
+        orc.terminate()
+        orc.wait(10)
+    members = redis_server.client().zrange(f"performance:{fid}:function_execution_time", 0, -1)
+    assert len(members) == feeder.n
+    assert set(members) == feeder.expected_members()
+    with open(prefix + "performance_samples.csv") as f:
+        rows = f.read().splitlines()
+    assert rows.count("identifier,metric,timestamp,value") == 1
+    counts = Counter(rows[1:])
+    assert len(counts) == feeder.n
+    assert set(counts.values()) == {1}, "a resent batch was stored twice"
+
+
+def test_redis_stopped_and_restarted(redis_server: RedisServer, tmp_path: Path) -> None:
+    fid = str(uuid.uuid4())
+    perf = PerformanceTarget()
+    feeder = Feeder(handle(perf, fid))
+    col = OrchestratorCollector("http://127.0.0.1:0", redis_url=redis_server.url).start()
+    rep = NodeReporter(perf, col.url, "node-1", interval_s=0.02).start()
+    try:
+        for step in range(60):
+            feeder.feed(200)
+            time.sleep(0.01)
+            if step == 15:
+                redis_server.stop()
+            if step == 40:
+                assert col.stats()["redis_connection_failures"] > 0
+                redis_server.start()
+        assert rep.stop()
+        assert col.flush(15), col.core.redis_last_error()
+        stats = col.stats()
+    finally:
+        col.stop(1)
+    assert stats["samples_stored"] == feeder.n
+    assert stats["redis_connects"] >= 2
+    members = redis_server.client().zrange(f"performance:{fid}:function_execution_time", 0, -1)
+    assert len(members) == feeder.n
+    assert set(members) == feeder.expected_members()
+
+
+def test_full_redis_queue_pushes_back_to_the_node(tmp_path: Path) -> None:
+    """Redis unreachable and its queue bound tiny: the collector takes one
+    batch, answers 503 to the next, and the node keeps those."""
+    perf = PerformanceTarget()
+    feeder = Feeder(handle(perf, str(uuid.uuid4())))
+    col = OrchestratorCollector("http://127.0.0.1:0", redis_url=f"redis://127.0.0.1:{free_port()}",
+                                max_redis_queue_bytes=1).start()
+    rep = NodeReporter(perf, col.url, "node-1", interval_s=60, timeout_s=1)
+    try:
+        for _ in range(3):
+            feeder.feed(10)
+            rep.flush()
+        stats = rep.stats()
+        assert stats["batches_sent"] == 1 and stats["pending_batches"] == 2
+        assert stats["pending_samples"] == 20 and stats["samples_dropped"] == 0
+        assert col.stats()["batches_refused"] >= 2
+    finally:
+        col.stop(0)
+
+
+def test_reporter_budget_drops_oldest_and_counts() -> None:
+    perf = PerformanceTarget()
+    feeder = Feeder(handle(perf, str(uuid.uuid4())))
+    rep = NodeReporter(perf, f"http://127.0.0.1:{free_port()}", "node-1", interval_s=60,
+                       timeout_s=0.2, max_pending_bytes=5000)
+    sizes = []
+    for _ in range(10):
+        feeder.feed(100)
+        rep.flush()
+        sizes.append(rep.stats()["pending_bytes"])
+    stats = rep.stats()
+    assert max(sizes) <= 5000
+    assert stats["batches_dropped"] > 0
+    assert stats["samples_dropped"] + stats["pending_samples"] == feeder.n
+    assert stats["batches_sent"] == 0 and stats["send_failures"] == 10
+
+
+def test_collector_restarted_in_process_on_the_same_port(tmp_path: Path) -> None:
+    """A node with a kept-alive connection reaches the new collector."""
+    perf = PerformanceTarget()
+    feeder = Feeder(handle(perf, str(uuid.uuid4())))
+    port = free_port()
+    prefix = str(tmp_path / "d_")
+    col = OrchestratorCollector(f"http://127.0.0.1:{port}", dataset_path=prefix).start()
+    rep = NodeReporter(perf, f"http://127.0.0.1:{port}", "node-1", interval_s=60, timeout_s=1)
+    feeder.feed(10)
+    assert rep.flush()
+    col.stop()
+    col = OrchestratorCollector(f"http://127.0.0.1:{port}", dataset_path=prefix,
+                                append=True).start()
+    try:
+        feeder.feed(10)
+        assert rep.flush(), rep.last_error
+        assert col.stats()["samples_stored"] == 10
+    finally:
+        col.stop()
+    with open(prefix + "performance_samples.csv") as f:
+        assert len(f.read().splitlines()) == 1 + 20
+
+
+def test_nodes_in_parallel_each_stored_once(redis_server: RedisServer) -> None:
+    col = OrchestratorCollector("http://127.0.0.1:0", redis_url=redis_server.url).start()
+    nodes = []
+    for k in range(4):
+        perf = PerformanceTarget()
+        fid = str(uuid.uuid4())
+        nodes.append((fid, Feeder(handle(perf, fid)),
+                      NodeReporter(perf, col.url, f"node-{k}", interval_s=0.01).start()))
+    try:
+        for _ in range(30):
+            for _, feeder, _ in nodes:
+                feeder.feed(100)
+            time.sleep(0.005)
+        for _, _, rep in nodes:
+            assert rep.stop()
+        assert col.flush(10)
+    finally:
+        col.stop(1)
+    r = redis_server.client()
+    for fid, feeder, _ in nodes:
+        members = r.zrange(f"performance:{fid}:function_execution_time", 0, -1)
+        assert set(members) == feeder.expected_members() and len(members) == feeder.n
