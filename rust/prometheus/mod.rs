@@ -170,7 +170,9 @@ impl PrometheusTarget {
         };
         let registry = &self.registry;
         let body = py.allow_threads(|| registry.render(format));
-        PyBytes::new(py, &body)
+        let bytes = PyBytes::new(py, &body);
+        registry.recycle(body);
+        bytes
     }
 
     /// `http://host:port/metrics` as bound, or `None` without a server (or

@@ -12,11 +12,14 @@ use crate::clock::EventClock;
 use crate::events::{EventRef, FunctionTime};
 use pyo3::prelude::*;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 const FUNCTION_COUNT: &str = "function_count";
 const EXECUTION_TIMES: &str = "execution_times";
 const TRANSFER_TIMES: &str = "transfer_times";
+/// Largest rendering buffer kept for reuse (about 16,000 execution_times
+/// series); larger expositions use fresh memory each time.
+const MAX_SPARE_BYTES: usize = 32 << 20;
 const SERIES_REFUSED: &str = "edgeless_telemetry_series_refused";
 
 /// Label names the families use; const labels may not reuse them.
@@ -52,6 +55,7 @@ pub struct Registry {
     last_render_bytes: AtomicUsize,
     /// Scrapes served: all, in OpenMetrics, gzip-compressed.
     pub scrapes: [AtomicU64; 3],
+    spare: Mutex<Vec<u8>>,
 }
 
 impl Registry {
@@ -93,6 +97,7 @@ impl Registry {
             transfer_times: Family::new(config.max_series),
             last_render_bytes: AtomicUsize::new(0),
             scrapes: Default::default(),
+            spare: Mutex::new(Vec::new()),
         }
     }
 
@@ -155,9 +160,28 @@ impl Registry {
         ]
     }
 
+    /// Hands a rendering's buffer back for the next one: a large
+    /// exposition then reuses warm memory instead of faulting in fresh
+    /// pages. Only one buffer of at most `MAX_SPARE_BYTES` is kept.
+    pub fn recycle(&self, buffer: Vec<u8>) {
+        if buffer.capacity() <= MAX_SPARE_BYTES {
+            if let Ok(mut spare) = self.spare.lock() {
+                if spare.capacity() < buffer.capacity() {
+                    *spare = buffer;
+                }
+            }
+        }
+    }
+
     /// Renders every family. Reads atomics only; never needs the GIL.
     pub fn render(&self, format: Format) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.last_render_bytes.load(Ordering::Relaxed) + 4096);
+        let mut out = self
+            .spare
+            .lock()
+            .map(|mut s| std::mem::take(&mut *s))
+            .unwrap_or_default();
+        out.clear();
+        out.reserve(self.last_render_bytes.load(Ordering::Relaxed) + 4096);
         let [count_name, exec_name, transfer_name, refused_name] = &self.names;
 
         push_header(

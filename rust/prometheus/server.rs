@@ -246,6 +246,7 @@ fn serve(mut stream: TcpStream, registry: &Registry) -> io::Result<()> {
     if gzip {
         let mut gz = GzEncoder::new(Vec::with_capacity(body.len() / 4 + 64), Compression::fast());
         gz.write_all(&body)?;
+        registry.recycle(body);
         let body = gz.finish()?;
         respond(
             &mut stream,
@@ -256,14 +257,16 @@ fn serve(mut stream: TcpStream, registry: &Registry) -> io::Result<()> {
             head_only,
         )
     } else {
-        respond(
+        let sent = respond(
             &mut stream,
             "200 OK",
             format.content_type(),
             None,
             &body,
             head_only,
-        )
+        );
+        registry.recycle(body);
+        sent
     }
 }
 
