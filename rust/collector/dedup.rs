@@ -20,6 +20,19 @@ struct Stream {
     last_used: u64,
 }
 
+impl Stream {
+    /// Moves the floor up over the sequences just above it. Sequences come
+    /// from the wire, so u64::MAX is possible: the floor stops there.
+    fn absorb(&mut self) {
+        while let Some(next) = self.floor.checked_add(1) {
+            if !self.above.remove(&next) {
+                break;
+            }
+            self.floor = next;
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Dedup {
     streams: HashMap<(String, u64), Stream>,
@@ -52,9 +65,7 @@ impl Dedup {
             .expect("just marked");
         s.floor = s.floor.max(floor);
         s.above.retain(|&q| q > floor);
-        while s.above.remove(&(s.floor + 1)) {
-            s.floor += 1;
-        }
+        s.absorb();
     }
 
     pub fn mark(&mut self, node: &str, nonce: u64, seq: u64) {
@@ -77,15 +88,11 @@ impl Dedup {
             return;
         }
         s.above.insert(seq);
-        while s.above.remove(&(s.floor + 1)) {
-            s.floor += 1;
-        }
+        s.absorb();
         while s.above.len() > MAX_ABOVE {
             let first = s.above.pop_first().expect("non-empty");
             s.floor = first;
-            while s.above.remove(&(s.floor + 1)) {
-                s.floor += 1;
-            }
+            s.absorb();
         }
     }
 }
@@ -116,6 +123,19 @@ mod tests {
         assert!(d.seen("n", 1, 1) && d.seen("n", 1, 9) && !d.seen("n", 1, 10));
         let (_, _, floor, above) = d.export().next().unwrap();
         assert_eq!((floor, above.len()), (9, 0));
+    }
+
+    #[test]
+    fn sequences_up_to_u64_max() {
+        // Fuzzed bodies may carry any sequence: no overflow at the top.
+        let mut d = Dedup::default();
+        for seq in (u64::MAX - MAX_ABOVE as u64)..=u64::MAX {
+            d.mark("n", 1, seq);
+        }
+        assert!(d.seen("n", 1, u64::MAX) && d.seen("n", 1, 1));
+        d.mark_floor("m", 1, u64::MAX);
+        d.mark("m", 1, u64::MAX);
+        assert!(d.seen("m", 1, u64::MAX));
     }
 
     #[test]

@@ -55,6 +55,13 @@ impl Buckets {
                 "bucket bounds must be finite numbers (+Inf only last), got {bad}"
             )));
         }
+        // Durations are never negative, and OpenMetrics forbids `_sum` on
+        // a histogram with a negative bucket: refuse them here.
+        if let Some(bad) = bounds.iter().find(|b| **b < 0.0) {
+            return Err(PyValueError::new_err(format!(
+                "bucket bounds must not be negative (durations never are), got {bad}"
+            )));
+        }
         if let Some(w) = bounds.windows(2).find(|w| w[0] >= w[1]) {
             return Err(PyValueError::new_err(format!(
                 "bucket bounds must be strictly increasing, got {} before {}",
