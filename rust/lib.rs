@@ -7,6 +7,7 @@ pub mod clock;
 pub mod collector;
 pub mod counters;
 pub mod events;
+pub mod fork;
 pub mod gil;
 pub mod log_target;
 pub mod performance;

@@ -74,8 +74,9 @@ def test_exposition_round_trips_through_prometheus_client(
     gauges: dict[frozenset[tuple[str, str]], int] = defaultdict(int)
     for node, fid, ftype, call, values in all_series:
         h = proc.get_handle({"NODE_ID": node, "FUNCTION_ID": fid, "FUNCTION_TYPE": ftype})
+        kind = "Call" if call else "Cast"
         labels = frozenset(
-            {"node_id": node, "function_id": fid, "function_type": ftype, "invocation_type": "Call" if call else "Cast"}.items()
+            {"node_id": node, "function_id": fid, "function_type": ftype, "invocation_type": kind}.items()
         )
         for v in values:
             h.invocation_completed(v, "CALL" if call else "CAST")

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import uuid
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
-from edgeless_telemetry import FunctionTime, PerformanceTarget, TelemetryProcessor
+from edgeless_telemetry import (
+    FunctionTime,
+    NodeReporter,
+    OrchestratorCollector,
+    PerformanceTarget,
+    PrometheusTarget,
+    TelemetryProcessor,
+)
+from prom_support import http_get, sample
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
@@ -31,3 +43,129 @@ def test_performance_target_works_in_forked_child() -> None:
     assert child_saw == "[0.1, 0.2]"
     # The parent's buffer is its own.
     assert perf.get_metrics().function_times[FunctionTime.EXECUTION][fid].values.tolist() == [0.1]
+
+
+# --- fork: PrometheusTarget, NodeReporter --------------------------------
+
+
+def child_run(body: Callable[[], object]) -> tuple[int, object]:
+    """Runs ``body`` in a forked child; returns (child pid, what it
+    returned, via a pipe). The child then waits for `release` before it
+    exits, so the parent can check things while it is alive."""
+    read, write = os.pipe()
+    go_read, go_write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(read)
+            os.write(write, json.dumps(body()).encode() + b"\n")
+            os.read(go_read, 1)  # until the parent releases us
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = os.read(read, 65536)
+        if not chunk:
+            break
+        data += chunk
+    os.close(read)
+    CHILDREN[pid] = go_write
+    assert data, "the child died before answering"
+    return pid, json.loads(data)
+
+
+CHILDREN: dict[int, int] = {}
+
+
+def release(pid: int) -> int:
+    os.write(CHILDREN.pop(pid), b"x")
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def count_of(body: bytes) -> float:
+    return sample(body.decode(), "execution_times_count", node_id="n", function_id=FID, function_type="t",
+                  invocation_type="Cast")
+
+
+FID = str(uuid.UUID(int=77))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_prometheus_target_in_forked_child() -> None:
+    """The child's target records and renders its own series (inherited
+    values included), is not serving (the parent's server thread and socket
+    are the parent's), and can serve on a port of its own; the parent keeps
+    serving, and once it closes, its port is free although the child lives."""
+    prom = PrometheusTarget("http://127.0.0.1:0")
+    port = prom.port
+    assert port is not None
+    h = TelemetryProcessor([prom], log=False).get_handle({"NODE_ID": "n", "FUNCTION_ID": FID, "FUNCTION_TYPE": "t"})
+    h.invocation_completed(0.1)
+
+    def child() -> object:
+        before = (prom.url, prom.port)
+        h.invocation_completed(0.2)
+        prom.serve("http://127.0.0.1:0")
+        own = prom.port
+        assert own is not None
+        return [before, own, count_of(http_get(own)[2])]
+
+    pid, (before, child_port, child_count) = child_run(child)
+    try:
+        assert before == [None, None]
+        assert child_count == 2  # inherited 0.1 plus its own 0.2
+        assert count_of(http_get(port)[2]) == 1  # the parent's series are its own
+        assert count_of(http_get(child_port)[2]) == 2  # both processes serve
+        with pytest.raises(RuntimeError, match="already serving"):
+            prom.serve("http://127.0.0.1:0")
+        prom.close()
+        # The child holds no copy of the listening socket: the port is free.
+        again = PrometheusTarget(f"http://127.0.0.1:{port}")
+        again.close()
+        prom.serve("http://127.0.0.1:0")  # and the parent can serve again
+        assert prom.port is not None and count_of(http_get(prom.port)[2]) == 1
+        prom.close()
+    finally:
+        assert release(pid) == 0
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_node_reporter_in_forked_child(tmp_path: Path) -> None:
+    """The child's reporter is a new node instance: new nonce, new thread,
+    new locks (one was held across the fork here), no inherited socket, and
+    the inherited samples are left to the parent. Each sample is stored
+    exactly once."""
+    prefix = str(tmp_path / "d_")
+    col = OrchestratorCollector("http://127.0.0.1:0", dataset_path=prefix).start()
+    perf = PerformanceTarget()
+    h = TelemetryProcessor([perf], log=False).get_handle({"NODE_ID": "n", "FUNCTION_ID": FID})
+    rep = NodeReporter(perf, col.url, "node-fork", interval_s=3600)
+    h.invocation_completed(0.5)
+    assert rep.flush()  # the reporter now holds a kept-alive connection
+    rep.start()  # sleeping for an hour: nothing drained behind our back
+    for i in range(5):
+        h.invocation_completed(1.0 + i)  # pending in the target at fork time
+
+    def child() -> object:
+        fresh = (rep.nonce, rep._conn is None, rep._thread is not None and rep._thread.is_alive())
+        for i in range(3):
+            h.invocation_completed(10.0 + i)
+        stats = rep.stats()  # the lock held across the fork is not ours
+        ok = rep.stop()
+        return [*fresh, stats["inherited_samples_discarded"], ok, rep.stats()["samples_sent"]]
+
+    with rep._lock:
+        pid, (nonce, no_conn, alive, discarded, ok, sent) = child_run(child)
+    assert release(pid) == 0
+    assert nonce != rep.nonce and no_conn and alive
+    assert (discarded, ok, sent) == (5, True, 3)
+    assert rep.stop() and rep.stats()["samples_sent"] == 1 + 5
+    col.stop()
+    with open(prefix + "performance_samples.csv", newline="") as f:
+        values = sorted(float(row[3]) for row in list(csv.reader(f))[1:])
+    assert values == [0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 10.0, 11.0, 12.0]
+    assert col.stats()["batches_duplicate"] == 0

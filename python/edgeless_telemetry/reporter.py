@@ -8,6 +8,15 @@ goes again, oldest first, before newer ones; pending bodies are bounded by
 ``max_pending_bytes`` and past it the oldest are dropped and counted. Every
 body carries the reporter's random nonce and a sequence number, so a body
 sent twice (its reply was lost) is stored once.
+
+Fork: a forked child inherits the reporter without its thread, with locks
+that thread may have held, with the parent's kept-alive socket and with
+the parent's unsent bodies and samples. So in the child (``os.fork``,
+multiprocessing's fork start method) the reporter becomes a new node
+instance: a new nonce, sequence numbers from 1, new locks, no connection,
+nothing pending, the inherited samples of its target discarded (the parent
+sends them; counted in ``inherited_samples_discarded``) and, if its thread
+was running, a new thread. Every sample is then sent by exactly one process.
 """
 
 from __future__ import annotations
@@ -15,10 +24,12 @@ from __future__ import annotations
 import http.client
 import logging
 import math
+import os
 import secrets
 import threading
 import time
 import unicodedata
+import weakref
 from collections import deque
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -29,6 +40,29 @@ from .performance import PerformanceTarget
 log = logging.getLogger("edgeless_telemetry")
 
 CONTENT_TYPE = "application/x-protobuf"
+
+_STATS = (
+    "batches_sent",
+    "samples_sent",
+    "log_entries_sent",
+    "send_failures",
+    "batches_rejected",
+    "batches_dropped",
+    "samples_dropped",
+    "log_entries_dropped",
+    "inherited_samples_discarded",
+)
+
+_REPORTERS: weakref.WeakSet[NodeReporter] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for reporter in list(_REPORTERS):
+        reporter._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @dataclass
@@ -95,17 +129,9 @@ class NodeReporter:
         self._send_lock = threading.Lock()  # one sender at a time
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._stats = {
-            "batches_sent": 0,
-            "samples_sent": 0,
-            "log_entries_sent": 0,
-            "send_failures": 0,
-            "batches_rejected": 0,
-            "batches_dropped": 0,
-            "samples_dropped": 0,
-            "log_entries_dropped": 0,
-        }
+        self._stats = dict.fromkeys(_STATS, 0)
         self.last_error = ""
+        _REPORTERS.add(self)
 
     def start(self) -> NodeReporter:
         if self._thread is not None:
@@ -149,6 +175,30 @@ class NodeReporter:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def _after_fork_in_child(self) -> None:
+        """See the module doc: the child's reporter is a new node instance."""
+        was_running = self._thread is not None and not self._stop.is_set()
+        self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = None
+        if self._conn is not None and self._conn.sock is not None:
+            # Close our copy of the parent's socket; never shut it down.
+            try:
+                self._conn.sock.close()
+            except OSError:
+                pass
+        self._conn = None
+        self.nonce = secrets.randbits(64) or 1
+        self._next_seq = 1
+        self._pending.clear()
+        self._pending_bytes = 0
+        self._stats = dict.fromkeys(_STATS, 0)
+        self._stats["inherited_samples_discarded"] = self._target.get_metrics().sample_count()
+        self.last_error = ""
+        if was_running:
+            self.start()
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):

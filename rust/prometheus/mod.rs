@@ -16,7 +16,7 @@ pub mod server;
 
 use encoding::{valid_name, Format};
 use histogram::Buckets;
-use pyo3::exceptions::{PyOSError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use registry::{Config, Registry, RESERVED_LABELS};
@@ -30,9 +30,8 @@ const MAX_CONST_LABEL_BYTES: usize = 1024;
 #[pyclass(module = "edgeless_telemetry._core", subclass, frozen)]
 pub struct PrometheusTarget {
     registry: Arc<Registry>,
+    /// Running or not (stopped, or inherited through fork: see `serve`).
     server: Mutex<Option<Server>>,
-    /// Where the server listens, as bound (port 0 resolved).
-    addr: Option<std::net::SocketAddr>,
 }
 
 impl PrometheusTarget {
@@ -41,13 +40,15 @@ impl PrometheusTarget {
         self.registry.clone()
     }
 
+    /// Where the server listens in this process, as bound (port 0
+    /// resolved).
     fn running_addr(&self) -> Option<std::net::SocketAddr> {
-        let running = self
-            .server
+        self.server
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .is_some();
-        self.addr.filter(|_| running)
+            .as_ref()
+            .filter(|s| s.running())
+            .map(Server::local_addr)
     }
 
     fn stop_server(&self, py: Python<'_>) {
@@ -56,6 +57,17 @@ impl PrometheusTarget {
             py.allow_threads(move || server.stop());
         }
     }
+}
+
+fn start_server(py: Python<'_>, registry: &Arc<Registry>, metrics_url: &str) -> PyResult<Server> {
+    let addr = parse_metrics_url(metrics_url).map_err(PyValueError::new_err)?;
+    let reg = registry.clone();
+    py.allow_threads(|| Server::start(reg, addr)).map_err(|e| {
+        PyOSError::new_err((
+            e.raw_os_error().unwrap_or(0),
+            format!("PrometheusTarget cannot listen on {addr} ({metrics_url}): {e}"),
+        ))
+    })
 }
 
 fn buckets_from(value: Option<&Bound<'_, PyAny>>) -> PyResult<Buckets> {
@@ -142,21 +154,31 @@ impl PrometheusTarget {
         let server = if metrics_url.is_empty() {
             None
         } else {
-            let addr = parse_metrics_url(metrics_url).map_err(PyValueError::new_err)?;
-            let reg = registry.clone();
-            let server = py.allow_threads(|| Server::start(reg, addr)).map_err(|e| {
-                PyOSError::new_err((
-                    e.raw_os_error().unwrap_or(0),
-                    format!("PrometheusTarget cannot listen on {addr} ({metrics_url}): {e}"),
-                ))
-            })?;
-            Some(server)
+            Some(start_server(py, &registry, metrics_url)?)
         };
         Ok(Self {
-            addr: server.as_ref().map(Server::local_addr),
             server: Mutex::new(server),
             registry,
         })
+    }
+
+    /// Starts serving `GET /metrics` on `metrics_url` when no server runs
+    /// in this process: for a target made with `""`, after `close()`, or in
+    /// a forked child (the parent's server thread and socket are not
+    /// inherited; the child's series are its own). Raises `RuntimeError`
+    /// if one is running, else as the constructor does.
+    fn serve(&self, py: Python<'_>, metrics_url: &str) -> PyResult<()> {
+        let mut slot = self.server.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.as_ref().is_some_and(Server::running) {
+            return Err(PyRuntimeError::new_err(format!(
+                "PrometheusTarget is already serving on {}; close() it first",
+                slot.as_ref().map(Server::local_addr).expect("running")
+            )));
+        }
+        let server = start_server(py, &self.registry, metrics_url)?;
+        // An inherited (or stopped) server is only forgotten.
+        *slot = Some(server);
+        Ok(())
     }
 
     /// The exposition as bytes: Prometheus text 0.0.4, or OpenMetrics

@@ -9,10 +9,12 @@
 
 use super::encoding::{accepts_gzip, Format};
 use super::registry::Registry;
+use crate::fork;
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -63,10 +65,11 @@ pub struct Server {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
-    /// The process that started the thread: a forked child has a copy of
-    /// this struct but not the thread (nor should it poke the parent's
-    /// listener), so there `stop` only forgets it.
-    owner_pid: u32,
+    /// The fork generation that started the thread: a forked child has a
+    /// copy of this struct but not the thread, nor the listening socket
+    /// (`fork` closes it there), so in a child the server is not running
+    /// and `stop` only forgets it.
+    generation: u64,
 }
 
 impl Server {
@@ -77,15 +80,32 @@ impl Server {
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
-        let thread = std::thread::Builder::new()
+        let generation = fork::generation();
+        let slot = fork::close_listener_in_children(listener.as_raw_fd());
+        let spawned = std::thread::Builder::new()
             .name("edgeless-metrics".into())
-            .spawn(move || accept_loop(listener, registry, flag))?;
+            .spawn(move || {
+                accept_loop(&listener, registry, flag);
+                fork::forget_listener(slot); // before the socket closes
+            });
+        let thread = match spawned {
+            Ok(t) => t,
+            Err(e) => {
+                fork::forget_listener(slot);
+                return Err(e);
+            }
+        };
         Ok(Server {
             addr,
             stop,
             thread: Some(thread),
-            owner_pid: std::process::id(),
+            generation,
         })
+    }
+
+    /// Serving in this process (false in a forked child, and after stop).
+    pub fn running(&self) -> bool {
+        self.thread.is_some() && !fork::inherited(self.generation)
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -98,7 +118,9 @@ impl Server {
         let Some(thread) = self.thread.take() else {
             return;
         };
-        if std::process::id() != self.owner_pid {
+        if fork::inherited(self.generation) {
+            // The parent's thread: not ours to join (or detach).
+            std::mem::forget(thread);
             return;
         }
         self.stop.store(true, Ordering::SeqCst);
@@ -124,7 +146,7 @@ impl Drop for Server {
     }
 }
 
-fn accept_loop(listener: TcpListener, registry: Arc<Registry>, stop: Arc<AtomicBool>) {
+fn accept_loop(listener: &TcpListener, registry: Arc<Registry>, stop: Arc<AtomicBool>) {
     let active = Arc::new(AtomicUsize::new(0));
     for conn in listener.incoming() {
         if stop.load(Ordering::SeqCst) {

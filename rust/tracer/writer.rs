@@ -167,24 +167,6 @@ impl std::ops::Deref for Sink {
 /// Sinks alive in this process, flushed by the atexit hook.
 static LIVE: Mutex<Vec<Weak<Sink>>> = Mutex::new(Vec::new());
 
-/// Bumped in every forked child (pthread_atfork), so a sink can tell it was
-/// inherited with one relaxed load instead of a `getpid` syscall per row.
-static FORKS: AtomicU64 = AtomicU64::new(0);
-
-extern "C" fn after_fork_in_child() {
-    FORKS.fetch_add(1, Ordering::Relaxed);
-}
-
-fn install_fork_hook() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: registers a handler that only touches an atomic.
-        unsafe {
-            libc::pthread_atfork(None, None, Some(after_fork_in_child));
-        }
-    });
-}
-
 fn lock(m: &Mutex<Pending>) -> MutexGuard<'_, Pending> {
     // A panic while holding the lock leaves plain counters and bytes behind;
     // carrying on is better than poisoning every later span.
@@ -198,7 +180,6 @@ impl Sink {
         max_pending_bytes: usize,
         max_message_bytes: usize,
     ) -> io::Result<Arc<Self>> {
-        install_fork_hook();
         let mut output = Output::open(path.as_deref(), append)?;
         let shared = Arc::new(Shared {
             pending: Mutex::new(Pending {
@@ -224,7 +205,7 @@ impl Sink {
             messages_truncated: AtomicU64::new(0),
             lossy_strings: AtomicU64::new(0),
             rows_after_fork: AtomicU64::new(0),
-            fork_generation: FORKS.load(Ordering::Relaxed),
+            fork_generation: crate::fork::generation(),
             gave_up: AtomicBool::new(false),
         });
         let for_writer = shared.clone();
@@ -372,7 +353,7 @@ impl Shared {
     /// Whether this process is a fork of the one that opened the sink.
     #[inline]
     fn forked(&self) -> bool {
-        FORKS.load(Ordering::Relaxed) != self.fork_generation
+        crate::fork::inherited(self.fork_generation)
     }
 
     /// An id drawn outside `append` (for spans made after close).
