@@ -10,14 +10,24 @@ files directly). Answers:
 - 411 / 413 / 415: no length, body over ``max_body_bytes``, wrong type,
 - 503: not taken now (Redis queue full, closing); the node retries,
 - 500: writing the dataset failed.
+
+Interpreter exit: a started collector is stopped at exit (``atexit``). Its
+handler threads are daemon threads, and one still storing a batch (in Rust,
+without the GIL) when the interpreter finalizes would be ended as it takes
+the GIL back: that aborts the process, possibly mid-row. So `stop` first
+answers new batches 503 from Python, then waits (bounded) until no handler
+is inside the core, then closes it.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import socket
 import threading
+import time
+import weakref
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
@@ -67,12 +77,16 @@ class OrchestratorCollector:
         self.max_body_bytes = max_body_bytes
         self._http_refused = {"413": 0, "411": 0, "415": 0, "404": 0}
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)  # no batch in the core
+        self._in_core = 0
+        self._stopping = False
         self._connections: set[socket.socket] = set()
         handler = type("_Handler", (_Handler,), {"collector": self})
         port = parts.port if parts.port is not None else 80
         self._server = ThreadingHTTPServer((parts.hostname, port), handler)
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
+        _COLLECTORS.add(self)
 
     @property
     def url(self) -> str:
@@ -97,6 +111,8 @@ class OrchestratorCollector:
     def stop(self, timeout_s: float = 5.0) -> None:
         """Stops serving, then gives Redis up to ``timeout_s`` to take what
         is queued (the rest is counted in ``redis_entries_abandoned``)."""
+        with self._lock:
+            self._stopping = True
         if self._thread is not None:
             self._server.shutdown()
             self._thread.join()
@@ -110,6 +126,10 @@ class OrchestratorCollector:
                     conn.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+        deadline = time.monotonic() + timeout_s
+        with self._idle:
+            while self._in_core and time.monotonic() < deadline:
+                self._idle.wait(deadline - time.monotonic())
         self.core.close(timeout_s)
 
     def flush(self, timeout_s: float = 10.0) -> bool:
@@ -132,6 +152,19 @@ class OrchestratorCollector:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+_COLLECTORS: weakref.WeakSet[OrchestratorCollector] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all_at_exit() -> None:
+    for collector in list(_COLLECTORS):
+        if collector._thread is not None:
+            try:
+                collector.stop()
+            except Exception:  # exiting anyway: never raise from atexit
+                log.exception("OrchestratorCollector: stop at exit failed")
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -167,7 +200,18 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             status, reason = 400, "body shorter than Content-Length"
         else:
-            status, reason = c.core.ingest(body)
+            with c._lock:
+                stopping = c._stopping
+                c._in_core += not stopping
+            if stopping:
+                status, reason = 503, "collector is stopping"
+            else:
+                try:
+                    status, reason = c.core.ingest(body)
+                finally:
+                    with c._lock:
+                        c._in_core -= 1
+                        c._idle.notify_all()
         self._reply(status, reason)
 
     def do_GET(self) -> None:  # noqa: N802

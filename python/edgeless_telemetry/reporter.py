@@ -17,10 +17,15 @@ instance: a new nonce, sequence numbers from 1, new locks, no connection,
 nothing pending, the inherited samples of its target discarded (the parent
 sends them; counted in ``inherited_samples_discarded``) and, if its thread
 was running, a new thread. Every sample is then sent by exactly one process.
+
+Interpreter exit: a started reporter is stopped at exit (``atexit``), which
+drains and sends what was recorded, bounded by ``timeout_s``; a body cut
+short by the exit is refused whole by the collector (400, nothing written).
 """
 
 from __future__ import annotations
 
+import atexit
 import http.client
 import logging
 import math
@@ -63,6 +68,16 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+@atexit.register
+def _stop_all_at_exit() -> None:
+    for reporter in list(_REPORTERS):
+        if reporter._thread is not None and not reporter._stop.is_set():  # running
+            try:
+                reporter.stop()
+            except Exception:  # exiting anyway: never raise from atexit
+                log.exception("NodeReporter: stop at exit failed")
 
 
 @dataclass
