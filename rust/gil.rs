@@ -6,8 +6,12 @@
 //! buffered sample costs a plain store. Anything that must be read without
 //! the GIL (the Prometheus scrape thread) lives in atomics instead.
 
+use pyo3::marker::Ungil;
+use pyo3::prelude::*;
 use pyo3::Python;
 use std::cell::{Cell, UnsafeCell};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 pub struct GilCell<T> {
     value: UnsafeCell<T>,
@@ -40,4 +44,57 @@ impl<T> GilCell<T> {
         self.busy.set(false);
         result
     }
+}
+
+/// Releasing the GIL is unsafe for a non-main thread once the interpreter
+/// finalizes: CPython 3.10-3.13 ends a thread that takes the GIL back then
+/// with `pthread_exit`, whose forced unwind through our frames aborts the
+/// whole process (cpython gh-87135; 3.14 hangs the thread instead). A
+/// daemon thread scraping `render()` or storing a batch at exit did exactly
+/// that. So from interpreter exit on (`enter_exit`, an atexit hook that
+/// runs before finalization) work runs with the GIL held, and the hook
+/// waits, bounded, for the sections already running without it.
+static EXITING: AtomicBool = AtomicBool::new(false);
+static RELEASED: AtomicUsize = AtomicUsize::new(0);
+const EXIT_WAIT: Duration = Duration::from_secs(5);
+
+/// `py.allow_threads(f)`, but safe at interpreter exit (see above).
+pub fn allow_threads<T, F>(py: Python<'_>, f: F) -> T
+where
+    F: Ungil + FnOnce() -> T,
+    T: Ungil,
+{
+    struct Section;
+    impl Drop for Section {
+        // Runs once the GIL is held again (also when `f` panics).
+        fn drop(&mut self) {
+            RELEASED.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    let _section = Section;
+    RELEASED.fetch_add(1, Ordering::SeqCst);
+    if EXITING.load(Ordering::SeqCst) {
+        return f();
+    }
+    py.allow_threads(f)
+}
+
+/// The atexit hook: from now on `allow_threads` keeps the GIL; waits (GIL
+/// released, so they can finish) until no section runs without it.
+#[pyfunction]
+pub fn enter_exit(py: Python<'_>) {
+    EXITING.store(true, Ordering::SeqCst);
+    py.allow_threads(|| {
+        let deadline = Instant::now() + EXIT_WAIT;
+        // Our own section (none here) would count; others drain to zero.
+        while RELEASED.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let hook = wrap_pyfunction!(enter_exit, m)?;
+    m.py().import("atexit")?.call_method1("register", (hook,))?;
+    Ok(())
 }

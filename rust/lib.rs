@@ -30,5 +30,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<collector::CollectorCore>()?;
     m.add_function(wrap_pyfunction!(reporter::drain_encode, m)?)?;
     tracer::register(m)?;
+    gil::register(m)?;
     Ok(())
 }

@@ -40,8 +40,9 @@ pub fn drain_encode<'py>(
         nonce,
         refresh_deadline,
     };
-    let batches =
-        py.allow_threads(|| encode_drained(&drained, &sender, first_sequence, max_batch_bytes));
+    let batches = crate::gil::allow_threads(py, || {
+        encode_drained(&drained, &sender, first_sequence, max_batch_bytes)
+    });
     drop(drained);
     Ok(batches
         .into_iter()

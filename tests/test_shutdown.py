@@ -168,3 +168,37 @@ def test_collector_exiting_mid_store_leaves_whole_rows_and_loses_nothing(tmp_pat
     assert not by_fid
     print(f"[shutdown:collector] samples {sum(totals)}, stored before exit {stored_at_exit}, "
           f"acknowledged before exit {sent}")
+
+
+INSIDE_RUST_AT_EXIT = """
+import threading, uuid
+from edgeless_telemetry import ControlPlaneTracer, PerformanceTarget, PrometheusTarget, TelemetryProcessor, _core
+prom = PrometheusTarget(max_series=100000)
+perf = PerformanceTarget()
+proc = TelemetryProcessor([perf, prom], log=False)
+for i in range(5000):
+    tags = {"NODE_ID": "n", "FUNCTION_ID": str(uuid.UUID(int=i + 1)), "FUNCTION_TYPE": "t"}
+    proc.get_handle(tags).invocation_completed(0.1)
+(batch,) = _core.drain_encode(perf, "n", 1, 1, 0, 1 << 24)
+core = _core.CollectorCore()
+tracer = ControlPlaneTracer(__import__("sys").argv[1])
+
+def loop(work):
+    while True:
+        work()
+
+for work in (prom.render, prom.render, lambda: core.ingest(batch[3]), tracer.flush):
+    threading.Thread(target=loop, args=(work,), daemon=True).start()
+__import__("time").sleep(0.3)
+# the main thread ends while daemon threads run Rust code without the GIL
+"""
+
+
+def test_daemon_threads_inside_rust_at_exit_do_not_abort(tmp_path: Path) -> None:
+    """CPython ends a daemon thread that takes the GIL back during
+    finalization; through Rust frames that aborted the process (SIGABRT in
+    10 of 10 runs of the render part alone before `gil::allow_threads`)."""
+    for _ in range(3):
+        proc = spawn(INSIDE_RUST_AT_EXIT, str(tmp_path / "t.csv"))
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err[-2000:]

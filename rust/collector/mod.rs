@@ -307,21 +307,21 @@ impl CollectorCore {
 
     /// Stores one received body; returns (HTTP status, reason).
     fn ingest(&self, py: Python<'_>, body: &[u8]) -> (u16, String) {
-        py.allow_threads(|| self.ingest_body(body))
+        crate::gil::allow_threads(py, || self.ingest_body(body))
     }
 
     /// Waits until Redis has acknowledged everything queued; False on
     /// timeout. True at once without Redis.
     fn flush(&self, py: Python<'_>, timeout_s: f64) -> bool {
         let timeout = Duration::from_secs_f64(timeout_s.clamp(0.0, 1e9));
-        py.allow_threads(|| self.redis.as_ref().is_none_or(|r| r.flush(timeout)))
+        crate::gil::allow_threads(py, || self.redis.as_ref().is_none_or(|r| r.flush(timeout)))
     }
 
     /// Refuses further batches, flushes Redis for at most `timeout_s`, and
     /// stops the writer (what is left is counted as abandoned).
     fn close(&self, py: Python<'_>, timeout_s: f64) {
         let timeout = Duration::from_secs_f64(timeout_s.clamp(0.0, 1e9));
-        py.allow_threads(|| {
+        crate::gil::allow_threads(py, || {
             self.state.lock().expect("state lock").closed = true;
             if let Some(r) = &self.redis {
                 r.close(timeout);

@@ -54,7 +54,7 @@ impl PrometheusTarget {
     fn stop_server(&self, py: Python<'_>) {
         let server = self.server.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(mut server) = server {
-            py.allow_threads(move || server.stop());
+            crate::gil::allow_threads(py, move || server.stop());
         }
     }
 }
@@ -62,7 +62,7 @@ impl PrometheusTarget {
 fn start_server(py: Python<'_>, registry: &Arc<Registry>, metrics_url: &str) -> PyResult<Server> {
     let addr = parse_metrics_url(metrics_url).map_err(PyValueError::new_err)?;
     let reg = registry.clone();
-    py.allow_threads(|| Server::start(reg, addr)).map_err(|e| {
+    crate::gil::allow_threads(py, || Server::start(reg, addr)).map_err(|e| {
         PyOSError::new_err((
             e.raw_os_error().unwrap_or(0),
             format!("PrometheusTarget cannot listen on {addr} ({metrics_url}): {e}"),
@@ -191,7 +191,7 @@ impl PrometheusTarget {
             Format::Text
         };
         let registry = &self.registry;
-        let body = py.allow_threads(|| registry.render(format));
+        let body = crate::gil::allow_threads(py, || registry.render(format));
         let bytes = PyBytes::new(py, &body);
         registry.recycle(body);
         bytes

@@ -26,7 +26,7 @@ static ATEXIT_REGISTERED: AtomicBool = AtomicBool::new(false);
 
 #[pyfunction]
 fn tracer_flush_at_exit(py: Python<'_>) {
-    py.allow_threads(writer::flush_all_at_exit);
+    crate::gil::allow_threads(py, writer::flush_all_at_exit);
 }
 
 #[pyclass(module = "edgeless_telemetry._core", frozen)]
@@ -145,14 +145,14 @@ impl ControlPlaneTracer {
     /// Waits (GIL released) until every row so far is written to the OS.
     fn flush(&self, py: Python<'_>) {
         let sink = &self.sink;
-        py.allow_threads(|| sink.flush());
+        crate::gil::allow_threads(py, || sink.flush());
     }
 
     /// Writes what is pending and closes the output; later rows are dropped
     /// and counted (`rows_after_close`). Idempotent.
     fn close(&self, py: Python<'_>) {
         let sink = &self.sink;
-        py.allow_threads(|| sink.close());
+        crate::gil::allow_threads(py, || sink.close());
     }
 
     #[getter]
