@@ -54,6 +54,7 @@ while (now := time.monotonic()) - start < seconds:
 assert reporter.stop()
 print(json.dumps({"emitted": emitted, "perf": perf.stats(), "reporter": reporter.stats(), "prom": prom.stats(),
                   "exposition": prom.render().decode()}), flush=True)
+sys.stdin.readline()  # serving until the scraper has stopped
 """
 
 COLLECTOR = """
@@ -89,7 +90,7 @@ def test_soak(redis_server: RedisServer) -> None:
     assert collector.stdout is not None and collector.stdin is not None
     col_url = collector.stdout.readline().strip()
     node = spawn(NODE, col_url, str(SECONDS), str(RATE), str(FUNCTIONS))
-    assert node.stdout is not None
+    assert node.stdout is not None and node.stdin is not None
     prom_port = int(node.stdout.readline())
     done = threading.Event()
     scrapes = [0]
@@ -143,10 +144,14 @@ def test_soak(redis_server: RedisServer) -> None:
     mover = threading.Thread(target=guarded(move_redis))
     for t in [*threads, mover]:
         t.start()
-    node_out, node_err = node.communicate(timeout=SECONDS + 120)
+    watchdog = threading.Timer(SECONDS + 120, node.kill)  # a hung node fails, not hangs, the test
+    watchdog.start()
+    node_out = node.stdout.readline()  # the node's figures, once it is done
     done.set()
     for t in threads:
         t.join()
+    _, node_err = node.communicate("stop\n", timeout=120)
+    watchdog.cancel()
     col_out, col_err = collector.communicate("stop\n", timeout=120)
     mover.join()  # one last pass after the collector flushed
     assert not errors, errors
