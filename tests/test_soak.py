@@ -92,7 +92,8 @@ def test_soak(redis_server: RedisServer) -> None:
     node = spawn(NODE, col_url, str(SECONDS), str(RATE), str(FUNCTIONS))
     assert node.stdout is not None and node.stdin is not None
     prom_port = int(node.stdout.readline())
-    done = threading.Event()
+    done = threading.Event()  # the node is done: stop scraping and sampling
+    flushed = threading.Event()  # the collector flushed Redis: last move
     scrapes = [0]
     moved = [0]
     rss_samples: dict[str, list[tuple[float, int]]] = {"node": [], "collector": []}
@@ -112,7 +113,7 @@ def test_soak(redis_server: RedisServer) -> None:
     def move_redis() -> None:  # keeps Redis small: count members, then drop them
         client = redis_server.client()
         while True:
-            finished = done.is_set()
+            finished = flushed.is_set()
             for key in client.keys("performance:*"):
                 pipe = client.pipeline(transaction=True)
                 pipe.zcard(key)
@@ -137,6 +138,7 @@ def test_soak(redis_server: RedisServer) -> None:
             except BaseException as e:  # reported by the test below
                 errors.append(e)
                 done.set()
+                flushed.set()
 
         return run
 
@@ -153,6 +155,7 @@ def test_soak(redis_server: RedisServer) -> None:
     _, node_err = node.communicate("stop\n", timeout=120)
     watchdog.cancel()
     col_out, col_err = collector.communicate("stop\n", timeout=120)
+    flushed.set()
     mover.join()  # one last pass after the collector flushed
     assert not errors, errors
     assert node.returncode == 0, node_err[-3000:]

@@ -10,6 +10,8 @@
 pub mod dataset;
 pub mod dedup;
 pub mod format;
+#[cfg(test)]
+mod fuzz;
 pub mod redis;
 
 use crate::wire::{decode_checked, Malformed, NodePerformanceSamples};
