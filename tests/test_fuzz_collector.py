@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import http.client
+import io
 import itertools
 import uuid
 from collections.abc import Iterator
@@ -107,6 +108,11 @@ def mutated(draw: st.DrawFn) -> bytes:
 any_body = st.one_of(st.binary(max_size=300), mutated())
 
 
+def parse_csv(text: str) -> list[list[str]]:
+    # Not str.splitlines: it also splits at \x0c, \x1c, \u2028 ... inside fields.
+    return list(csv.reader(io.StringIO(text, newline="")))
+
+
 @dataclass
 class Snapshot:
     samples_csv: bytes
@@ -150,8 +156,8 @@ class Store:
         assert after.logs_csv.startswith(before.logs_csv)
         samples = stats["samples_stored"] - stats_before["samples_stored"]
         logs = stats["log_entries_stored"] - stats_before["log_entries_stored"]
-        assert len(list(csv.reader(new_samples.decode().splitlines(keepends=True)))) == samples
-        assert len(list(csv.reader(new_logs.decode().splitlines(keepends=True)))) == logs
+        assert len(parse_csv(new_samples.decode())) == samples
+        assert len(parse_csv(new_logs.decode())) == logs
         for key, members in before.redis.items():
             assert set(members) <= set(after.redis[key]), "a stored member went away"
 
@@ -232,3 +238,31 @@ def test_random_and_mutated_bodies_over_http(served: Any, body: bytes) -> None:
     before, stats = store.snapshot(), store.core.stats()
     status = post(int(col.url.rsplit(":", 1)[1]), body)
     store.check(status, before, stats)
+
+
+awkward_text = st.text(
+    st.one_of(st.sampled_from(list(',"\r\n\\:; \t')), st.characters(blacklist_categories=("Cs",))),
+    max_size=30,
+)
+
+
+@settings(FUZZ, max_examples=150)
+@given(entries=st.lists(st.tuples(awkward_text, awkward_text), min_size=1, max_size=5))
+def test_random_log_text_round_trips_through_csv_and_redis(store: Store, entries: list[tuple[str, str]]) -> None:
+    """Log entries with any text (commas, quotes, CR, LF, colons) come back
+    exactly from the collector's CSV (read by `csv`) and Redis members."""
+    fid = str(uuid.uuid4())
+    perf = PerformanceTarget()
+    h = TelemetryProcessor([perf], log=False).get_handle({"FUNCTION_ID": fid})
+    for target, message in entries:
+        h.log("INFO", target, message)
+    (batch,) = _core.drain_encode(perf, "node-text", next(FRESH), 1, 0, 1 << 24)
+    before = store.snapshot()
+    assert store.core.ingest(bytes(batch[3]))[0] == 200
+    after = store.snapshot()
+    new = after.logs_csv[len(before.logs_csv) :].decode()
+    rows = parse_csv(new)
+    assert [(r[0], r[1], r[3]) for r in rows] == [(fid, t, m) for t, m in entries]
+    for (_, target, score, message) in rows:
+        members = after.redis[f"performance:{fid}:{target}"]
+        assert (f"{score}:{message}", float(score)) in members
