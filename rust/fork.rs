@@ -6,8 +6,10 @@
 //! generation counter (a part compares it with the one it started in: one
 //! relaxed load instead of a `getpid` per row) and closes the listening
 //! sockets registered here, so a child does not keep its parent's port
-//! bound (and unanswered) after the parent closes it. The handler only
-//! touches atomics and calls `close`, both async-signal-safe.
+//! bound (and unanswered) after the parent closes it, and resets the count
+//! of GIL-released sections (the threads in them are not in the child).
+//! The handler only touches atomics and calls `close`, both
+//! async-signal-safe.
 
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
@@ -21,6 +23,7 @@ static LISTENERS: [AtomicI32; SLOTS] = [const { AtomicI32::new(-1) }; SLOTS];
 
 extern "C" fn after_fork_in_child() {
     FORKS.fetch_add(1, Ordering::Relaxed);
+    crate::gil::after_fork_in_child();
     for slot in &LISTENERS {
         let fd = slot.swap(-1, Ordering::Relaxed);
         if fd >= 0 {
@@ -34,7 +37,8 @@ extern "C" fn after_fork_in_child() {
     }
 }
 
-fn install() {
+/// Installs the child handler (idempotent); the module does at import.
+pub fn install() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         // SAFETY: registers a handler that only touches atomics and `close`.

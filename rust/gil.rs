@@ -86,14 +86,19 @@ pub fn enter_exit(py: Python<'_>) {
     EXITING.store(true, Ordering::SeqCst);
     py.allow_threads(|| {
         let deadline = Instant::now() + EXIT_WAIT;
-        // Our own section (none here) would count; others drain to zero.
         while RELEASED.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(1));
         }
     });
 }
 
+/// From the fork handler: the threads inside sections are the parent's.
+pub fn after_fork_in_child() {
+    RELEASED.store(0, Ordering::SeqCst);
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    crate::fork::install();
     let hook = wrap_pyfunction!(enter_exit, m)?;
     m.py().import("atexit")?.call_method1("register", (hook,))?;
     Ok(())
