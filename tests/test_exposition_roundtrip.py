@@ -41,6 +41,7 @@ buckets = st.one_of(
 )
 
 Key = tuple[str, frozenset[tuple[str, str]]]
+FAMILIES = ("execution_times", "transfer_times", "function_count")
 
 
 def parsed(families: Any) -> dict[Key, float]:
@@ -61,51 +62,58 @@ def le_text(bound: float) -> str:
 
 
 @settings(max_examples=300, deadline=None)
-@given(all_series=st.lists(series, max_size=6), bounds=buckets, gauge_ops=st.lists(st.booleans(), max_size=8))
+@given(
+    all_series=st.lists(series, max_size=6),
+    bounds=buckets,
+    gauge_ops=st.lists(st.booleans(), max_size=8),
+    zone=st.one_of(st.none(), label_text),
+)
 def test_exposition_round_trips_through_prometheus_client(
     all_series: list[tuple[str, str, str, bool, list[float]]],
     bounds: list[float] | None,
     gauge_ops: list[bool],
+    zone: str | None,
 ) -> None:
-    prom = PrometheusTarget(buckets=bounds) if bounds is not None else PrometheusTarget()
+    const = {} if zone is None else {"zone": zone}  # a const label, escaped the same way
+    prom = PrometheusTarget(buckets=bounds, const_labels=const)
     upper = [*(bounds if bounds is not None else [i / 10 for i in range(1, 11)]), float("inf")]
     proc = TelemetryProcessor([prom], log=False)
-    observed: dict[frozenset[tuple[str, str]], list[float]] = defaultdict(list)
+    observed: dict[tuple[str, frozenset[tuple[str, str]]], list[float]] = defaultdict(list)
     gauges: dict[frozenset[tuple[str, str]], int] = defaultdict(int)
     for node, fid, ftype, call, values in all_series:
         h = proc.get_handle({"NODE_ID": node, "FUNCTION_ID": fid, "FUNCTION_TYPE": ftype})
         kind = "Call" if call else "Cast"
-        labels = frozenset(
-            {"node_id": node, "function_id": fid, "function_type": ftype, "invocation_type": kind}.items()
-        )
+        labels = {"node_id": node, "function_id": fid, "function_type": ftype, "invocation_type": kind}
         for v in values:
             h.invocation_completed(v, "CALL" if call else "CAST")
-            observed[labels].append(v)
+            observed[("execution_times", frozenset({**const, **labels}.items()))].append(v)
+            h.function_transfer(v)
+            observed[("transfer_times", frozenset({**const, "node_id": node, "function_id": fid}.items()))].append(v)
         for up in gauge_ops:
             if up:
                 h.function_instantiate(0.0)
             else:
                 h.function_exit(FunctionExitStatus.OK)
-            gauges[frozenset({"node_id": node, "function_type": ftype}.items())] += 1 if up else -1
+            gauges[frozenset({**const, "node_id": node, "function_type": ftype}.items())] += 1 if up else -1
 
     expected: dict[Key, float] = {}
-    for labels, values in observed.items():
+    for (family, labels), values in observed.items():
         total = 0.0
         for v in values:  # in order, as the target adds them
             total += v
         ordered = sorted(values)
         for b in upper:
             count = bisect.bisect_right(ordered, b)  # le: a bound is inclusive
-            expected[("execution_times_bucket", labels | {("le", le_text(b))})] = count
-        expected[("execution_times_count", labels)] = len(values)
-        expected[("execution_times_sum", labels)] = total
+            expected[(f"{family}_bucket", labels | {("le", le_text(b))})] = count
+        expected[(f"{family}_count", labels)] = len(values)
+        expected[(f"{family}_sum", labels)] = total
     for labels, n in gauges.items():
         expected[("function_count", labels)] = n
 
     for fmt, parser in (("text", parse_text), ("openmetrics", parse_openmetrics)):
         body = prom.render(openmetrics=fmt == "openmetrics").decode()
         got = parsed(parser(body))
-        ours = {k: v for k, v in got.items() if k[0].startswith(("execution_times", "function_count"))}
+        ours = {k: v for k, v in got.items() if k[0].startswith(FAMILIES)}
         assert ours.keys() == expected.keys(), fmt
         for key, value in expected.items():
             assert ours[key] == value, (fmt, key)  # exact: floats compared bit for bit
