@@ -7,7 +7,10 @@ A body that cannot be delivered (refused, timeout, 5xx) stays pending and
 goes again, oldest first, before newer ones; pending bodies are bounded by
 ``max_pending_bytes`` and past it the oldest are dropped and counted. Every
 body carries the reporter's random nonce and a sequence number, so a body
-sent twice (its reply was lost) is stored once.
+sent twice (its reply was lost) is stored once. With a ``token`` every
+request carries ``Authorization: Bearer <token>``; a 401 or 403 answer
+(token missing, wrong, or another node's) keeps the body pending like a
+5xx: the fault is the configuration, and the data should survive its fix.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from . import _core
+from .auth import check_token
 from .performance import PerformanceTarget
 
 log = logging.getLogger("edgeless_telemetry")
@@ -45,7 +49,8 @@ class NodeReporter:
     ``orchestrator_url`` is the collector's base URL, e.g.
     ``http://127.0.0.1:7100``; bodies are POSTed to its ``/performance``
     path. Call `start()` once; `stop()` sends what is left, bounded by
-    ``timeout_s``.
+    ``timeout_s``. ``token``: the collector's bearer token (shared, or
+    this node's own).
     """
 
     def __init__(
@@ -58,6 +63,7 @@ class NodeReporter:
         max_pending_bytes: int = 64 << 20,
         max_batch_bytes: int = 4 << 20,
         timeout_s: float = 5.0,
+        token: str | None = None,
     ) -> None:
         if not isinstance(target, _core.PerformanceTarget):
             raise TypeError(f"target must be a PerformanceTarget, not {type(target).__name__}")
@@ -77,6 +83,9 @@ class NodeReporter:
                 raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
         if max_pending_bytes < 1 or max_batch_bytes < 1:
             raise ValueError("max_pending_bytes and max_batch_bytes must be at least 1")
+        self._headers = {"Content-Type": CONTENT_TYPE}
+        if token is not None:
+            self._headers["Authorization"] = f"Bearer {check_token(token)}"
         self._target = target
         self._host = parts.hostname
         self._port = parts.port or 80
@@ -194,7 +203,7 @@ class NodeReporter:
                     self._stats["batches_sent"] += 1
                     self._stats["samples_sent"] += body.samples
                     self._stats["log_entries_sent"] += body.log_entries
-                elif status is not None and 400 <= status < 500:
+                elif status is not None and 400 <= status < 500 and status not in (401, 403):
                     # Refused for good (malformed, too large): resending
                     # cannot help, so it counts as dropped.
                     self._stats["batches_rejected"] += 1
@@ -228,9 +237,7 @@ class NodeReporter:
                 self._conn.timeout = timeout
                 if self._conn.sock is not None:
                     self._conn.sock.settimeout(timeout)
-            self._conn.request(
-                "POST", self._path, body=data, headers={"Content-Type": CONTENT_TYPE}
-            )
+            self._conn.request("POST", self._path, body=data, headers=self._headers)
             resp = self._conn.getresponse()
             reason = resp.read().decode("utf-8", "replace")
             if resp.status >= 300:
