@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 import threading
 import uuid
 from typing import Any
@@ -47,4 +48,7 @@ def run(args: argparse.Namespace) -> int:
         print()
     delivered = reporter.stop()
     print(f"reporter: {reporter.stats()}", flush=True)
+    if not delivered:
+        print(f"node: samples left undelivered; last error: {reporter.last_error}",
+              file=sys.stderr, flush=True)
     return 0 if delivered else 1
