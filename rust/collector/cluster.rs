@@ -118,7 +118,8 @@ impl Cluster {
     }
 
     /// Reads the slot map from the first known node or seed that answers.
-    fn refresh(&mut self, config: &RedisConfig) -> Result<(), Failure> {
+    fn refresh(&mut self, config: &RedisConfig, stats: &RedisStats) -> Result<(), Failure> {
+        stats.map_reads.fetch_add(1, Relaxed);
         let mut candidates = self.nodes.clone();
         candidates.extend(config.seeds.iter().cloned());
         let mut last = String::from("no seed nodes");
@@ -220,7 +221,7 @@ impl Cluster {
                 break;
             }
             if self.stale {
-                self.refresh(config)?;
+                self.refresh(config, stats)?;
             }
             let mut groups: BTreeMap<usize, Vec<(usize, bool)>> = BTreeMap::new();
             for (i, ask) in todo.drain(..) {
@@ -268,10 +269,12 @@ impl Cluster {
                             Some(Redirect::Moved(slot, h, p)) => {
                                 self.slots[slot as usize] = self.node_index(&h, p) as u16;
                                 self.stale = true;
+                                stats.moved.fetch_add(1, Relaxed);
                                 todo.push((i, None));
                             }
                             Some(Redirect::Ask(h, p)) => {
-                                todo.push((i, Some(self.node_index(&h, p))))
+                                stats.asked.fetch_add(1, Relaxed);
+                                todo.push((i, Some(self.node_index(&h, p))));
                             }
                             None if e.starts_with("TRYAGAIN") => {
                                 pause = true;

@@ -429,6 +429,9 @@ impl CollectorCore {
                 ("redis_connects", &rs.connects),
                 ("redis_connection_failures", &rs.connection_failures),
                 ("redis_entries_abandoned", &rs.samples_abandoned),
+                ("redis_cluster_moved", &rs.moved),
+                ("redis_cluster_asked", &rs.asked),
+                ("redis_cluster_map_reads", &rs.map_reads),
             ] {
                 d.set_item(name, v.load(Relaxed))?;
             }

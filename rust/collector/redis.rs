@@ -140,6 +140,10 @@ pub struct RedisStats {
     pub connection_failures: AtomicU64,
     pub samples_abandoned: AtomicU64,
     pub connected: AtomicBool,
+    /// Redis Cluster: redirections followed and slot maps read.
+    pub moved: AtomicU64,
+    pub asked: AtomicU64,
+    pub map_reads: AtomicU64,
 }
 
 struct Queue {
