@@ -57,7 +57,7 @@ def _redis_client(redis_url: str) -> Any:
     nodes = []
     for hp in hosts.rstrip("/").split(","):
         host, _, port = hp.rpartition(":")
-        nodes.append(ClusterNode(host.strip("[]"), int(port)))
+        nodes.append(ClusterNode(host.strip("[]"), int(port)))  # type: ignore[no-untyped-call]
     return RedisCluster(startup_nodes=nodes, username=user or None, password=password or None,
                         decode_responses=True)
 
