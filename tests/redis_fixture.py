@@ -75,6 +75,13 @@ class RedisServer:
                 self.proc.wait()
             self.proc = None
 
+    def kill(self) -> None:
+        """SIGKILL: no shutdown; what it acknowledged is in the fsynced AOF."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
     def client(self):  # type: ignore[no-untyped-def]
         import redis
 
