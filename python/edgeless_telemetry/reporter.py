@@ -11,6 +11,9 @@ sent twice (its reply was lost) is stored once. With a ``token`` every
 request carries ``Authorization: Bearer <token>``; a 401 or 403 answer
 (token missing, wrong, or another node's) keeps the body pending like a
 5xx: the fault is the configuration, and the data should survive its fix.
+A 202 (the collector took the body but Redis has not: it waits in the
+collector's memory) also keeps it: it goes again until a 200 says Redis
+holds it, so a collector dying meanwhile loses nothing.
 """
 
 from __future__ import annotations
@@ -110,6 +113,7 @@ class NodeReporter:
             "log_entries_sent": 0,
             "send_failures": 0,
             "batches_rejected": 0,
+            "batches_unconfirmed": 0,
             "batches_dropped": 0,
             "samples_dropped": 0,
             "log_entries_dropped": 0,
@@ -199,6 +203,10 @@ class NodeReporter:
                 return False
             status = self._post(body.data, deadline)
             with self._lock:
+                if status == 202:
+                    # Queued for Redis only: keep it, send it again later.
+                    self._stats["batches_unconfirmed"] += 1
+                    return False
                 if status is not None and 200 <= status < 300:
                     self._stats["batches_sent"] += 1
                     self._stats["samples_sent"] += body.samples
@@ -240,7 +248,7 @@ class NodeReporter:
             self._conn.request("POST", self._path, body=data, headers=self._headers)
             resp = self._conn.getresponse()
             reason = resp.read().decode("utf-8", "replace")
-            if resp.status >= 300:
+            if resp.status >= 300 or resp.status == 202:
                 self.last_error = f"HTTP {resp.status}: {reason}"
             if resp.will_close:
                 self._conn.close()

@@ -21,6 +21,7 @@ use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use redis::{Job, RedisSink, Route};
+use std::collections::VecDeque;
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
@@ -44,6 +45,29 @@ struct State {
     dedup: Dedup,
     dataset: Option<Dataset>,
     closed: bool,
+    /// Batches whose Redis job is not yet acknowledged, oldest first (job
+    /// ids grow), so a resent one is answered by its job's fate.
+    unacked: VecDeque<(BatchKey, u64)>,
+}
+
+type BatchKey = (String, u64, u64);
+
+impl State {
+    /// Forgets acknowledged jobs: what is left is bounded by the queue.
+    fn prune(&mut self, redis: &RedisSink) {
+        let acked = redis.acked();
+        while self.unacked.front().is_some_and(|(_, id)| *id <= acked) {
+            self.unacked.pop_front();
+        }
+    }
+
+    fn unacked_job(&mut self, redis: &RedisSink, key: &BatchKey) -> Option<u64> {
+        self.prune(redis);
+        self.unacked
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, id)| *id)
+    }
 }
 
 /// What one batch becomes.
@@ -219,8 +243,7 @@ impl CollectorCore {
             .dedup
             .seen(node, nonce, seq)
         {
-            self.stats.batches_duplicate.fetch_add(1, Relaxed);
-            return (200, "duplicate batch, already stored".into());
+            return self.duplicate(&perf, (node.clone(), nonce, seq));
         }
         let rendered = render(
             &perf,
@@ -237,8 +260,8 @@ impl CollectorCore {
             return (503, "collector is closing".into());
         }
         if st.dedup.seen(node, nonce, seq) {
-            self.stats.batches_duplicate.fetch_add(1, Relaxed);
-            return (200, "duplicate batch, already stored".into());
+            drop(st);
+            return self.duplicate(&perf, (node.clone(), nonce, seq));
         }
         if let Some(redis) = &self.redis {
             if !redis.has_room(rendered.resp.len()) {
@@ -272,24 +295,74 @@ impl CollectorCore {
             })
         });
         st.dedup.mark(node, nonce, seq);
+        if let (Some(redis), Some(id)) = (&self.redis, job) {
+            st.prune(redis);
+            st.unacked.push_back(((node.clone(), nonce, seq), id));
+        }
         drop(st);
         self.stats.batches_stored.fetch_add(1, Relaxed);
         self.stats.samples_stored.fetch_add(samples as u64, Relaxed);
         self.stats
             .log_entries_stored
             .fetch_add(logs as u64, Relaxed);
-        // 200 once Redis has it; 202 if it waits in the queue (Redis down
-        // or slow): taken, but lost if this process dies before writing it.
-        if let (Some(redis), Some(id)) = (&self.redis, job) {
-            if !redis.wait_acked(id, self.redis_ack_timeout) {
-                self.stats.batches_queued.fetch_add(1, Relaxed);
-                return (
-                    202,
-                    format!("queued {samples} samples, {logs} log entries for Redis"),
-                );
-            }
+        let stored = format!("stored {samples} samples, {logs} log entries");
+        match job {
+            Some(id) => self.answer_when_acked(id, stored),
+            None => (200, stored),
         }
-        (200, format!("stored {samples} samples, {logs} log entries"))
+    }
+
+    /// 200 once Redis has job `id`; 202 if it still waits in the queue
+    /// (Redis down or slow): taken, and the CSV rows written, but the node
+    /// should keep the batch and send it again until it gets a 200, since
+    /// the queue dies with this process.
+    fn answer_when_acked(&self, id: u64, stored: String) -> (u16, String) {
+        let redis = self.redis.as_ref().expect("a job means Redis");
+        if redis.wait_acked(id, self.redis_ack_timeout) {
+            (200, stored)
+        } else {
+            self.stats.batches_queued.fetch_add(1, Relaxed);
+            (202, format!("{stored}; queued for Redis, send again"))
+        }
+    }
+
+    /// A batch stored before. Without Redis it is done. With Redis, it may
+    /// be a batch answered 202 whose job is still queued (then its job's
+    /// fate answers), or one whose job died with an earlier collector
+    /// process: then its ZADDs are queued again (resending a member
+    /// stores nothing twice) and the CSV is left alone.
+    fn duplicate(&self, perf: &NodePerformanceSamples, key: BatchKey) -> (u16, String) {
+        self.stats.batches_duplicate.fetch_add(1, Relaxed);
+        let done = "duplicate batch, already stored".to_string();
+        let Some(redis) = &self.redis else {
+            return (200, done);
+        };
+        let queued = self
+            .state
+            .lock()
+            .expect("state lock")
+            .unacked_job(redis, &key);
+        if let Some(id) = queued {
+            return self.answer_when_acked(id, done);
+        }
+        let rendered = render(perf, self.redis_mode, None, self.members_per_command);
+        let mut st = self.state.lock().expect("state lock");
+        if st.closed || !redis.has_room(rendered.resp.len()) {
+            self.stats.batches_refused.fetch_add(1, Relaxed);
+            return (503, "redis queue full or collector closing".into());
+        }
+        let id = redis.push(Job {
+            payload: rendered.resp,
+            commands: rendered.commands,
+            members: rendered.members,
+            samples: 0,
+            routes: rendered.routes,
+            id: 0,
+        });
+        st.prune(redis);
+        st.unacked.push_back((key, id));
+        drop(st);
+        self.answer_when_acked(id, done)
     }
 }
 
@@ -366,6 +439,7 @@ impl CollectorCore {
                 dedup,
                 dataset,
                 closed: false,
+                unacked: VecDeque::new(),
             }),
             redis,
             redis_mode,

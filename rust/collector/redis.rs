@@ -221,6 +221,11 @@ impl RedisSink {
         q.pushed
     }
 
+    /// The id of the last job Redis acknowledged (all before it are too).
+    pub fn acked(&self) -> u64 {
+        self.shared.queue.lock().expect("queue lock").acked
+    }
+
     /// Waits until Redis acknowledged job `id`, for at most `timeout`, and
     /// not at all while Redis is failing; true if it is acknowledged.
     /// The collector answers 200 only then, so a collector killed after
