@@ -244,6 +244,9 @@ def test_slow_clients_are_cut_and_do_not_block_others(collectors: Any, tmp_path:
     assert stats["http_timeouts"] >= 5
     assert stats["batches_stored"] == 1 and stats["samples_stored"] == 100
     assert len(data_rows(prefix)) == 100, "the slow bodies wrote nothing"
+    print(f"\nslow clients: 5 connections trickling a byte per 50 ms all cut"
+          f" (http_timeouts={stats['http_timeouts']}, read_timeout_s=0.5); a node's 100"
+          f" samples stored meanwhile")
     for s in slow_headers + slow_body:
         s.close()
 
@@ -257,7 +260,8 @@ def test_connections_are_bounded(collectors: Any) -> None:
         reply = third.recv(1024)
         status = reply.split(b" ", 2)[1]
     assert status == b"503"
-    assert col.stats()["http_503_busy"] >= 1
+    busy = col.stats()["http_503_busy"]
+    assert busy >= 1
     # The idle ones hold their slots only until the read deadline.
     for s in idle:
         s.settimeout(10)
@@ -267,6 +271,8 @@ def test_connections_are_bounded(collectors: Any) -> None:
     while request(col.url, "GET", "/health")[0] != 200:
         assert time.monotonic() < deadline, "slots were not given back"
         time.sleep(0.05)
+    print(f"\nbounded: max_connections=2, a third got 503 (http_503_busy={busy}), the idle"
+          f" two were cut after read_timeout_s=1 and new requests served")
 
 
 def test_orchestrator_and_node_commands_use_the_token(tmp_path: Path) -> None:
