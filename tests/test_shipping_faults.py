@@ -23,6 +23,7 @@ from edgeless_telemetry import (
     PerformanceTarget,
     TelemetryHandle,
     TelemetryProcessor,
+    _core,
 )
 from redis_fixture import RedisServer, free_port
 
@@ -350,3 +351,16 @@ def test_collector_and_redis_killed_under_load(redis_server: RedisServer, tmp_pa
           f" sends retried, {unconfirmed} answers 202 (queued for Redis) resent,"
           f" last collector: {final['batches_duplicate']} duplicates;"
           f" 0 lost, 0 duplicated (Redis and CSV)")
+
+
+def test_batch_without_samples_needs_no_redis() -> None:
+    """A body with no samples is stored at once (200) even with Redis
+    down: it queues nothing that could pile up."""
+    core = _core.CollectorCore(redis_url=f"redis://127.0.0.1:{free_port()}")
+    empty = b"\x12\x01n" + b"\x58\x05" + b"\xc0\x3e\x01"  # node_id, nonce, batch_sequence
+    try:
+        assert core.ingest(empty)[0] == 200
+        assert core.ingest(empty) == (200, "duplicate batch, already stored")
+        assert core.stats()["redis_queue_batches"] == 0
+    finally:
+        core.close(0)

@@ -284,7 +284,9 @@ impl CollectorCore {
                 self.stats.dataset_errors.fetch_add(1, Relaxed);
             }
         }
-        let job = self.redis.as_ref().map(|redis| {
+        // A batch with nothing for Redis (no samples) queues nothing.
+        let for_redis = self.redis.as_ref().filter(|_| rendered.commands > 0);
+        let job = for_redis.map(|redis| {
             redis.push(Job {
                 payload: rendered.resp,
                 commands: rendered.commands,
@@ -346,6 +348,9 @@ impl CollectorCore {
             return self.answer_when_acked(id, done);
         }
         let rendered = render(perf, self.redis_mode, None, self.members_per_command);
+        if rendered.commands == 0 {
+            return (200, done);
+        }
         let mut st = self.state.lock().expect("state lock");
         if st.closed || !redis.has_room(rendered.resp.len()) {
             self.stats.batches_refused.fetch_add(1, Relaxed);
