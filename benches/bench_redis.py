@@ -140,6 +140,8 @@ def test_redis_ingest__ours_http(benchmark: Any, redis_server: RedisServer) -> N
 def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
     cluster = RedisCluster(tmp_path_factory.mktemp("cluster"))
     cluster.start()
+    for p in cluster.ports:  # as for the single server: measure us, not the disk
+        cluster.node(p).config_set("appendonly", "no")
     yield cluster
     cluster.stop()
 

@@ -117,18 +117,23 @@ class RedisCluster:
         """The collector's URL for this cluster (one seed is enough)."""
         return f"redis+cluster://127.0.0.1:{self.ports[0]}"
 
-    def start(self) -> None:
+    def _start_server(self, i: int) -> None:
+        # Each node keeps the fixture's fsynced append-only file, so a
+        # killed master comes back with what it acknowledged.
+        self.servers[i].start(["--cluster-enabled", "yes", "--cluster-port",
+                               str(self.bus_ports[i]), "--cluster-config-file", "nodes.conf"])
+
+    def restart(self, i: int) -> None:
+        """Starts master ``i`` again (after `RedisServer.kill`/`stop`) and
+        waits until the whole cluster reports ``cluster_state:ok``."""
+        self._start_server(i)
+        self._wait_ok()
+
+    def _wait_ok(self) -> None:
         import redis
 
-        for server, bus in zip(self.servers, self.bus_ports, strict=True):
-            server.start(["--cluster-enabled", "yes", "--cluster-port", str(bus),
-                          "--cluster-config-file", "nodes.conf", "--appendonly", "no"])
         clients = [redis.Redis(port=p, decode_responses=True) for p in self.ports]
         n = len(clients)
-        for i, c in enumerate(clients):
-            c.execute_command("CLUSTER", "ADDSLOTSRANGE", i * 16384 // n, (i + 1) * 16384 // n - 1)
-        for p, bus in zip(self.ports[1:], self.bus_ports[1:], strict=True):
-            clients[0].execute_command("CLUSTER", "MEET", "127.0.0.1", p, bus)
         deadline = time.monotonic() + 30
         while True:
             infos = [c.execute_command("CLUSTER", "INFO") for c in clients]
@@ -141,6 +146,21 @@ class RedisCluster:
             time.sleep(0.05)
         for c in clients:
             c.close()
+
+    def start(self) -> None:
+        import redis
+
+        for i in range(len(self.servers)):
+            self._start_server(i)
+        clients = [redis.Redis(port=p, decode_responses=True) for p in self.ports]
+        n = len(clients)
+        for i, c in enumerate(clients):
+            c.execute_command("CLUSTER", "ADDSLOTSRANGE", i * 16384 // n, (i + 1) * 16384 // n - 1)
+        for p, bus in zip(self.ports[1:], self.bus_ports[1:], strict=True):
+            clients[0].execute_command("CLUSTER", "MEET", "127.0.0.1", p, bus)
+        for c in clients:
+            c.close()
+        self._wait_ok()
 
     def stop(self) -> None:
         for server in self.servers:
