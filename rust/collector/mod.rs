@@ -330,9 +330,10 @@ impl CollectorCore {
 
     /// A batch stored before. Without Redis it is done. With Redis, it may
     /// be a batch answered 202 whose job is still queued (then its job's
-    /// fate answers), or one whose job died with an earlier collector
-    /// process: then its ZADDs are queued again (resending a member
-    /// stores nothing twice) and the CSV is left alone.
+    /// fate answers), or one whose job is done or died with an earlier
+    /// collector process (we cannot tell which): then its ZADDs are queued
+    /// again (resending a member stores nothing twice) and the CSV is left
+    /// alone.
     fn duplicate(&self, perf: &NodePerformanceSamples, key: BatchKey) -> (u16, String) {
         self.stats.batches_duplicate.fetch_add(1, Relaxed);
         let done = "duplicate batch, already stored".to_string();
