@@ -106,6 +106,10 @@ class RedisCluster:
 
     def __init__(self, workdir: Path, masters: int = 3) -> None:
         self.servers = [RedisServer(workdir / f"node{i}") for i in range(masters)]
+        version = subprocess.run([self.servers[0].exe, "--version"], capture_output=True,
+                                 text=True).stdout.split("v=")[-1].split(".")[0]
+        if not version.isdigit() or int(version) < 7:
+            pytest.skip("Redis Cluster tests need redis-server 7 or later (--cluster-port)")
         self.bus_ports = [free_port() for _ in self.servers]
 
     @property
