@@ -30,7 +30,7 @@ from edgeless_telemetry import (
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from redis_fixture import RedisServer  # noqa: E402
+from redis_fixture import RedisCluster, RedisServer  # noqa: E402
 
 FUNCTIONS = 20
 OURS_SAMPLES = 200_000
@@ -134,6 +134,41 @@ def test_redis_ingest__ours_http(benchmark: Any, redis_server: RedisServer) -> N
                                 items=OURS_SAMPLES)
     benchmark.pedantic(run, setup=setup, rounds=5)
     col.stop(1)
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    cluster = RedisCluster(tmp_path_factory.mktemp("cluster"))
+    cluster.start()
+    for p in cluster.ports:  # as for the single server: measure us, not the disk
+        cluster.node(p).config_set("appendonly", "no")
+    yield cluster
+    cluster.stop()
+
+
+@pytest.mark.benchmark(group="redis-ingest")
+def test_redis_ingest__ours_cluster(benchmark: Any, redis_cluster: RedisCluster) -> None:
+    """The same into a three-master Redis Cluster on the same two cores
+    (three servers share them, so this shows the cost of splitting by slot,
+    not the scaling a cluster of machines gives)."""
+    core = _core.CollectorCore(redis_url=redis_cluster.url)
+    bodies = Bodies(OURS_SAMPLES)
+    masters = [redis_cluster.node(p) for p in redis_cluster.ports]
+
+    def setup() -> tuple[tuple[bytes], dict[str, Any]]:
+        for m in masters:
+            m.flushall()
+        return (bodies.next(),), {}
+
+    def run(body: bytes) -> None:
+        assert core.ingest(body)[0] == 200
+        assert core.flush(60)
+
+    benchmark.extra_info.update(role="ours", label="CollectorCore.ingest -> Redis Cluster (3 masters)",
+                                items=OURS_SAMPLES)
+    benchmark.pedantic(run, setup=setup, rounds=5)
+    assert sum(m.dbsize() for m in masters) == FUNCTIONS
+    core.close(1)
 
 
 @pytest.mark.benchmark(group="redis-ingest")

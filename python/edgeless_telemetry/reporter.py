@@ -7,7 +7,13 @@ A body that cannot be delivered (refused, timeout, 5xx) stays pending and
 goes again, oldest first, before newer ones; pending bodies are bounded by
 ``max_pending_bytes`` and past it the oldest are dropped and counted. Every
 body carries the reporter's random nonce and a sequence number, so a body
-sent twice (its reply was lost) is stored once.
+sent twice (its reply was lost) is stored once. With a ``token`` every
+request carries ``Authorization: Bearer <token>``; a 401 or 403 answer
+(token missing, wrong, or another node's) keeps the body pending like a
+5xx: the fault is the configuration, and the data should survive its fix.
+A 202 (the collector took the body but Redis has not: it waits in the
+collector's memory) also keeps it: it goes again until a 200 says Redis
+holds it, so a collector dying meanwhile loses nothing.
 
 Fork: a forked child inherits the reporter without its thread, with locks
 that thread may have held, with the parent's kept-alive socket and with
@@ -40,6 +46,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from . import _core
+from .auth import check_token
 from .performance import PerformanceTarget
 
 log = logging.getLogger("edgeless_telemetry")
@@ -52,6 +59,7 @@ _STATS = (
     "log_entries_sent",
     "send_failures",
     "batches_rejected",
+    "batches_unconfirmed",
     "batches_dropped",
     "samples_dropped",
     "log_entries_dropped",
@@ -94,7 +102,8 @@ class NodeReporter:
     ``orchestrator_url`` is the collector's base URL, e.g.
     ``http://127.0.0.1:7100``; bodies are POSTed to its ``/performance``
     path. Call `start()` once; `stop()` sends what is left, bounded by
-    ``timeout_s``.
+    ``timeout_s``. ``token``: the collector's bearer token (shared, or
+    this node's own).
     """
 
     def __init__(
@@ -107,6 +116,7 @@ class NodeReporter:
         max_pending_bytes: int = 64 << 20,
         max_batch_bytes: int = 4 << 20,
         timeout_s: float = 5.0,
+        token: str | None = None,
     ) -> None:
         if not isinstance(target, _core.PerformanceTarget):
             raise TypeError(f"target must be a PerformanceTarget, not {type(target).__name__}")
@@ -126,6 +136,9 @@ class NodeReporter:
                 raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
         if max_pending_bytes < 1 or max_batch_bytes < 1:
             raise ValueError("max_pending_bytes and max_batch_bytes must be at least 1")
+        self._headers = {"Content-Type": CONTENT_TYPE}
+        if token is not None:
+            self._headers["Authorization"] = f"Bearer {check_token(token)}"
         self._target = target
         self._host = parts.hostname
         self._port = parts.port or 80
@@ -255,11 +268,15 @@ class NodeReporter:
                 return False
             status = self._post(body.data, deadline)
             with self._lock:
+                if status == 202:
+                    # Queued for Redis only: keep it, send it again later.
+                    self._stats["batches_unconfirmed"] += 1
+                    return False
                 if status is not None and 200 <= status < 300:
                     self._stats["batches_sent"] += 1
                     self._stats["samples_sent"] += body.samples
                     self._stats["log_entries_sent"] += body.log_entries
-                elif status is not None and 400 <= status < 500:
+                elif status is not None and 400 <= status < 500 and status not in (401, 403):
                     # Refused for good (malformed, too large): resending
                     # cannot help, so it counts as dropped.
                     self._stats["batches_rejected"] += 1
@@ -293,12 +310,10 @@ class NodeReporter:
                 self._conn.timeout = timeout
                 if self._conn.sock is not None:
                     self._conn.sock.settimeout(timeout)
-            self._conn.request(
-                "POST", self._path, body=data, headers={"Content-Type": CONTENT_TYPE}
-            )
+            self._conn.request("POST", self._path, body=data, headers=self._headers)
             resp = self._conn.getresponse()
             reason = resp.read().decode("utf-8", "replace")
-            if resp.status >= 300:
+            if resp.status >= 300 or resp.status == 202:
                 self.last_error = f"HTTP {resp.status}: {reason}"
             if resp.will_close:
                 self._conn.close()

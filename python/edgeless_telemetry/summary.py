@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -42,11 +43,29 @@ def read_dataset(prefix: str) -> tuple[Series, dict[str, int]]:
     return dict(series), dict(logs)
 
 
-def read_redis(redis_url: str) -> tuple[Series, dict[str, int]]:
-    """Reads every ``performance:<function_id>:<metric or target>`` key."""
+def _redis_client(redis_url: str) -> Any:
+    """redis-py's client for the collector's URL forms: ``redis://...``,
+    or ``redis+cluster://[[user]:password@]host:port[,host:port...]``."""
     import redis
+    from redis.cluster import ClusterNode, RedisCluster
 
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    rest = redis_url.removeprefix("redis+cluster://")
+    if rest == redis_url:
+        return redis.Redis.from_url(redis_url, decode_responses=True)
+    auth, _, hosts = rest.rpartition("@")
+    user, _, password = auth.partition(":") if ":" in auth else ("", "", auth)
+    nodes = []
+    for hp in hosts.rstrip("/").split(","):
+        host, _, port = hp.rpartition(":")
+        nodes.append(ClusterNode(host.strip("[]"), int(port)))  # type: ignore[no-untyped-call]
+    return RedisCluster(startup_nodes=nodes, username=user or None, password=password or None,
+                        decode_responses=True)
+
+
+def read_redis(redis_url: str) -> tuple[Series, dict[str, int]]:
+    """Reads every ``performance:<function_id>:<metric or target>`` key
+    (of every master, for a Redis Cluster)."""
+    client = _redis_client(redis_url)
     series: Series = {}
     logs: dict[str, int] = defaultdict(int)
     for key in client.scan_iter(match="performance:*", count=1000):

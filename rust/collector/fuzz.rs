@@ -5,7 +5,7 @@
 //! then decode, check, render and de-duplicate as `ingest_body` does.
 
 use super::dedup::Dedup;
-use super::render;
+use super::{render, RedisMode};
 use crate::events::FunctionTime;
 use crate::performance::{Drained, LogEntry, Sample};
 use crate::wire::{decode_checked, encode_drained, Sender};
@@ -111,7 +111,8 @@ fn mutated_bodies_never_panic() {
             Ok(msg) => {
                 accepted += 1;
                 let perf = msg.performance_samples.unwrap_or_default();
-                let r = render(&perf, true, Some("a,b,"), 1 + rng.below(5));
+                let mode = [RedisMode::Single, RedisMode::Cluster][rng.below(2)];
+                let r = render(&perf, mode, Some("a,b,"), 1 + rng.below(5));
                 let samples: usize = perf
                     .times()
                     .iter()
@@ -124,6 +125,9 @@ fn mutated_bodies_never_panic() {
                     .map(|l| l.entries.len())
                     .sum();
                 assert_eq!(r.members, (samples + logs) as u64);
+                if mode == RedisMode::Cluster {
+                    assert_eq!(r.routes.len(), r.commands);
+                }
                 assert_eq!(
                     r.samples_csv.iter().filter(|&&b| b == b'\n').count(),
                     samples

@@ -7,6 +7,7 @@
 //! node keeps the batch and retries), 500 the dataset file failed. The HTTP
 //! server around it lives in `python/edgeless_telemetry/collector.py`.
 
+pub mod cluster;
 pub mod dataset;
 pub mod dedup;
 pub mod format;
@@ -21,7 +22,8 @@ use format::{push_csv_field, push_f64, score, Resp};
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use redis::{Job, RedisSink};
+use redis::{Job, RedisSink, Route};
+use std::collections::VecDeque;
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
@@ -34,6 +36,8 @@ struct Stats {
     batches_duplicate: AtomicU64,
     batches_malformed: AtomicU64,
     batches_refused: AtomicU64,
+    batches_forbidden: AtomicU64,
+    batches_queued: AtomicU64,
     samples_stored: AtomicU64,
     log_entries_stored: AtomicU64,
     dataset_errors: AtomicU64,
@@ -43,6 +47,29 @@ struct State {
     dedup: Dedup,
     dataset: Option<Dataset>,
     closed: bool,
+    /// Batches whose Redis job is not yet acknowledged, oldest first (job
+    /// ids grow), so a resent one is answered by its job's fate.
+    unacked: VecDeque<(BatchKey, u64)>,
+}
+
+type BatchKey = (String, u64, u64);
+
+impl State {
+    /// Forgets acknowledged jobs: what is left is bounded by the queue.
+    fn prune(&mut self, redis: &RedisSink) {
+        let acked = redis.acked();
+        while self.unacked.front().is_some_and(|(_, id)| *id <= acked) {
+            self.unacked.pop_front();
+        }
+    }
+
+    fn unacked_job(&mut self, redis: &RedisSink, key: &BatchKey) -> Option<u64> {
+        self.prune(redis);
+        self.unacked
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, id)| *id)
+    }
 }
 
 /// What one batch becomes.
@@ -53,16 +80,29 @@ pub struct Rendered {
     pub members: u64,
     pub samples_csv: Vec<u8>,
     pub logs_csv: Vec<u8>,
+    /// Each command's cluster slot and bytes (Redis Cluster only).
+    pub routes: Vec<Route>,
 }
 
-/// Renders a batch as pipelined multi-member ZADDs (when `redis`) and CSV
-/// rows (when `csv_prefix` is given), formatting each number once.
+/// How a batch goes to Redis, if at all.
+#[derive(Clone, Copy, PartialEq)]
+pub enum RedisMode {
+    None,
+    Single,
+    Cluster,
+}
+
+/// Renders a batch as pipelined multi-member ZADDs (unless `mode` is
+/// `None`; with each command's slot for a cluster) and CSV rows (when
+/// `csv_prefix` is given), formatting each number once.
 pub fn render(
     perf: &NodePerformanceSamples,
-    redis: bool,
+    mode: RedisMode,
     csv_prefix: Option<&str>,
     members_per_command: usize,
 ) -> Rendered {
+    let redis = mode != RedisMode::None;
+    let cluster = mode == RedisMode::Cluster;
     let mut out = Rendered::default();
     let mut score_text = Vec::with_capacity(32);
     let mut value_text = Vec::with_capacity(32);
@@ -72,7 +112,9 @@ pub fn render(
         for s in series {
             key.clear();
             write!(key, "performance:{}:{}", s.id, metric).expect("vec write");
+            let slot = if cluster { cluster::key_slot(&key) } else { 0 };
             for chunk in s.samples.chunks(members_per_command.max(1)) {
+                let start = out.resp.len();
                 if redis {
                     let mut resp = Resp { buf: &mut out.resp };
                     resp.array(2 + 2 * chunk.len());
@@ -102,6 +144,10 @@ pub fn render(
                         row.push(b'\n');
                     }
                 }
+                if cluster {
+                    let end = out.resp.len();
+                    out.routes.push(Route { slot, start, end });
+                }
             }
         }
     }
@@ -112,6 +158,7 @@ pub fn render(
             if redis {
                 key.clear();
                 write!(key, "performance:{}:{}", group.id, e.target).expect("vec write");
+                let start = out.resp.len();
                 let mut resp = Resp { buf: &mut out.resp };
                 resp.array(4);
                 resp.bulk(&[b"ZADD"]);
@@ -120,6 +167,10 @@ pub fn render(
                 resp.bulk(&[&score_text, b":", e.msg.as_bytes()]);
                 out.commands += 1;
                 out.members += 1;
+                if cluster {
+                    let (slot, end) = (cluster::key_slot(&key), out.resp.len());
+                    out.routes.push(Route { slot, start, end });
+                }
             }
             if let Some(prefix) = csv_prefix {
                 let row = &mut out.logs_csv;
@@ -143,13 +194,17 @@ pub fn render(
 pub struct CollectorCore {
     state: Mutex<State>,
     redis: Option<RedisSink>,
+    redis_mode: RedisMode,
+    redis_ack_timeout: Duration,
     row_prefix: Option<String>,
     members_per_command: usize,
     stats: Stats,
 }
 
 impl CollectorCore {
-    pub fn ingest_body(&self, body: &[u8]) -> (u16, String) {
+    /// `node`: the only node id this body may carry (the sender's token is
+    /// that node's), checked before anything is written.
+    pub fn ingest_body(&self, body: &[u8], node: Option<&str>) -> (u16, String) {
         self.stats.batches_received.fetch_add(1, Relaxed);
         let msg = match decode_checked(body) {
             Ok(m) => m,
@@ -158,6 +213,18 @@ impl CollectorCore {
                 return (400, why);
             }
         };
+        if let Some(expected) = node {
+            if msg.node_id != expected {
+                self.stats.batches_forbidden.fetch_add(1, Relaxed);
+                return (
+                    403,
+                    format!(
+                        "node_id {:?} does not match the token's node {expected:?}",
+                        msg.node_id
+                    ),
+                );
+            }
+        }
         let perf = msg.performance_samples.unwrap_or_default();
         let samples: usize = perf
             .times()
@@ -178,12 +245,11 @@ impl CollectorCore {
             .dedup
             .seen(node, nonce, seq)
         {
-            self.stats.batches_duplicate.fetch_add(1, Relaxed);
-            return (200, "duplicate batch, already stored".into());
+            return self.duplicate(&perf, (node.clone(), nonce, seq));
         }
         let rendered = render(
             &perf,
-            self.redis.is_some(),
+            self.redis_mode,
             self.row_prefix.as_deref(),
             self.members_per_command,
         );
@@ -196,8 +262,8 @@ impl CollectorCore {
             return (503, "collector is closing".into());
         }
         if st.dedup.seen(node, nonce, seq) {
-            self.stats.batches_duplicate.fetch_add(1, Relaxed);
-            return (200, "duplicate batch, already stored".into());
+            drop(st);
+            return self.duplicate(&perf, (node.clone(), nonce, seq));
         }
         if let Some(redis) = &self.redis {
             if !redis.has_room(rendered.resp.len()) {
@@ -220,29 +286,99 @@ impl CollectorCore {
                 self.stats.dataset_errors.fetch_add(1, Relaxed);
             }
         }
-        if let Some(redis) = &self.redis {
+        // A batch with nothing for Redis (no samples) queues nothing.
+        let for_redis = self.redis.as_ref().filter(|_| rendered.commands > 0);
+        let job = for_redis.map(|redis| {
             redis.push(Job {
                 payload: rendered.resp,
                 commands: rendered.commands,
                 members: rendered.members,
                 samples: (samples + logs) as u64,
-            });
-        }
+                routes: rendered.routes,
+                id: 0,
+            })
+        });
         st.dedup.mark(node, nonce, seq);
+        if let (Some(redis), Some(id)) = (&self.redis, job) {
+            st.prune(redis);
+            st.unacked.push_back(((node.clone(), nonce, seq), id));
+        }
         drop(st);
         self.stats.batches_stored.fetch_add(1, Relaxed);
         self.stats.samples_stored.fetch_add(samples as u64, Relaxed);
         self.stats
             .log_entries_stored
             .fetch_add(logs as u64, Relaxed);
-        (200, format!("stored {samples} samples, {logs} log entries"))
+        let stored = format!("stored {samples} samples, {logs} log entries");
+        match job {
+            Some(id) => self.answer_when_acked(id, stored),
+            None => (200, stored),
+        }
+    }
+
+    /// 200 once Redis has job `id`; 202 if it still waits in the queue
+    /// (Redis down or slow): taken, and the CSV rows written, but the node
+    /// should keep the batch and send it again until it gets a 200, since
+    /// the queue dies with this process.
+    fn answer_when_acked(&self, id: u64, stored: String) -> (u16, String) {
+        let redis = self.redis.as_ref().expect("a job means Redis");
+        if redis.wait_acked(id, self.redis_ack_timeout) {
+            (200, stored)
+        } else {
+            self.stats.batches_queued.fetch_add(1, Relaxed);
+            (202, format!("{stored}; queued for Redis, send again"))
+        }
+    }
+
+    /// A batch stored before. Without Redis it is done. With Redis, it may
+    /// be a batch answered 202 whose job is still queued (then its job's
+    /// fate answers), or one whose job is done or died with an earlier
+    /// collector process (we cannot tell which): then its ZADDs are queued
+    /// again (resending a member stores nothing twice) and the CSV is left
+    /// alone.
+    fn duplicate(&self, perf: &NodePerformanceSamples, key: BatchKey) -> (u16, String) {
+        self.stats.batches_duplicate.fetch_add(1, Relaxed);
+        let done = "duplicate batch, already stored".to_string();
+        let Some(redis) = &self.redis else {
+            return (200, done);
+        };
+        let queued = self
+            .state
+            .lock()
+            .expect("state lock")
+            .unacked_job(redis, &key);
+        if let Some(id) = queued {
+            return self.answer_when_acked(id, done);
+        }
+        let rendered = render(perf, self.redis_mode, None, self.members_per_command);
+        if rendered.commands == 0 {
+            return (200, done);
+        }
+        let mut st = self.state.lock().expect("state lock");
+        if st.closed || !redis.has_room(rendered.resp.len()) {
+            self.stats.batches_refused.fetch_add(1, Relaxed);
+            return (503, "redis queue full or collector closing".into());
+        }
+        let id = redis.push(Job {
+            payload: rendered.resp,
+            commands: rendered.commands,
+            members: rendered.members,
+            samples: 0,
+            routes: rendered.routes,
+            id: 0,
+        });
+        st.prune(redis);
+        st.unacked.push_back((key, id));
+        drop(st);
+        self.answer_when_acked(id, done)
     }
 }
 
 #[pymethods]
 impl CollectorCore {
     #[new]
-    #[pyo3(signature = (*, redis_url = None, dataset_path = None, append = false, additional_header = None, additional_fields = None, max_redis_queue_bytes = 268435456, members_per_command = 1000))]
+    #[pyo3(signature = (*, redis_url = None, dataset_path = None, append = false, additional_header = None, additional_fields = None, max_redis_queue_bytes = 268435456, members_per_command = 1000, redis_ack_timeout_s = 2.0))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         redis_url: Option<String>,
         dataset_path: Option<String>,
@@ -251,7 +387,13 @@ impl CollectorCore {
         additional_fields: Option<String>,
         max_redis_queue_bytes: usize,
         members_per_command: usize,
+        redis_ack_timeout_s: f64,
     ) -> PyResult<Self> {
+        if !(redis_ack_timeout_s.is_finite() && redis_ack_timeout_s >= 0.0) {
+            return Err(PyValueError::new_err(
+                "redis_ack_timeout_s must be a number of seconds >= 0",
+            ));
+        }
         let additional_header = additional_header.unwrap_or_default();
         let additional_fields = additional_fields.unwrap_or_default();
         for (name, value) in [
@@ -269,10 +411,16 @@ impl CollectorCore {
                 "members_per_command and max_redis_queue_bytes must be at least 1",
             ));
         }
+        let mut redis_mode = RedisMode::None;
         let redis = match redis_url.as_deref().filter(|u| !u.is_empty()) {
             None => None,
             Some(url) => {
                 let config = redis::parse_url(url).map_err(PyValueError::new_err)?;
+                redis_mode = if config.cluster {
+                    RedisMode::Cluster
+                } else {
+                    RedisMode::Single
+                };
                 Some(
                     RedisSink::start(config, max_redis_queue_bytes)
                         .map_err(|e| PyOSError::new_err(e.to_string()))?,
@@ -299,17 +447,22 @@ impl CollectorCore {
                 dedup,
                 dataset,
                 closed: false,
+                unacked: VecDeque::new(),
             }),
             redis,
+            redis_mode,
+            redis_ack_timeout: Duration::from_secs_f64(redis_ack_timeout_s.min(1e6)),
             row_prefix,
             members_per_command,
             stats: Stats::default(),
         })
     }
 
-    /// Stores one received body; returns (HTTP status, reason).
-    fn ingest(&self, py: Python<'_>, body: &[u8]) -> (u16, String) {
-        crate::gil::allow_threads(py, || self.ingest_body(body))
+    /// Stores one received body; returns (HTTP status, reason). With
+    /// `node_id`, a body for any other node is refused (403).
+    #[pyo3(signature = (body, node_id = None))]
+    fn ingest(&self, py: Python<'_>, body: &[u8], node_id: Option<String>) -> (u16, String) {
+        crate::gil::allow_threads(py, || self.ingest_body(body, node_id.as_deref()))
     }
 
     /// Waits until Redis has acknowledged everything queued; False on
@@ -340,6 +493,8 @@ impl CollectorCore {
             ("batches_duplicate", &s.batches_duplicate),
             ("batches_malformed", &s.batches_malformed),
             ("batches_refused", &s.batches_refused),
+            ("batches_forbidden", &s.batches_forbidden),
+            ("batches_queued", &s.batches_queued),
             ("samples_stored", &s.samples_stored),
             ("log_entries_stored", &s.log_entries_stored),
             ("dataset_errors", &s.dataset_errors),
@@ -356,6 +511,9 @@ impl CollectorCore {
                 ("redis_connects", &rs.connects),
                 ("redis_connection_failures", &rs.connection_failures),
                 ("redis_entries_abandoned", &rs.samples_abandoned),
+                ("redis_cluster_moved", &rs.moved),
+                ("redis_cluster_asked", &rs.asked),
+                ("redis_cluster_map_reads", &rs.map_reads),
             ] {
                 d.set_item(name, v.load(Relaxed))?;
             }

@@ -18,6 +18,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::cluster::Cluster;
 use super::format::Resp;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -27,13 +28,41 @@ pub struct RedisConfig {
     pub username: Option<String>,
     pub password: Option<String>,
     pub db: u32,
+    /// Redis Cluster (`redis+cluster://`): `host:port` is the first seed,
+    /// `seeds` holds all of them.
+    pub cluster: bool,
+    pub seeds: Vec<(String, u16)>,
 }
 
-/// Parses `redis://[[user]:password@]host[:port][/db]`.
+fn host_port(text: &str, url: &str) -> Result<(String, u16), String> {
+    let (host, port) = match text.rsplit_once(':') {
+        Some((h, p)) => (
+            h,
+            p.parse()
+                .map_err(|_| format!("redis_url port {p:?} is not a number"))?,
+        ),
+        _ => (text, 6379),
+    };
+    let host = host.trim_matches(['[', ']']);
+    if host.is_empty() {
+        return Err(format!("redis_url has no host: {url:?}"));
+    }
+    Ok((host.to_owned(), port))
+}
+
+/// Parses `redis://[[user]:password@]host[:port][/db]` and
+/// `redis+cluster://[[user]:password@]host:port[,host:port...]` (seed
+/// nodes of a Redis Cluster; database 0 only, as Cluster has no other).
 pub fn parse_url(url: &str) -> Result<RedisConfig, String> {
-    let rest = url
-        .strip_prefix("redis://")
-        .ok_or_else(|| format!("redis_url must start with redis://, got {url:?}"))?;
+    let (cluster, rest) = if let Some(r) = url.strip_prefix("redis+cluster://") {
+        (true, r)
+    } else if let Some(r) = url.strip_prefix("redis://") {
+        (false, r)
+    } else {
+        return Err(format!(
+            "redis_url must start with redis:// or redis+cluster://, got {url:?}"
+        ));
+    };
     let (auth, rest) = match rest.rsplit_once('@') {
         Some((a, r)) => (Some(a), r),
         None => (None, rest),
@@ -47,17 +76,18 @@ pub fn parse_url(url: &str) -> Result<RedisConfig, String> {
         ),
         None => (rest, 0),
     };
-    let (host, port) = match hostport.rsplit_once(':') {
-        Some((h, p)) => (
-            h,
-            p.parse()
-                .map_err(|_| format!("redis_url port {p:?} is not a number"))?,
-        ),
-        None => (hostport, 6379),
+    let seeds = if cluster {
+        if db != 0 {
+            return Err(format!("Redis Cluster has only database 0: {url:?}"));
+        }
+        hostport
+            .split(',')
+            .map(|h| host_port(h, url))
+            .collect::<Result<Vec<_>, _>>()?
+    } else {
+        vec![host_port(hostport, url)?]
     };
-    if host.is_empty() {
-        return Err(format!("redis_url has no host: {url:?}"));
-    }
+    let (host, port) = seeds[0].clone();
     let (username, password) = match auth {
         None => (None, None),
         Some(a) => match a.split_once(':') {
@@ -67,11 +97,13 @@ pub fn parse_url(url: &str) -> Result<RedisConfig, String> {
         },
     };
     Ok(RedisConfig {
-        host: host.trim_matches(['[', ']']).to_owned(),
+        host,
         port,
         username,
         password,
         db,
+        cluster,
+        seeds,
     })
 }
 
@@ -81,6 +113,19 @@ pub struct Job {
     pub commands: usize,
     pub members: u64,
     pub samples: u64,
+    /// For Redis Cluster: each command's key slot and bytes in `payload`
+    /// (empty for a single Redis).
+    pub routes: Vec<Route>,
+    /// Queue position, set by `push`.
+    pub id: u64,
+}
+
+/// Where one command of a job lives and which cluster slot it goes to.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Route {
+    pub slot: u16,
+    pub start: usize,
+    pub end: usize,
 }
 
 #[derive(Default)]
@@ -95,6 +140,10 @@ pub struct RedisStats {
     pub connection_failures: AtomicU64,
     pub samples_abandoned: AtomicU64,
     pub connected: AtomicBool,
+    /// Redis Cluster: redirections followed and slot maps read.
+    pub moved: AtomicU64,
+    pub asked: AtomicU64,
+    pub map_reads: AtomicU64,
 }
 
 struct Queue {
@@ -104,6 +153,11 @@ struct Queue {
     /// still counted).
     in_flight: bool,
     stop: bool,
+    /// Ids of the last job pushed and the last one Redis acknowledged.
+    pushed: u64,
+    acked: u64,
+    /// The last write attempt failed (Redis down): nobody should wait.
+    failing: bool,
 }
 
 struct Shared {
@@ -128,6 +182,9 @@ impl RedisSink {
                 bytes: 0,
                 in_flight: false,
                 stop: false,
+                pushed: 0,
+                acked: 0,
+                failing: false,
             }),
             wake: Condvar::new(),
             idle: Condvar::new(),
@@ -153,11 +210,44 @@ impl RedisSink {
         !q.stop && (q.bytes == 0 || q.bytes + len <= self.shared.max_bytes)
     }
 
-    pub fn push(&self, job: Job) {
+    /// Queues a job; returns its id for `wait_acked`.
+    pub fn push(&self, mut job: Job) -> u64 {
         let mut q = self.shared.queue.lock().expect("queue lock");
+        q.pushed += 1;
+        job.id = q.pushed;
         q.bytes += job.payload.len();
         q.jobs.push_back(job);
         self.shared.wake.notify_one();
+        q.pushed
+    }
+
+    /// The id of the last job Redis acknowledged (all before it are too).
+    pub fn acked(&self) -> u64 {
+        self.shared.queue.lock().expect("queue lock").acked
+    }
+
+    /// Waits until Redis acknowledged job `id`, for at most `timeout`, and
+    /// not at all while Redis is failing; true if it is acknowledged.
+    /// The collector answers 200 only then, so a collector killed after
+    /// answering loses nothing that Redis could take at the time.
+    pub fn wait_acked(&self, id: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut q = self.shared.queue.lock().expect("queue lock");
+        loop {
+            if q.acked >= id {
+                return true;
+            }
+            let now = Instant::now();
+            if q.failing || q.stop || now >= deadline {
+                return false;
+            }
+            q = self
+                .shared
+                .idle
+                .wait_timeout(q, deadline - now)
+                .expect("queue lock")
+                .0;
+        }
     }
 
     /// Waits until everything queued is acknowledged by Redis; false on
@@ -220,13 +310,55 @@ impl Drop for RedisSink {
 }
 
 /// Why a write attempt failed.
-enum Failure {
+pub(super) enum Failure {
     /// The connection is unusable (or Redis is loading): reconnect, resend.
     Connection(String),
 }
 
+/// Where jobs go: one Redis, or the nodes of a Redis Cluster.
+enum Backend {
+    Single(Option<Connection>),
+    Cluster(Cluster),
+}
+
+impl Backend {
+    fn send(&mut self, job: &Job, config: &RedisConfig, stats: &RedisStats) -> Result<(), Failure> {
+        match self {
+            Backend::Single(conn) => {
+                let c = match conn {
+                    Some(c) => c,
+                    None => {
+                        let c = Connection::open(config, &config.host, config.port)?;
+                        stats.connects.fetch_add(1, Relaxed);
+                        conn.insert(c)
+                    }
+                };
+                stats.connected.store(true, Relaxed);
+                let added = c.send(&job.payload, job.commands, stats)?;
+                stats.members_added.fetch_add(added, Relaxed);
+                stats
+                    .members_existing
+                    .fetch_add(job.members.saturating_sub(added), Relaxed);
+                Ok(())
+            }
+            Backend::Cluster(cluster) => cluster.send(job, config, stats),
+        }
+    }
+
+    fn reset(&mut self) {
+        match self {
+            Backend::Single(conn) => *conn = None,
+            Backend::Cluster(cluster) => cluster.reset(),
+        }
+    }
+}
+
 fn writer_loop(shared: &Shared, config: &RedisConfig) {
-    let mut conn: Option<Connection> = None;
+    let mut backend = if config.cluster {
+        Backend::Cluster(Cluster::new())
+    } else {
+        Backend::Single(None)
+    };
     let mut backoff = Duration::from_millis(50);
     loop {
         let job = {
@@ -242,19 +374,7 @@ fn writer_loop(shared: &Shared, config: &RedisConfig) {
                 q = shared.wake.wait(q).expect("queue lock");
             }
         };
-        let result = match conn.as_mut() {
-            Some(c) => c.send(&job, &shared.stats),
-            None => match Connection::open(config) {
-                Ok(mut c) => {
-                    shared.stats.connects.fetch_add(1, Relaxed);
-                    shared.stats.connected.store(true, Relaxed);
-                    let r = c.send(&job, &shared.stats);
-                    conn = Some(c);
-                    r
-                }
-                Err(e) => Err(e),
-            },
-        };
+        let result = backend.send(&job, config, &shared.stats);
         let mut q = shared.queue.lock().expect("queue lock");
         q.in_flight = false;
         match result {
@@ -262,12 +382,14 @@ fn writer_loop(shared: &Shared, config: &RedisConfig) {
                 backoff = Duration::from_millis(50);
                 shared.stats.samples_written.fetch_add(job.samples, Relaxed);
                 q.bytes -= job.payload.len();
-                if q.bytes == 0 {
-                    shared.idle.notify_all();
-                }
+                q.acked = job.id;
+                q.failing = false;
+                shared.idle.notify_all();
             }
             Err(Failure::Connection(why)) => {
-                conn = None;
+                backend.reset();
+                q.failing = true;
+                shared.idle.notify_all();
                 shared.stats.connected.store(false, Relaxed);
                 shared.stats.connection_failures.fetch_add(1, Relaxed);
                 *shared.last_error.lock().expect("error lock") = why;
@@ -280,28 +402,38 @@ fn writer_loop(shared: &Shared, config: &RedisConfig) {
     }
 }
 
-struct Connection {
+pub(super) struct Connection {
     writer: TcpStream,
     reader: BufReader<TcpStream>,
     line: Vec<u8>,
 }
 
-enum Reply {
+pub(super) enum Reply {
     Integer(i64),
     Ok,
     Error(String),
 }
 
+/// A whole RESP reply, for the few commands whose answer we read (CLUSTER
+/// SLOTS).
+#[derive(Debug)]
+pub(super) enum Value {
+    Integer(i64),
+    Text(Vec<u8>),
+    Nil,
+    Error(String),
+    Array(Vec<Value>),
+}
+
 impl Connection {
-    fn open(config: &RedisConfig) -> Result<Self, Failure> {
-        let fail = |e: std::io::Error| {
-            Failure::Connection(format!("redis {}:{}: {e}", config.host, config.port))
-        };
-        let addr = (config.host.as_str(), config.port)
+    /// Connects to `host:port` with `config`'s credentials and database.
+    pub(super) fn open(config: &RedisConfig, host: &str, port: u16) -> Result<Self, Failure> {
+        let fail = |e: std::io::Error| Failure::Connection(format!("redis {host}:{port}: {e}"));
+        let addr = (host, port)
             .to_socket_addrs()
             .map_err(fail)?
             .next()
-            .ok_or_else(|| Failure::Connection(format!("redis host {} not found", config.host)))?;
+            .ok_or_else(|| Failure::Connection(format!("redis host {host} not found")))?;
         let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(fail)?;
         stream.set_nodelay(true).map_err(fail)?;
         // A Redis that stops answering counts as gone; resending is safe.
@@ -344,12 +476,23 @@ impl Connection {
         Ok(c)
     }
 
-    fn send(&mut self, job: &Job, stats: &RedisStats) -> Result<(), Failure> {
+    pub(super) fn write(&mut self, bytes: &[u8]) -> Result<(), Failure> {
         self.writer
-            .write_all(&job.payload)
-            .map_err(|e| Failure::Connection(format!("redis write: {e}")))?;
+            .write_all(bytes)
+            .map_err(|e| Failure::Connection(format!("redis write: {e}")))
+    }
+
+    /// Sends `commands` pipelined commands and reads their replies; returns
+    /// the members they added.
+    fn send(
+        &mut self,
+        payload: &[u8],
+        commands: usize,
+        stats: &RedisStats,
+    ) -> Result<u64, Failure> {
+        self.write(payload)?;
         let mut added = 0u64;
-        for _ in 0..job.commands {
+        for _ in 0..commands {
             match self.reply()? {
                 Reply::Integer(n) => added += n.max(0) as u64,
                 Reply::Ok => {}
@@ -361,14 +504,56 @@ impl Connection {
                 }
             }
         }
-        stats.members_added.fetch_add(added, Relaxed);
-        stats
-            .members_existing
-            .fetch_add(job.members.saturating_sub(added), Relaxed);
-        Ok(())
+        Ok(added)
     }
 
-    fn reply(&mut self) -> Result<Reply, Failure> {
+    /// Reads one nested reply (arrays included).
+    pub(super) fn value(&mut self) -> Result<Value, Failure> {
+        let broken = |e: std::io::Error| Failure::Connection(format!("redis read: {e}"));
+        self.line.clear();
+        let n = self
+            .reader
+            .read_until(b'\n', &mut self.line)
+            .map_err(broken)?;
+        if n < 3 || !self.line.ends_with(b"\r\n") {
+            return Err(Failure::Connection("redis closed the connection".into()));
+        }
+        let body = String::from_utf8_lossy(&self.line[1..n - 2]).into_owned();
+        let number = || -> Result<i64, Failure> {
+            body.parse()
+                .map_err(|_| Failure::Connection(format!("bad redis reply {body:?}")))
+        };
+        Ok(match self.line[0] {
+            b':' => Value::Integer(number()?),
+            b'+' => Value::Text(body.into_bytes()),
+            b'-' => Value::Error(body),
+            b'$' => match number()? {
+                len if len < 0 => Value::Nil,
+                len => {
+                    let mut data = vec![0; len as usize + 2];
+                    self.reader.read_exact(&mut data).map_err(broken)?;
+                    data.truncate(len as usize);
+                    Value::Text(data)
+                }
+            },
+            b'*' => match number()? {
+                len if len < 0 => Value::Nil,
+                len => Value::Array(
+                    (0..len)
+                        .map(|_| self.value())
+                        .collect::<Result<Vec<_>, _>>()?,
+                ),
+            },
+            other => {
+                return Err(Failure::Connection(format!(
+                    "unexpected redis reply type {:?}",
+                    other as char
+                )))
+            }
+        })
+    }
+
+    pub(super) fn reply(&mut self) -> Result<Reply, Failure> {
         let broken = |e: std::io::Error| Failure::Connection(format!("redis read: {e}"));
         self.line.clear();
         let n = self
@@ -413,6 +598,13 @@ mod tests {
         let c = parse_url("redis://u:p@h:1/").unwrap();
         assert_eq!(c.username.as_deref(), Some("u"));
         assert!(parse_url("http://x").is_err());
+        let c = parse_url("redis+cluster://:pw@10.0.0.1:7000,10.0.0.2:7001").unwrap();
+        assert!(c.cluster && c.password.as_deref() == Some("pw"));
+        assert_eq!(
+            c.seeds,
+            vec![("10.0.0.1".into(), 7000), ("10.0.0.2".into(), 7001)]
+        );
+        assert!(parse_url("redis+cluster://h:1/2").is_err());
         assert!(parse_url("redis://h:notaport").is_err());
     }
 }

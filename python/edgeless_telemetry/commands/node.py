@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 import threading
 import uuid
 from typing import Any
 
 from .._core import PrometheusTarget, TelemetryProcessor
+from ..auth import TOKEN_ENV, check_token, token_from_env
 from ..performance import PerformanceTarget
 from ..reporter import NodeReporter
 from ..simulate import Progress, SimulatedNode, drive
@@ -20,6 +22,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--orchestrator-url", default="http://127.0.0.1:7100",
                    help="collector URL (default http://127.0.0.1:7100)")
     p.add_argument("--node-id", default=None, help="node id (default: a random UUID)")
+    p.add_argument("--token", default=None,
+                   help=f"the collector's bearer token (default: ${TOKEN_ENV}; prefer that,"
+                        " argv is visible to other users)")
     add_workload_args(p, duration=0.0)
     p.set_defaults(run=run)
 
@@ -29,7 +34,9 @@ def run(args: argparse.Namespace) -> int:
     prometheus = PrometheusTarget(args.metrics_url)
     processor = TelemetryProcessor([perf, prometheus], log=False)
     node_id = args.node_id or str(uuid.uuid4())
-    reporter = NodeReporter(perf, args.orchestrator_url, node_id, interval_s=args.interval).start()
+    token = check_token(args.token, "--token") if args.token is not None else token_from_env()
+    reporter = NodeReporter(perf, args.orchestrator_url, node_id, interval_s=args.interval,
+                            token=token).start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     print(f"node {node_id} shipping to {args.orchestrator_url}", flush=True)
@@ -41,4 +48,7 @@ def run(args: argparse.Namespace) -> int:
         print()
     delivered = reporter.stop()
     print(f"reporter: {reporter.stats()}", flush=True)
+    if not delivered:
+        print(f"node: samples left undelivered; last error: {reporter.last_error}",
+              file=sys.stderr, flush=True)
     return 0 if delivered else 1

@@ -8,6 +8,7 @@ import sys
 import threading
 from typing import Any
 
+from ..auth import TOKEN_ENV, check_token, load_node_tokens, token_from_env
 from ..collector import OrchestratorCollector
 
 
@@ -15,12 +16,25 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("orchestrator", help="receive node samples, write Redis and/or CSV")
     p.add_argument("--listen", default="http://127.0.0.1:7100",
                    help="listen URL (default http://127.0.0.1:7100)")
-    p.add_argument("--redis-url", default=None, help="e.g. redis://127.0.0.1:6379/0")
+    p.add_argument("--redis-url", default=None,
+                   help="e.g. redis://127.0.0.1:6379/0, or redis+cluster://HOST:PORT[,HOST:PORT]"
+                        " for a Redis Cluster")
     p.add_argument("--dataset-path", default=None, help="CSV dataset prefix, e.g. out/run1_")
     p.add_argument("--append", action="store_true", help="append to existing dataset files")
     p.add_argument("--additional-header", default="", help="leading CSV header column(s)")
     p.add_argument("--additional-fields", default="", help="leading CSV field(s) of every row")
     p.add_argument("--max-body-bytes", type=int, default=64 << 20)
+    p.add_argument("--token", default=None,
+                   help=f"bearer token every node must send (default: ${TOKEN_ENV}; prefer"
+                        " that, argv is visible to other users)")
+    p.add_argument("--node-tokens", default=None, metavar="FILE",
+                   help='JSON {"<node_id>": "<token>"}: a node sending with its token may only'
+                        " send its own node_id")
+    p.add_argument("--read-timeout", type=float, default=10.0,
+                   help="seconds a request (or an idle kept-alive connection) may take to"
+                        " arrive (default 10)")
+    p.add_argument("--max-connections", type=int, default=256,
+                   help="connections served at once; more get 503 (default 256)")
     p.add_argument("--stats-interval", type=float, default=10.0,
                    help="seconds between stats lines on stderr, 0 = none")
     p.set_defaults(run=run)
@@ -30,6 +44,12 @@ def run(args: argparse.Namespace) -> int:
     if not args.redis_url and not args.dataset_path:
         print("orchestrator: give --redis-url and/or --dataset-path", file=sys.stderr)
         return 2
+    try:
+        token = check_token(args.token, "--token") if args.token is not None else token_from_env()
+        node_tokens = load_node_tokens(args.node_tokens) if args.node_tokens else None
+    except ValueError as e:
+        print(f"orchestrator: {e}", file=sys.stderr)
+        return 2
     collector = OrchestratorCollector(
         args.listen,
         redis_url=args.redis_url,
@@ -38,6 +58,10 @@ def run(args: argparse.Namespace) -> int:
         additional_header=args.additional_header,
         additional_fields=args.additional_fields,
         max_body_bytes=args.max_body_bytes,
+        token=token,
+        node_tokens=node_tokens,
+        read_timeout_s=args.read_timeout,
+        max_connections=args.max_connections,
     ).start()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

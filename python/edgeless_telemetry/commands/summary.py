@@ -12,7 +12,7 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("summary", help="per-function count/p50/p90/p99 from Redis or CSV")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--dataset-path", help="CSV dataset prefix, e.g. ./demo-output/")
-    src.add_argument("--redis-url", help="e.g. redis://127.0.0.1:6379/0")
+    src.add_argument("--redis-url", help="e.g. redis://127.0.0.1:6379/0 or redis+cluster://HOST:PORT")
     p.set_defaults(run=run)
 
 

@@ -1,0 +1,316 @@
+"""Collector security, issue 7: loopback by default, bearer tokens (shared
+and per node), read deadlines against slow clients, bounded connections.
+Real HTTP over real loopback sockets throughout."""
+
+from __future__ import annotations
+
+import ast
+import http.client
+import inspect
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from edgeless_telemetry import (
+    FunctionTime,
+    NodeReporter,
+    OrchestratorCollector,
+    PerformanceTarget,
+    TelemetryProcessor,
+    _core,
+)
+from edgeless_telemetry.auth import Tokens
+from redis_fixture import free_port
+
+T0 = 1_700_000_000_000_000_000
+
+
+def filled(n: int, node: str = "node-a") -> PerformanceTarget:
+    perf = PerformanceTarget()
+    h = TelemetryProcessor([perf], log=False).get_handle({"NODE_ID": node}).fork(
+        {"FUNCTION_ID": str(uuid.uuid4())})
+    i = np.arange(n, dtype=np.int64)
+    h.observe_many(int(FunctionTime.EXECUTION), (i + 1) * 1e-3, timestamps_ns=T0 + i * 1000)
+    return perf
+
+
+def body_for(node: str, n: int = 5, seq: int = 1) -> bytes:
+    (batch,) = _core.drain_encode(filled(n, node), node, 99, seq, 0, 1 << 24)
+    return bytes(batch[3])
+
+
+def request(url: str, method: str, path: str, body: bytes | None = None,
+            token: str | None = None) -> tuple[int, dict[str, str], str]:
+    host, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=5)
+    headers = {"Content-Type": "application/x-protobuf"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    try:
+        conn.request(method, path, body=body, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, dict(resp.getheaders()), resp.read().decode()
+    finally:
+        conn.close()
+
+
+def data_rows(prefix: str) -> list[str]:
+    return Path(prefix + "performance_samples.csv").read_text().splitlines()[1:]
+
+
+@pytest.fixture
+def collectors() -> Iterator[Any]:
+    made: list[OrchestratorCollector] = []
+
+    def make(**kw: Any) -> OrchestratorCollector:
+        c = OrchestratorCollector("http://127.0.0.1:0", **kw).start()
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.stop(0.5)
+
+
+def non_loopback_address() -> str | None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("10.255.255.255", 1))  # no packet is sent
+            addr: str = s.getsockname()[0]
+        except OSError:
+            return None
+    return None if addr.startswith("127.") else addr
+
+
+def test_binds_loopback_unless_told_otherwise(caplog: pytest.LogCaptureFixture) -> None:
+    default = inspect.signature(OrchestratorCollector).parameters["listen_url"].default
+    assert default.startswith("http://127.0.0.1:")
+    from edgeless_telemetry.cli import build_parser
+
+    args = build_parser().parse_args(["orchestrator"])
+    assert args.listen.startswith("http://127.0.0.1:")
+    port = free_port()
+    col = OrchestratorCollector(f"http://127.0.0.1:{port}").start()
+    try:
+        assert col._server.server_address[0] == "127.0.0.1"
+        addr = non_loopback_address()
+        if addr is not None:  # this host has another address: not served there
+            with pytest.raises(OSError):
+                socket.create_connection((addr, port), timeout=2).close()
+    finally:
+        col.stop()
+    with caplog.at_level(logging.WARNING, "edgeless_telemetry"):
+        OrchestratorCollector("http://0.0.0.0:0").stop()
+        assert "without a token" in caplog.text
+        caplog.clear()
+        OrchestratorCollector("http://0.0.0.0:0", token="t0k3n").stop()
+        assert "without a token" not in caplog.text
+
+
+def test_shared_token(collectors: Any, tmp_path: Path) -> None:
+    prefix = str(tmp_path / "d_")
+    col = collectors(dataset_path=prefix, token="s3cret-token")
+    status, headers, _ = request(col.url, "POST", "/performance", body_for("node-a", seq=1))
+    assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer")
+    assert request(col.url, "POST", "/performance", body_for("node-a", seq=2),
+                   token="s3cret-tokem")[0] == 401
+    assert request(col.url, "POST", "/performance", body_for("node-a", seq=3),
+                   token="s3cret-token-and-more")[0] == 401
+    assert data_rows(prefix) == [], "nothing written without the token"
+    assert request(col.url, "POST", "/performance", body_for("node-a", seq=4),
+                   token="s3cret-token")[0] == 200
+    assert len(data_rows(prefix)) == 5
+    # Stats need the token too; health does not.
+    assert request(col.url, "GET", "/stats")[0] == 401
+    status, _, text = request(col.url, "GET", "/stats", token="s3cret-token")
+    stats = json.loads(text)
+    assert status == 200 and stats["http_401"] == 4 and stats["batches_stored"] == 1
+    assert stats["batches_received"] == 1, "refused bodies never reached the decoder"
+    assert request(col.url, "GET", "/health")[0] == 200
+
+
+def test_per_node_tokens(collectors: Any, tmp_path: Path) -> None:
+    prefix = str(tmp_path / "d_")
+    col = collectors(dataset_path=prefix, node_tokens={"node-a": "token-a", "node-b": "token-b"},
+                     token="shared-token")
+    # node-b's token cannot write node-a's samples: 403, nothing written.
+    status, _, reason = request(col.url, "POST", "/performance", body_for("node-a", seq=1),
+                                token="token-b")
+    assert status == 403 and "node-a" in reason
+    assert data_rows(prefix) == []
+    assert request(col.url, "POST", "/performance", body_for("node-a", seq=1),
+                   token="token-a")[0] == 200
+    assert request(col.url, "POST", "/performance", body_for("node-b", seq=1),
+                   token="token-b")[0] == 200
+    # The shared token may send for any node.
+    assert request(col.url, "POST", "/performance", body_for("node-c", seq=1),
+                   token="shared-token")[0] == 200
+    stats = col.stats()
+    assert stats["http_403"] == 1 and stats["batches_forbidden"] == 1
+    assert stats["batches_stored"] == 3 and len(data_rows(prefix)) == 15
+
+
+def test_reporter_sends_its_token_and_keeps_refused_batches(collectors: Any,
+                                                            tmp_path: Path) -> None:
+    prefix = str(tmp_path / "d_")
+    col = collectors(dataset_path=prefix, node_tokens={"node-a": "token-a"})
+    perf = filled(50)
+    without = NodeReporter(perf, col.url, "node-a", interval_s=60, timeout_s=2)
+    assert not without.flush()
+    stats = without.stats()
+    # A token problem is the configuration's, not the data's: kept, not dropped.
+    assert stats["pending_samples"] == 50 and stats["samples_dropped"] == 0
+    assert "401" in without.last_error
+    perf = filled(70)
+    with_token = NodeReporter(perf, col.url, "node-a", interval_s=60, timeout_s=2,
+                              token="token-a")
+    assert with_token.flush(), with_token.last_error
+    assert with_token.stats()["samples_sent"] == 70
+    assert len(data_rows(prefix)) == 70
+
+
+def test_tokens_are_checked_early() -> None:
+    with pytest.raises(ValueError, match="token"):
+        Tokens("has space", None)
+    with pytest.raises(ValueError, match="different"):
+        Tokens("same", {"n": "same"})
+    with pytest.raises(ValueError, match="token"):
+        NodeReporter(PerformanceTarget(), "http://127.0.0.1:1", "n", token="bad\ntoken")
+    t = Tokens(None, {"n1": "a1", "n2": "a2"})
+    assert t.node_for("Bearer a2") == (True, "n2")
+    assert t.node_for("bearer  a1 ") == (True, "n1")
+    assert t.node_for("Basic a1") == (False, None)
+    assert t.node_for(None) == (False, None)
+    assert Tokens(None, None).node_for(None) == (True, None)
+
+
+def trickle(socks: list[socket.socket], data: bytes, max_steps: int) -> int:
+    """Sends one byte of ``data`` per socket every 50 ms until the server
+    has closed every socket; returns how many are still open after
+    ``max_steps`` rounds."""
+    open_ = list(socks)
+    for step in range(max_steps):
+        for s in list(open_):
+            try:
+                s.send(data[step % len(data): step % len(data) + 1])
+                s.setblocking(False)
+                try:
+                    if s.recv(1) == b"":
+                        open_.remove(s)
+                except BlockingIOError:
+                    pass
+                finally:
+                    s.setblocking(True)
+            except OSError:  # reset or broken pipe: the server cut it
+                open_.remove(s)
+        if not open_:
+            break
+        time.sleep(0.05)
+    return len(open_)
+
+
+def test_slow_clients_are_cut_and_do_not_block_others(collectors: Any, tmp_path: Path) -> None:
+    prefix = str(tmp_path / "d_")
+    col = collectors(dataset_path=prefix, read_timeout_s=0.5, max_connections=8)
+    host, port = col.url.removeprefix("http://").split(":")
+    body = body_for("node-a", seq=7)
+    head = (f"POST /performance HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    slow_headers = [socket.create_connection((host, int(port))) for _ in range(3)]
+    slow_body = []
+    for _ in range(2):
+        s = socket.create_connection((host, int(port)))
+        s.sendall(head + body[:3])  # headers complete, body trickles
+        slow_body.append(s)
+    # While they trickle, a real node gets through at once.
+    perf = filled(100)
+    rep = NodeReporter(perf, col.url, "node-b", interval_s=60, timeout_s=5)
+    assert rep.flush(), rep.last_error
+    # They keep trickling (one byte per 50 ms, far under any per-read
+    # timeout), yet all are cut: 10 s of trickling is 20 read deadlines.
+    assert trickle(slow_headers + slow_body, head, max_steps=200) == 0
+    stats = col.stats()
+    assert stats["http_timeouts"] >= 5
+    assert stats["batches_stored"] == 1 and stats["samples_stored"] == 100
+    assert len(data_rows(prefix)) == 100, "the slow bodies wrote nothing"
+    print(f"\nslow clients: 5 connections trickling a byte per 50 ms all cut"
+          f" (http_timeouts={stats['http_timeouts']}, read_timeout_s=0.5); a node's 100"
+          f" samples stored meanwhile")
+    for s in slow_headers + slow_body:
+        s.close()
+
+
+def test_connections_are_bounded(collectors: Any) -> None:
+    col = collectors(read_timeout_s=1.0, max_connections=2)
+    host, port = col.url.removeprefix("http://").split(":")
+    idle = [socket.create_connection((host, int(port))) for _ in range(2)]
+    status = None
+    with socket.create_connection((host, int(port)), timeout=5) as third:
+        reply = third.recv(1024)
+        status = reply.split(b" ", 2)[1]
+    assert status == b"503"
+    busy = col.stats()["http_503_busy"]
+    assert busy >= 1
+    # The idle ones hold their slots only until the read deadline.
+    for s in idle:
+        s.settimeout(10)
+        assert s.recv(1) == b""
+        s.close()
+    deadline = time.monotonic() + 10
+    while request(col.url, "GET", "/health")[0] != 200:
+        assert time.monotonic() < deadline, "slots were not given back"
+        time.sleep(0.05)
+    print(f"\nbounded: max_connections=2, a third got 503 (http_503_busy={busy}), the idle"
+          f" two were cut after read_timeout_s=1 and new requests served")
+
+
+def test_orchestrator_and_node_commands_use_the_token(tmp_path: Path) -> None:
+    port = free_port()
+    prefix = str(tmp_path / "ds_")
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text(json.dumps({"node-x": "token-x"}))
+    env = dict(os.environ, EDGELESS_TELEMETRY_TOKEN="env-shared-token")
+    orc = subprocess.Popen(
+        [sys.executable, "-m", "edgeless_telemetry.cli", "orchestrator",
+         "--listen", f"http://127.0.0.1:{port}", "--dataset-path", prefix,
+         "--node-tokens", str(tokens), "--stats-interval", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        assert orc.stdout is not None
+        assert orc.stdout.readline().startswith("listening on")
+        url = f"http://127.0.0.1:{port}"
+        assert request(url, "POST", "/performance", body_for("node-x"))[0] == 401
+        assert request(url, "POST", "/performance", body_for("node-y"), token="token-x")[0] == 403
+        node = [sys.executable, "-m", "edgeless_telemetry.cli", "node", "--orchestrator-url", url,
+                "--duration", "0.5", "--rate", "2000", "--functions", "2", "--interval", "0.2"]
+        # The node reads the shared token from the environment...
+        done = subprocess.run([*node, "--node-id", "node-y"], env=env, capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+        # ...or takes its own with --token; without one it cannot deliver.
+        done = subprocess.run([*node, "--node-id", "node-x", "--token", "token-x"],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+        plain = {k: v for k, v in os.environ.items() if k != "EDGELESS_TELEMETRY_TOKEN"}
+        done = subprocess.run([*node, "--node-id", "node-z"], env=plain, capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 1 and "401" in done.stdout + done.stderr
+    finally:
+        orc.terminate()
+        _, err = orc.communicate(timeout=10)
+    final = ast.literal_eval(err.strip().splitlines()[-1].removeprefix("collector: "))
+    assert final["http_403"] == 1 and final["batches_forbidden"] == 1
+    assert final["http_401"] >= 2  # the bare POST and node-z's attempts
+    assert final["batches_stored"] >= 2 and final["samples_stored"] == len(data_rows(prefix))
