@@ -275,6 +275,32 @@ def test_connections_are_bounded(collectors: Any) -> None:
           f" two were cut after read_timeout_s=1 and new requests served")
 
 
+def test_bytes_in_flight_are_bounded(collectors: Any, tmp_path: Path) -> None:
+    # Every connection may hold a body; together they may hold at most
+    # max_inflight_bytes, whatever max_connections is: past it, 503 (kept).
+    body = body_for("node-a")
+    col = collectors(dataset_path=str(tmp_path / "ds_"), max_body_bytes=len(body),
+                     max_inflight_bytes=len(body) + len(body) // 2)
+    host, port = col.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as slow:
+        # Announces a full body but sends only half of it: it holds its bytes.
+        slow.sendall(b"POST /performance HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+                     + f"Content-Length: {len(body)}\r\n\r\n".encode() + body[: len(body) // 2])
+        deadline = time.monotonic() + 5
+        while col._inflight_bytes == 0:
+            assert time.monotonic() < deadline, "the slow body was never reserved"
+            time.sleep(0.01)
+        assert request(col.url, "POST", "/performance", body_for("node-b"))[0] == 503
+        slow.sendall(body[len(body) // 2:])
+        assert slow.recv(1024).split(b" ", 2)[1] == b"200"
+    # Given back: the refused body goes through now.
+    assert request(col.url, "POST", "/performance", body_for("node-b"))[0] == 200
+    assert col._inflight_bytes == 0
+    assert col.stats()["http_503_busy"] == 1
+    print(f"\nin flight: budget {len(body) * 3 // 2} bytes, a second {len(body)}-byte body got 503"
+          " while the first was read, then 200")
+
+
 def test_orchestrator_and_node_commands_use_the_token(tmp_path: Path) -> None:
     port = free_port()
     prefix = str(tmp_path / "ds_")

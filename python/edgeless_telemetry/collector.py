@@ -73,7 +73,8 @@ class OrchestratorCollector:
         append: bool = False,
         additional_header: str = "",
         additional_fields: str = "",
-        max_body_bytes: int = 64 << 20,
+        max_body_bytes: int = 16 << 20,
+        max_inflight_bytes: int = 64 << 20,
         max_redis_queue_bytes: int = 256 << 20,
         token: str | None = None,
         node_tokens: Mapping[str, str] | None = None,
@@ -84,8 +85,11 @@ class OrchestratorCollector:
         parts = urlsplit(listen_url)
         if parts.scheme != "http" or parts.hostname is None:
             raise ValueError(f"listen_url must be http://host:port, got {listen_url!r}")
-        if max_body_bytes < 1 or max_connections < 1:
-            raise ValueError("max_body_bytes and max_connections must be at least 1")
+        if max_body_bytes < 1 or max_connections < 1 or max_inflight_bytes < max_body_bytes:
+            raise ValueError(
+                "max_body_bytes and max_connections must be at least 1,"
+                " max_inflight_bytes at least max_body_bytes"
+            )
         if not (isinstance(read_timeout_s, (int, float)) and math.isfinite(read_timeout_s)
                 and read_timeout_s > 0):
             raise ValueError(f"read_timeout_s must be a positive number, got {read_timeout_s!r}")
@@ -100,6 +104,12 @@ class OrchestratorCollector:
             redis_ack_timeout_s=redis_ack_timeout_s,
         )
         self.max_body_bytes = max_body_bytes
+        # Bodies being read or stored, in bytes: bounds the memory all
+        # connections together can hold, whatever max_connections is.
+        # Decoding can take up to ~12x a body (an empty Sample is 2 bytes
+        # on the wire), so this budget is what bounds the collector's peak.
+        self.max_inflight_bytes = max_inflight_bytes
+        self._inflight_bytes = 0
         self.read_timeout_s = float(read_timeout_s)
         self._http_refused = {
             "401": 0, "403": 0, "404": 0, "411": 0, "413": 0, "415": 0,
@@ -178,6 +188,17 @@ class OrchestratorCollector:
             for code, n in self._http_refused.items():
                 out[f"http_{code}"] = n
         return out
+
+    def _reserve(self, length: int) -> bool:
+        with self._lock:
+            if self._inflight_bytes + length > self.max_inflight_bytes:
+                return False
+            self._inflight_bytes += length
+            return True
+
+    def _release(self, length: int) -> None:
+        with self._lock:
+            self._inflight_bytes -= length
 
     def _count(self, what: int | str) -> None:
         with self._lock:
@@ -327,18 +348,24 @@ class _Handler(BaseHTTPRequestHandler):
         ctype = (self.headers.get("Content-Type") or CONTENT_TYPE).split(";")[0].strip()
         if ctype != CONTENT_TYPE:
             return self._refuse(415, f"Content-Type must be {CONTENT_TYPE}", drain=True)
+        if not c._reserve(length):
+            return self._refuse(503, "busy: too many bytes in flight, send again", close=True,
+                                counter="503_busy")
         try:
-            body = self.rfile.read(length)
-        except OSError:
-            body = b""
-        c._set_deadline(self.connection, False)
-        if len(body) < length:
-            self.close_connection = True
-            status, reason = 400, "body shorter than Content-Length"
-        else:
-            status, reason = c.core.ingest(body, node)
-            if status == 403:
-                c._count(403)
+            try:
+                body = self.rfile.read(length)
+            except OSError:
+                body = b""
+            c._set_deadline(self.connection, False)
+            if len(body) < length:
+                self.close_connection = True
+                status, reason = 400, "body shorter than Content-Length"
+            else:
+                status, reason = c.core.ingest(body, node)
+                if status == 403:
+                    c._count(403)
+        finally:
+            c._release(length)
         self._reply(status, reason)
 
     def do_GET(self) -> None:  # noqa: N802
@@ -352,8 +379,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(404, "not found")
 
     def _refuse(self, code: int, reason: str, *, close: bool = False, drain: bool = False,
-                drain_limit: int | None = None, headers: dict[str, str] | None = None) -> None:
-        self.collector._count(code)
+                drain_limit: int | None = None, headers: dict[str, str] | None = None,
+                counter: int | str | None = None) -> None:
+        self.collector._count(code if counter is None else counter)
         if drain:
             limit = self.collector.max_body_bytes if drain_limit is None else drain_limit
             length_text = (self.headers.get("Content-Length") or "0").strip()
