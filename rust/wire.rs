@@ -66,6 +66,21 @@ impl NodePerformanceSamples {
         ]
     }
 
+    pub fn sample_count(&self) -> usize {
+        self.times()
+            .iter()
+            .flat_map(|(_, series)| series.iter())
+            .map(|s| s.samples.len())
+            .sum()
+    }
+
+    pub fn log_count(&self) -> usize {
+        self.function_log_entries
+            .iter()
+            .map(|l| l.entries.len())
+            .sum()
+    }
+
     fn times_mut(&mut self, kind: FunctionTime) -> &mut Vec<Samples> {
         match kind {
             FunctionTime::Instantiate => &mut self.function_instantiate_times,

@@ -113,17 +113,7 @@ fn mutated_bodies_never_panic() {
                 let perf = msg.performance_samples.unwrap_or_default();
                 let mode = [RedisMode::Single, RedisMode::Cluster][rng.below(2)];
                 let r = render(&perf, mode, Some("a,b,"), 1 + rng.below(5));
-                let samples: usize = perf
-                    .times()
-                    .iter()
-                    .flat_map(|(_, v)| v.iter())
-                    .map(|s| s.samples.len())
-                    .sum();
-                let logs: usize = perf
-                    .function_log_entries
-                    .iter()
-                    .map(|l| l.entries.len())
-                    .sum();
+                let (samples, logs) = (perf.sample_count(), perf.log_count());
                 assert_eq!(r.members, (samples + logs) as u64);
                 if mode == RedisMode::Cluster {
                     assert_eq!(r.routes.len(), r.commands);

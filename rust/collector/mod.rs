@@ -226,17 +226,7 @@ impl CollectorCore {
             }
         }
         let perf = msg.performance_samples.unwrap_or_default();
-        let samples: usize = perf
-            .times()
-            .iter()
-            .flat_map(|(_, v)| v.iter())
-            .map(|s| s.samples.len())
-            .sum();
-        let logs: usize = perf
-            .function_log_entries
-            .iter()
-            .map(|l| l.entries.len())
-            .sum();
+        let (samples, logs) = (perf.sample_count(), perf.log_count());
         let (node, nonce, seq) = (&msg.node_id, msg.nonce, msg.batch_sequence);
         if self
             .state

@@ -509,16 +509,7 @@ impl Connection {
 
     /// Reads one nested reply (arrays included).
     pub(super) fn value(&mut self) -> Result<Value, Failure> {
-        let broken = |e: std::io::Error| Failure::Connection(format!("redis read: {e}"));
-        self.line.clear();
-        let n = self
-            .reader
-            .read_until(b'\n', &mut self.line)
-            .map_err(broken)?;
-        if n < 3 || !self.line.ends_with(b"\r\n") {
-            return Err(Failure::Connection("redis closed the connection".into()));
-        }
-        let body = String::from_utf8_lossy(&self.line[1..n - 2]).into_owned();
+        let body = self.header()?;
         let number = || -> Result<i64, Failure> {
             body.parse()
                 .map_err(|_| Failure::Connection(format!("bad redis reply {body:?}")))
@@ -553,8 +544,9 @@ impl Connection {
         })
     }
 
-    pub(super) fn reply(&mut self) -> Result<Reply, Failure> {
-        let broken = |e: std::io::Error| Failure::Connection(format!("redis read: {e}"));
+    /// Reads a reply's first line into `self.line` (its type byte stays
+    /// at `self.line[0]`) and returns the text after the type byte.
+    fn header(&mut self) -> Result<String, Failure> {
         self.line.clear();
         let n = self
             .reader
@@ -563,7 +555,11 @@ impl Connection {
         if n < 3 || !self.line.ends_with(b"\r\n") {
             return Err(Failure::Connection("redis closed the connection".into()));
         }
-        let body = String::from_utf8_lossy(&self.line[1..n - 2]).into_owned();
+        Ok(String::from_utf8_lossy(&self.line[1..n - 2]).into_owned())
+    }
+
+    pub(super) fn reply(&mut self) -> Result<Reply, Failure> {
+        let body = self.header()?;
         match self.line[0] {
             b':' => Ok(Reply::Integer(body.parse().unwrap_or(0))),
             b'+' => Ok(Reply::Ok),
@@ -583,6 +579,10 @@ impl Connection {
             ))),
         }
     }
+}
+
+fn broken(e: std::io::Error) -> Failure {
+    Failure::Connection(format!("redis read: {e}"))
 }
 
 #[cfg(test)]
