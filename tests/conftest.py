@@ -4,10 +4,12 @@ are loaded through ``pytest_plugins``."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from edgeless_telemetry import PerformanceTarget, TelemetryHandle, TelemetryProcessor
+from edgeless_telemetry import OrchestratorCollector, PerformanceTarget, TelemetryHandle, TelemetryProcessor
 
 pytest_plugins = ["redis_fixture"]
 
@@ -26,3 +28,18 @@ def function_id() -> str:
 def handle(perf: PerformanceTarget, function_id: str) -> TelemetryHandle:
     node = TelemetryProcessor([perf], log=False).get_handle({"NODE_ID": "node-1"})
     return node.fork({"FUNCTION_ID": function_id, "FUNCTION_TYPE": "python"})
+
+
+@pytest.fixture
+def collectors() -> Iterator[Any]:
+    """Makes started collectors on a free loopback port; stops them after."""
+    made: list[OrchestratorCollector] = []
+
+    def make(**kw: Any) -> OrchestratorCollector:
+        c = OrchestratorCollector("http://127.0.0.1:0", **kw).start()
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.stop(0.5)

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,20 +66,6 @@ def request(url: str, method: str, path: str, body: bytes | None = None,
 
 def data_rows(prefix: str) -> list[str]:
     return Path(prefix + "performance_samples.csv").read_text().splitlines()[1:]
-
-
-@pytest.fixture
-def collectors() -> Iterator[Any]:
-    made: list[OrchestratorCollector] = []
-
-    def make(**kw: Any) -> OrchestratorCollector:
-        c = OrchestratorCollector("http://127.0.0.1:0", **kw).start()
-        made.append(c)
-        return c
-
-    yield make
-    for c in made:
-        c.stop(0.5)
 
 
 def non_loopback_address() -> str | None:

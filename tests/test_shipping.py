@@ -11,7 +11,6 @@ import shutil
 import subprocess
 import threading
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -95,29 +94,15 @@ def fid() -> str:
     return str(uuid.uuid4())
 
 
-@pytest.fixture
-def collector_factory() -> Iterator[Any]:
-    made: list[OrchestratorCollector] = []
-
-    def make(**kw: Any) -> OrchestratorCollector:
-        c = OrchestratorCollector("http://127.0.0.1:0", **kw).start()
-        made.append(c)
-        return c
-
-    yield make
-    for c in made:
-        c.stop(0.5)
-
-
 def test_end_to_end_exact_redis_and_csv(
-    redis_server: RedisServer, tmp_path: Path, fid: str, collector_factory: Any
+    redis_server: RedisServer, tmp_path: Path, fid: str, collectors: Any
 ) -> None:
     perf = PerformanceTarget()
     h = node_handle(perf, fid)
     recorded = record_known(h, 50)
     h.log("INFO", "my-target", 'a message, with "quotes"\nand a newline')
     prefix = str(tmp_path / "ds" / "run_")
-    col = collector_factory(
+    col = collectors(
         redis_url=redis_server.url, dataset_path=prefix,
         additional_header="experiment,seed", additional_fields="exp1,7",
     )
@@ -233,11 +218,11 @@ def test_protoc_decodes_what_the_reporter_sends(fid: str) -> None:
     assert (entry["target"], entry["msg"]) == ('"tgt"', '"hello"')
 
 
-def test_resent_batch_is_stored_once(tmp_path: Path, fid: str, collector_factory: Any) -> None:
+def test_resent_batch_is_stored_once(tmp_path: Path, fid: str, collectors: Any) -> None:
     perf = PerformanceTarget()
     record_known(node_handle(perf, fid), 5)
     body = one_body(perf)
-    col = collector_factory(dataset_path=str(tmp_path / "d_"))
+    col = collectors(dataset_path=str(tmp_path / "d_"))
     assert post(col.url, body)[0] == 200
     status, reason = post(col.url, body)
     assert status == 200 and "duplicate" in reason
@@ -264,12 +249,12 @@ def test_restarted_collector_remembers_stored_batches(tmp_path: Path, fid: str) 
 
 
 def test_malformed_and_truncated_bodies_write_nothing(
-    redis_server: RedisServer, tmp_path: Path, fid: str, collector_factory: Any
+    redis_server: RedisServer, tmp_path: Path, fid: str, collectors: Any
 ) -> None:
     perf = PerformanceTarget()
     record_known(node_handle(perf, fid), 4)
     body = one_body(perf)
-    col = collector_factory(redis_url=redis_server.url, dataset_path=str(tmp_path / "d_"),
+    col = collectors(redis_url=redis_server.url, dataset_path=str(tmp_path / "d_"),
                             max_body_bytes=len(body) + 10)
     bad = [b"\xff\xff\xff\xff", b"not protobuf at all", b""]
     bad += [body[:cut] for cut in range(0, len(body), max(1, len(body) // 40))]
@@ -289,19 +274,19 @@ def test_malformed_and_truncated_bodies_write_nothing(
     assert redis_server.client().dbsize() == 5
 
 
-def test_non_uuid_function_id_is_refused(collector_factory: Any, tmp_path: Path) -> None:
+def test_non_uuid_function_id_is_refused(collectors: Any, tmp_path: Path) -> None:
     # A hand-made body with a bad id: field 30 { field 100 { id: "x" } }, seq.
     inner = b"\x0a\x01x"
     series = b"\xa2\x06" + bytes([len(inner)]) + inner  # field 100, wire type 2
     perf = b"\x12\x06node-1" + b"\x58\x01" + b"\xf2\x01" + bytes([len(series)]) + series
     body = perf + b"\xc0\x3e\x01"  # field 1000 varint 1
-    col = collector_factory(dataset_path=str(tmp_path / "d_"))
+    col = collectors(dataset_path=str(tmp_path / "d_"))
     status, reason = post(col.url, body)
     assert status == 400 and "UUID" in reason
 
 
 def test_same_value_within_score_precision_is_one_member(
-    redis_server: RedisServer, tmp_path: Path, fid: str, collector_factory: Any
+    redis_server: RedisServer, tmp_path: Path, fid: str, collectors: Any
 ) -> None:
     """The documented EDGELESS format hazard: the score prints ~238 ns
     resolution at today's epoch, so equal values 10 ns apart print the same
@@ -310,7 +295,7 @@ def test_same_value_within_score_precision_is_one_member(
     node_handle(perf, fid).observe_many(
         int(FunctionTime.EXECUTION), [0.5, 0.5], timestamps_ns=np.array([T0, T0 + 10])
     )
-    col = collector_factory(redis_url=redis_server.url, dataset_path=str(tmp_path / "d_"))
+    col = collectors(redis_url=redis_server.url, dataset_path=str(tmp_path / "d_"))
     assert post(col.url, one_body(perf))[0] == 200
     assert col.flush(5)
     assert redis_server.client().zcard(f"performance:{fid}:function_execution_time") == 1
