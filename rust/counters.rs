@@ -39,7 +39,7 @@ impl DropReason {
 pub struct Counters {
     counts: [AtomicU64; 3],
     /// Strings that were not valid UTF-8 (lone surrogates) and were stored
-    /// with U+FFFD replacements: kept, but altered.
+    /// with them escaped (`backslashreplace`): kept, but altered.
     pub lossy_strings: AtomicU64,
 }
 

@@ -15,6 +15,7 @@ pub mod processor;
 pub mod prometheus;
 pub mod py_target;
 pub mod reporter;
+pub mod text;
 pub mod tracer;
 pub mod wire;
 

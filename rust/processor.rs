@@ -12,6 +12,7 @@ use crate::events::{check_duration, EventRef, ExitStatus, FunctionTime, LogLevel
 use crate::log_target::LogTarget;
 use crate::performance::{parse_function_id, PerformanceTarget};
 use crate::py_target::PyTarget;
+use crate::text::Text;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
@@ -260,23 +261,21 @@ impl TelemetryHandle {
         }
     }
 
-    /// Text from Python for a log entry: str kept (lossily for lone
-    /// surrogates, counted), other objects through `str()`.
-    fn text(&self, obj: &Bound<'_, PyAny>) -> Option<String> {
+    /// Text from Python for a log entry: a str as is (lone surrogates
+    /// escaped, counted as `lossy_strings`), other objects through `str()`.
+    fn text(&self, obj: &Bound<'_, PyAny>) -> Option<Text> {
         let s = match obj.downcast::<PyString>() {
             Ok(s) => s.clone(),
             Err(_) => obj.str().ok()?,
         };
-        match s.to_cow() {
-            Ok(t) => Some(t.into_owned()),
-            Err(_) => {
-                self.core
-                    .counters
-                    .lossy_strings
-                    .fetch_add(1, Ordering::Relaxed);
-                Some(s.to_string_lossy().into_owned())
-            }
+        let text = Text::from_py(&s).ok()?;
+        if text.is_escaped() {
+            self.core
+                .counters
+                .lossy_strings
+                .fetch_add(1, Ordering::Relaxed);
         }
+        Some(text)
     }
 }
 
@@ -420,8 +419,9 @@ impl TelemetryHandle {
     }
 
     /// A function log entry. Messages longer than the PerformanceTarget's
-    /// `max_message_bytes` are cut (counted there); lone surrogates become
-    /// U+FFFD (counted as `lossy_strings`); non-str values go through `str()`.
+    /// `max_message_bytes` are cut (counted there); lone surrogates are
+    /// escaped as `\udXXX` (counted as `lossy_strings`); non-str values go
+    /// through `str()`.
     fn log(
         &self,
         py: Python<'_>,

@@ -9,6 +9,7 @@
 use super::ring::{BoundedLog, ByteSize, Ring};
 use crate::events::FunctionTime;
 use crate::gil::GilCell;
+use crate::text::truncate;
 use pyo3::Python;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -200,13 +201,9 @@ impl PerfStore {
         target: &str,
         message: &str,
     ) {
-        let max = self.config.max_message_bytes;
-        let truncated = message.len() > max;
-        let message = if truncated {
-            &message[..floor_char_boundary(message, max)]
-        } else {
-            message
-        };
+        let cut = truncate(message, self.config.max_message_bytes);
+        let truncated = cut.is_some();
+        let message = cut.unwrap_or(message);
         let entry = LogEntry {
             timestamp_ns,
             target: target.to_owned(),
@@ -268,27 +265,5 @@ impl PerfStore {
             }
             out
         })
-    }
-}
-
-/// Largest index <= `max` on a char boundary of `s`.
-fn floor_char_boundary(s: &str, max: usize) -> usize {
-    let mut i = max.min(s.len());
-    while !s.is_char_boundary(i) {
-        i -= 1;
-    }
-    i
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn truncation_respects_char_boundaries() {
-        let s = "aé"; // 'é' is two bytes
-        assert_eq!(floor_char_boundary(s, 2), 1);
-        assert_eq!(floor_char_boundary(s, 3), 3);
-        assert_eq!(floor_char_boundary(s, 10), 3);
     }
 }

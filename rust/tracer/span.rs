@@ -5,11 +5,10 @@ use super::csv::{push_row, span_fields, EventType};
 use super::writer::Sink;
 use crate::clock::now_ns;
 use crate::events::LogLevel;
+use crate::text::{truncate, Text};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::pybacked::PyBackedStr;
 use pyo3::types::PyString;
-use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use uuid::Uuid;
@@ -28,23 +27,6 @@ pub struct Span {
     ended: AtomicBool,
 }
 
-/// A Python string's UTF-8, borrowed from Python where possible; lone
-/// surrogates are replaced by U+FFFD and counted (`lossy_strings`).
-pub enum Text {
-    Backed(PyBackedStr),
-    Lossy(String),
-}
-
-impl Deref for Text {
-    type Target = str;
-    fn deref(&self) -> &str {
-        match self {
-            Text::Backed(s) => s,
-            Text::Lossy(s) => s,
-        }
-    }
-}
-
 pub fn text(sink: &Sink, obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Text> {
     let s = obj.downcast::<PyString>().map_err(|_| {
         PyTypeError::new_err(format!(
@@ -55,13 +37,11 @@ pub fn text(sink: &Sink, obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Text> {
                 .unwrap_or_default()
         ))
     })?;
-    match s.extract::<PyBackedStr>() {
-        Ok(b) => Ok(Text::Backed(b)),
-        Err(_) => {
-            sink.lossy_strings.fetch_add(1, Ordering::Relaxed);
-            Ok(Text::Lossy(s.to_string_lossy().into_owned()))
-        }
+    let text = Text::from_py(s)?;
+    if text.is_escaped() {
+        sink.lossy_strings.fetch_add(1, Ordering::Relaxed);
     }
+    Ok(text)
 }
 
 /// Validates a span name (a setup-style argument: raises).
@@ -77,18 +57,6 @@ pub fn span_name(sink: &Sink, obj: &Bound<'_, PyAny>) -> PyResult<String> {
         )));
     }
     Ok(name.to_owned())
-}
-
-/// Cuts `s` to at most `max` bytes at a character boundary.
-fn truncate(s: &str, max: usize) -> Option<&str> {
-    if s.len() <= max {
-        return None;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    Some(&s[..end])
 }
 
 impl Span {
