@@ -381,3 +381,23 @@ def test_full_buffer_drops_and_counts_instead_of_blocking(tmp_path: Path) -> Non
     assert all(isinstance(r, Row) for r in rows)
     logs = [int(r.message.split()[1]) for r in rows if r.event == "log"]
     assert logs == sorted(logs)  # kept rows stay in order
+
+
+def test_tracer_log_belongs_to_no_span_and_tools_read_it(csv_path: Path) -> None:
+    import json
+
+    from edgeless_telemetry.trace_analysis import chrome_trace, read_spans, summarize
+
+    tracer = ControlPlaneTracer(csv_path)
+    with tracer.start_span("deploy") as s:
+        s.log("INFO", "inside")
+    tracer.log("WARN", "global, \"quoted\"\nmessage")
+    tracer.close()
+    rows = read(csv_path)
+    (glob,) = [r for r in rows if r.message.startswith("global")]
+    assert (glob.event, glob.cid, glob.parent, glob.name, glob.level) == ("log", "", "", "", "WARN")
+    assert glob.message == 'global, "quoted"\nmessage'
+    # The analysis tools skip it rather than fail.
+    spans = read_spans([csv_path])
+    assert [s.name for s in summarize(spans)] == ["deploy"]
+    json.dumps(chrome_trace(spans))

@@ -100,6 +100,8 @@ def read_spans(paths: Iterable[PathLike]) -> dict[str, SpanRecord]:
                 ts = int(sec) * 1_000_000_000 + int(ns)
             except ValueError:
                 raise ValueError(f"{where}: bad timestamp {sec!r},{ns!r}") from None
+            if not cid and event == "log":
+                continue  # a tracer-level log belongs to no span
             span = spans.get(cid)
             if span is None:
                 span = spans[cid] = SpanRecord(cid, parent or None, name)

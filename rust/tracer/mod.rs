@@ -11,10 +11,11 @@ pub mod ids;
 pub mod span;
 pub mod writer;
 
+use crate::events::LogLevel;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
-use span::{span_name, Span};
+use span::{span_name, text, write_log, Span};
 use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -140,6 +141,15 @@ impl ControlPlaneTracer {
             None => None,
         };
         Ok(Span::start(self.sink.clone(), parent, name))
+    }
+
+    /// A `log` row that belongs to no span (empty `correlation_id`,
+    /// `parent_id` and `name`), as upstream's `ControlPlaneTracer::log`.
+    fn log(&self, level: &Bound<'_, PyAny>, message: &Bound<'_, PyAny>) -> PyResult<()> {
+        let level = LogLevel::from_py(level)?;
+        let message = text(&self.sink, message, "log message")?;
+        write_log(&self.sink, b",,", level, &message);
+        Ok(())
     }
 
     /// Waits (GIL released) until every row so far is written to the OS.

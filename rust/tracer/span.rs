@@ -94,23 +94,29 @@ impl Span {
     }
 
     fn write_log(&self, level: LogLevel, message: &str) {
-        let message = match truncate(message, self.sink.max_message_bytes) {
-            Some(cut) => {
-                self.sink.messages_truncated.fetch_add(1, Ordering::Relaxed);
-                cut
-            }
-            None => message,
-        };
-        self.sink.append(|p| {
-            push_row(
-                &mut p.buf,
-                now_ns(),
-                EventType::Log,
-                &self.fields,
-                Some((level.name(), message)),
-            )
-        });
+        write_log(&self.sink, &self.fields, level, message);
     }
+}
+
+/// Appends a `log` row with the given `correlation_id,parent_id,name`
+/// fields, cutting the message to the sink's budget (counted).
+pub fn write_log(sink: &Sink, fields: &[u8], level: LogLevel, message: &str) {
+    let message = match truncate(message, sink.max_message_bytes) {
+        Some(cut) => {
+            sink.messages_truncated.fetch_add(1, Ordering::Relaxed);
+            cut
+        }
+        None => message,
+    };
+    sink.append(|p| {
+        push_row(
+            &mut p.buf,
+            now_ns(),
+            EventType::Log,
+            fields,
+            Some((level.name(), message)),
+        )
+    });
 }
 
 impl Drop for Span {
