@@ -9,6 +9,15 @@
 use pyo3::prelude::*;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Drop counters a chain member exposes so a PrometheusTarget in the same
+/// processor can serve them (`edgeless_telemetry_dropped_total{target,
+/// reason}`): operators see losses in Grafana, not only in `stats()`.
+/// Read by the scrape thread, so without the GIL.
+pub trait DropSource: Send + Sync {
+    /// `(target, reason, count)`, cumulative.
+    fn drops(&self) -> Vec<(&'static str, &'static str, u64)>;
+}
+
 #[derive(Clone, Copy, Debug)]
 pub enum DropReason {
     /// A duration that is not a number (wrong type).
@@ -31,6 +40,15 @@ impl DropReason {
             DropReason::InvalidType => "dropped_invalid_type",
             DropReason::InvalidValue => "dropped_invalid_value",
             DropReason::TargetError => "target_errors",
+        }
+    }
+
+    /// The `reason` label value.
+    fn label(self) -> &'static str {
+        match self {
+            DropReason::InvalidType => "invalid_type",
+            DropReason::InvalidValue => "invalid_value",
+            DropReason::TargetError => "target_error",
         }
     }
 }
@@ -75,5 +93,20 @@ pub fn warn(py: Python<'_>, message: &str) {
         .and_then(|logger| logger.call_method1("warning", (message,)));
     if let Err(err) = result {
         err.write_unraisable(py, None);
+    }
+}
+
+impl DropSource for Counters {
+    fn drops(&self) -> Vec<(&'static str, &'static str, u64)> {
+        DropReason::ALL
+            .iter()
+            .map(|k| {
+                (
+                    "processor",
+                    k.label(),
+                    self.counts[*k as usize].load(Ordering::Relaxed),
+                )
+            })
+            .collect()
     }
 }

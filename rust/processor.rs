@@ -7,7 +7,7 @@
 
 use crate::chain::{dispatch, is_call, Route, Tags, Target, EVENT_TYPE, FUNCTION_ID};
 use crate::clock::EventClock;
-use crate::counters::{Counters, DropReason};
+use crate::counters::{Counters, DropReason, DropSource};
 use crate::events::{check_duration, EventRef, ExitStatus, FunctionTime, LogLevel, TelemetryEvent};
 use crate::log_target::LogTarget;
 use crate::performance::{parse_function_id, PerformanceTarget};
@@ -69,6 +69,25 @@ fn native_target(
     )))
 }
 
+/// Lets every PrometheusTarget in the chain serve the drop counters of the
+/// processor and of every PerformanceTarget beside it.
+fn attach_drop_sources(objects: &[Bound<'_, PyAny>], counters: &Arc<Counters>) {
+    let mut sources: Vec<Arc<dyn DropSource>> = vec![counters.clone()];
+    for o in objects {
+        if let Ok(perf) = o.downcast::<PerformanceTarget>() {
+            sources.push(perf.get().store.clone());
+        }
+    }
+    for o in objects {
+        if let Ok(prom) = o.downcast::<crate::prometheus::PrometheusTarget>() {
+            let registry = prom.get().target();
+            for source in &sources {
+                registry.attach_drops(source);
+            }
+        }
+    }
+}
+
 #[pymethods]
 impl TelemetryProcessor {
     #[new]
@@ -88,6 +107,7 @@ impl TelemetryProcessor {
         if log {
             chain.push(Box::new(LogTarget::new(py)?));
         }
+        attach_drop_sources(&objects, &counters);
         Ok(Self {
             core: Arc::new(Core {
                 targets: chain,

@@ -188,6 +188,7 @@ EDGELESS_NAME = 'function_count non-histogram and non-summary metrics should not
 # promtool reads only the text format: an OpenMetrics counter family is
 # typed without `_total`, so it sees the sample family without HELP.
 OM_COUNTER = "edgeless_telemetry_series_refused_total no help text"
+OM_DROPPED = "edgeless_telemetry_dropped_total no help text"
 
 
 def test_promtool_accepts_text_format() -> None:
@@ -431,3 +432,39 @@ def test_bridge_renders_our_families_beside_the_apps() -> None:
     assert sample(generate_latest(registry).decode(), "edge_execution_times_count", **call) == 2
     with pytest.raises(TypeError):
         PrometheusCollector(object())  # type: ignore[arg-type]
+
+
+def test_other_targets_drops_are_served() -> None:
+    # What the processor and the PerformanceTarget drop is a metric too, so
+    # losses show in Grafana and not only in stats().
+    perf = PerformanceTarget(capacity=3, max_functions=1)
+    prom = PrometheusTarget()
+    proc = TelemetryProcessor([perf, prom], log=False)
+    h = proc.get_handle(fn_tags(node="n", fid=str(uuid.uuid4()), ftype="t"))
+    for _ in range(5):
+        h.function_init(0.1)  # ring of 3: 2 overwritten
+    h.function_init(float("nan"))
+    h.function_init("slow")  # type: ignore[arg-type]
+    proc.get_handle(fn_tags(node="n", fid=str(uuid.uuid4()), ftype="t"))  # table full
+    proc.get_handle({"NODE_ID": "n"}).invocation_completed(0.1)  # no FUNCTION_ID
+    got = samples(prom.render().decode())
+    dropped = {
+        dict(labels)["reason"]: value
+        for (name, labels), value in got.items()
+        if name == "edgeless_telemetry_dropped_total"
+    }
+    assert dropped == {
+        "invalid_type": 1, "invalid_value": 1, "target_error": 0,
+        "sample_overwritten": 2, "log_entry_overwritten": 0, "no_function_id": 1, "function_refused": 1,
+    }
+    assert sample(got, "edgeless_telemetry_dropped_total", target="performance", reason="sample_overwritten") == 2
+    # Both formats stay valid with the family present.
+    assert promtool_problems(prom.render()) <= {EDGELESS_NAME}
+    assert promtool_problems(prom.render(openmetrics=True)) <= {EDGELESS_NAME, OM_COUNTER, OM_DROPPED}
+    # A second processor sharing the targets adds its counts; the store is
+    # counted once.
+    proc2 = TelemetryProcessor([perf, prom], log=False)
+    proc2.get_handle({}).function_stop(-1.0)
+    got = samples(prom.render().decode())
+    assert sample(got, "edgeless_telemetry_dropped_total", target="processor", reason="invalid_value") == 2
+    assert sample(got, "edgeless_telemetry_dropped_total", target="performance", reason="sample_overwritten") == 2

@@ -70,7 +70,7 @@ impl PerformanceTarget {
     /// Cumulative counters (recorded, dropped, refused); a drain does not
     /// reset them.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let s = self.store.stats(py);
+        let s = self.store.stats();
         let (pending_samples, pending_log_entries) = self.store.pending(py);
         let d = PyDict::new(py);
         d.set_item("samples_recorded", s.samples_recorded)?;

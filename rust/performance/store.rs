@@ -12,6 +12,7 @@ use crate::gil::GilCell;
 use crate::text::truncate;
 use pyo3::Python;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -73,6 +74,27 @@ pub struct PerfStats {
     pub functions_refused: u64,
 }
 
+/// The live counters behind `PerfStats`. Written only with the GIL held
+/// (one writer at a time), so a relaxed load + store is a correct
+/// increment and costs what a plain field would; atomics so that the
+/// Prometheus scrape thread can read them without the GIL.
+#[derive(Default)]
+struct PerfCounters {
+    samples_recorded: AtomicU64,
+    samples_dropped: AtomicU64,
+    log_entries_recorded: AtomicU64,
+    log_entries_dropped: AtomicU64,
+    messages_truncated: AtomicU64,
+    events_without_function_id: AtomicU64,
+    functions_refused: AtomicU64,
+}
+
+/// Adds `n` to a counter written only under the GIL (the token).
+#[inline]
+fn bump(_py: Python<'_>, counter: &AtomicU64, n: u64) {
+    counter.store(counter.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+}
+
 /// Everything drained at once: per `FunctionTime`, per function, samples
 /// oldest first; and per function, log entries oldest first.
 #[derive(Debug, Default)]
@@ -108,12 +130,12 @@ struct Table {
     slots: Vec<Option<Slot>>,
     index: HashMap<Uuid, usize>,
     free: Vec<usize>,
-    stats: PerfStats,
 }
 
 pub struct PerfStore {
     config: PerfConfig,
     table: GilCell<Table>,
+    counters: PerfCounters,
 }
 
 /// A handle's resolved place in the store.
@@ -130,8 +152,8 @@ impl PerfStore {
                 slots: Vec::new(),
                 index: HashMap::new(),
                 free: Vec::new(),
-                stats: PerfStats::default(),
             }),
+            counters: PerfCounters::default(),
         }
     }
 
@@ -153,7 +175,7 @@ impl PerfStore {
                 return Some(SlotRef { index, _user: user });
             }
             if t.index.len() >= config.max_functions {
-                t.stats.functions_refused += 1;
+                bump(py, &self.counters.functions_refused, 1);
                 return None;
             }
             let users = Arc::new(());
@@ -188,8 +210,8 @@ impl PerfStore {
                 .as_mut()
                 .expect("referenced slot exists");
             let dropped = s.times[kind as usize].push(sample);
-            t.stats.samples_recorded += 1;
-            t.stats.samples_dropped += dropped as u64;
+            bump(py, &self.counters.samples_recorded, 1);
+            bump(py, &self.counters.samples_dropped, dropped as u64);
         })
     }
 
@@ -213,19 +235,29 @@ impl PerfStore {
             let s = t.slots[slot.index]
                 .as_mut()
                 .expect("referenced slot exists");
-            t.stats.log_entries_dropped += s.logs.push(entry);
-            t.stats.log_entries_recorded += 1;
-            t.stats.messages_truncated += truncated as u64;
+            bump(py, &self.counters.log_entries_dropped, s.logs.push(entry));
+            bump(py, &self.counters.log_entries_recorded, 1);
+            bump(py, &self.counters.messages_truncated, truncated as u64);
         })
     }
 
     pub fn count_without_function_id(&self, py: Python<'_>) {
-        self.table
-            .with(py, |t| t.stats.events_without_function_id += 1)
+        bump(py, &self.counters.events_without_function_id, 1);
     }
 
-    pub fn stats(&self, py: Python<'_>) -> PerfStats {
-        self.table.with(py, |t| t.stats.clone())
+    /// A snapshot of the counters; needs no GIL.
+    pub fn stats(&self) -> PerfStats {
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        PerfStats {
+            samples_recorded: get(&c.samples_recorded),
+            samples_dropped: get(&c.samples_dropped),
+            log_entries_recorded: get(&c.log_entries_recorded),
+            log_entries_dropped: get(&c.log_entries_dropped),
+            messages_truncated: get(&c.messages_truncated),
+            events_without_function_id: get(&c.events_without_function_id),
+            functions_refused: get(&c.functions_refused),
+        }
     }
 
     /// Samples and log entries waiting to be drained.
@@ -265,5 +297,25 @@ impl PerfStore {
             }
             out
         })
+    }
+}
+
+impl crate::counters::DropSource for PerfStore {
+    fn drops(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let s = self.stats();
+        vec![
+            ("performance", "sample_overwritten", s.samples_dropped),
+            (
+                "performance",
+                "log_entry_overwritten",
+                s.log_entries_dropped,
+            ),
+            (
+                "performance",
+                "no_function_id",
+                s.events_without_function_id,
+            ),
+            ("performance", "function_refused", s.functions_refused),
+        ]
     }
 }

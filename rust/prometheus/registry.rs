@@ -9,14 +9,18 @@ use super::gauge::Gauge;
 use super::histogram::{Buckets, Histogram};
 use crate::chain::{function_type, ChainResult, Route, Tags, Target, FUNCTION_ID, NODE_ID};
 use crate::clock::EventClock;
+use crate::counters::DropSource;
 use crate::events::{EventRef, FunctionTime};
 use pyo3::prelude::*;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Weak;
 use std::sync::{Arc, Mutex, OnceLock};
 
 const FUNCTION_COUNT: &str = "function_count";
 const EXECUTION_TIMES: &str = "execution_times";
 const TRANSFER_TIMES: &str = "transfer_times";
+const DROPPED: &str = "edgeless_telemetry_dropped";
 /// Largest rendering buffer kept for reuse (about 16,000 execution_times
 /// series); larger expositions use fresh memory each time.
 const MAX_SPARE_BYTES: usize = 32 << 20;
@@ -47,7 +51,7 @@ pub struct Registry {
     le_labels: Box<[String]>,
     /// Escaped const labels, the start of every label set.
     const_labels: String,
-    names: [String; 4],
+    names: [String; 5],
     function_count: Family<Gauge>,
     execution_times: Family<Histogram>,
     transfer_times: Family<Histogram>,
@@ -56,6 +60,10 @@ pub struct Registry {
     /// Scrapes served: all, in OpenMetrics, gzip-compressed.
     pub scrapes: [AtomicU64; 3],
     spare: Mutex<Vec<u8>>,
+    /// Drop counters of the other chain members (attached by each
+    /// processor this target serves). Weak: a dropped processor's counters
+    /// go with it.
+    drop_sources: Mutex<Vec<Weak<dyn DropSource>>>,
 }
 
 impl Registry {
@@ -88,6 +96,7 @@ impl Registry {
                 name(EXECUTION_TIMES),
                 name(TRANSFER_TIMES),
                 name(SERIES_REFUSED),
+                name(DROPPED),
             ],
             buckets: config.buckets,
             le_labels,
@@ -98,7 +107,35 @@ impl Registry {
             last_render_bytes: AtomicUsize::new(0),
             scrapes: Default::default(),
             spare: Mutex::new(Vec::new()),
+            drop_sources: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Serves `source`'s drop counters from now on (once per source).
+    pub fn attach_drops(&self, source: &Arc<dyn DropSource>) {
+        let mut sources = self.drop_sources.lock().unwrap_or_else(|e| e.into_inner());
+        sources.retain(|w| w.strong_count() > 0);
+        let weak = Arc::downgrade(source);
+        if !sources.iter().any(|w| Weak::ptr_eq(w, &weak)) {
+            sources.push(weak);
+        }
+    }
+
+    /// Every attached source's drops, summed per `(target, reason)` (two
+    /// processors sharing this target both count as `processor`).
+    fn drops(&self) -> BTreeMap<(&'static str, &'static str), u64> {
+        let sources: Vec<_> = self
+            .drop_sources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        let mut out = BTreeMap::new();
+        for (target, reason, n) in sources.iter().flat_map(|s| s.drops()) {
+            *out.entry((target, reason)).or_insert(0) += n;
+        }
+        out
     }
 
     fn labels(&self, pairs: &[(&str, &str)]) -> String {
@@ -182,7 +219,7 @@ impl Registry {
             .unwrap_or_default();
         out.clear();
         out.reserve(self.last_render_bytes.load(Ordering::Relaxed) + 4096);
-        let [count_name, exec_name, transfer_name, refused_name] = &self.names;
+        let [count_name, exec_name, transfer_name, refused_name, dropped_name] = &self.names;
 
         push_header(
             &mut out,
@@ -228,6 +265,23 @@ impl Registry {
             push_series_start(&mut out, refused_name, "_total", &labels);
             push_u64(&mut out, refused);
             out.push(b'\n');
+        }
+
+        let drops = self.drops();
+        if !drops.is_empty() {
+            push_header(
+                &mut out,
+                format,
+                dropped_name,
+                Kind::Counter,
+                "Events, samples and functions the node's other targets dropped or refused.",
+            );
+            for ((target, reason), n) in drops {
+                let labels = self.labels(&[("target", target), ("reason", reason)]);
+                push_series_start(&mut out, dropped_name, "_total", &labels);
+                push_u64(&mut out, n);
+                out.push(b'\n');
+            }
         }
 
         if format == Format::OpenMetrics {
