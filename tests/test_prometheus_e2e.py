@@ -37,6 +37,7 @@ class Node:
                 if i < exited:
                     h.function_exit(FunctionExitStatus.OK)
                 self.functions.append((ftype, h))
+        base.function_init(float("nan"))  # dropped, and shown on the dashboard
         self.emitted = {"Call": 0, "Cast": 0}
 
     def round(self) -> None:
@@ -130,6 +131,10 @@ def check_query(prom: Any, name: str, query: str, nodes: list[Node], total: dict
         assert by(result, "invocation_type") == {(k,): float(v) for k, v in total.items()}, name
     elif expr.startswith("up{"):
         assert sorted(v for v in by(result, "instance").values()) == [1.0, 1.0], name
+    elif "dropped_total" in expr:
+        got = by(result, "target", "reason")
+        assert len(result) == 2 * 3, (name, result)  # 2 nodes x the processor's 3 reasons
+        assert got[("processor", "invalid_value")] == 1.0 and got[("processor", "invalid_type")] == 0.0, got
     elif "series_refused" in expr:
         got = by(result, "family")
         assert len(result) == 2 * 3 and set(got.values()) == {0.0}, (name, result)
