@@ -104,7 +104,20 @@ def test_cluster_master_killed_under_load(redis_cluster: RedisCluster) -> None:
     and comes back (its fsynced AOF holds what it acknowledged): every
     member is in the cluster exactly once."""
     node = Node()
-    fids = [str(uuid.uuid4()) for _ in range(12)]
+    # Half of the functions live on the master that is killed, so the kill
+    # is certain to be met (random ids could all miss it).
+    rc = redis_cluster.client()
+    victim = redis_cluster.ports[1]
+
+    def on_victim(fid: str) -> bool:
+        port: int = rc.get_node_from_key(f"performance:{fid}:function_execution_time").port
+        return port == victim
+
+    fids: list[str] = []
+    while len(fids) < 12:
+        fid = str(uuid.uuid4())
+        if on_victim(fid) == (len(fids) % 2 == 0):
+            fids.append(fid)
     col = OrchestratorCollector("http://127.0.0.1:0", redis_url=redis_cluster.url).start()
     rep = NodeReporter(node.perf, col.url, "node-1", interval_s=0.02, timeout_s=3).start()
     try:
@@ -115,6 +128,12 @@ def test_cluster_master_killed_under_load(redis_cluster: RedisCluster) -> None:
             if step == 15:
                 redis_cluster.servers[1].kill()
             if step == 30:
+                # Restart only once the collector has met the dead master
+                # (on a slow machine it may not have written there yet).
+                deadline = time.monotonic() + 20
+                while col.stats()["redis_connection_failures"] == 0:
+                    assert time.monotonic() < deadline, "the collector never met the killed master"
+                    time.sleep(0.02)
                 redis_cluster.restart(1)
         rep.stop()
         deadline = time.monotonic() + 20
