@@ -231,31 +231,32 @@ impl RedisSink {
     /// The collector answers 200 only then, so a collector killed after
     /// answering loses nothing that Redis could take at the time.
     pub fn wait_acked(&self, id: u64, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut q = self.shared.queue.lock().expect("queue lock");
-        loop {
+        self.wait_idle(timeout, |q| {
             if q.acked >= id {
-                return true;
+                Some(true)
+            } else if q.failing || q.stop {
+                Some(false)
+            } else {
+                None
             }
-            let now = Instant::now();
-            if q.failing || q.stop || now >= deadline {
-                return false;
-            }
-            q = self
-                .shared
-                .idle
-                .wait_timeout(q, deadline - now)
-                .expect("queue lock")
-                .0;
-        }
+        })
     }
 
     /// Waits until everything queued is acknowledged by Redis; false on
     /// timeout.
     pub fn flush(&self, timeout: Duration) -> bool {
+        self.wait_idle(timeout, |q| (q.bytes == 0).then_some(true))
+    }
+
+    /// Waits on the writer's progress until `decide` has an answer, for at
+    /// most `timeout` (then false).
+    fn wait_idle(&self, timeout: Duration, decide: impl Fn(&Queue) -> Option<bool>) -> bool {
         let deadline = Instant::now() + timeout;
         let mut q = self.shared.queue.lock().expect("queue lock");
-        while q.bytes > 0 {
+        loop {
+            if let Some(answer) = decide(&q) {
+                return answer;
+            }
             let now = Instant::now();
             if now >= deadline {
                 return false;
@@ -267,7 +268,6 @@ impl RedisSink {
                 .expect("queue lock")
                 .0;
         }
-        true
     }
 
     /// Flushes for at most `timeout`, then stops the writer; what is still
