@@ -177,7 +177,9 @@ def test_slot_migration_ask_and_moved(redis_cluster: RedisCluster) -> None:
     target = next(p for p in redis_cluster.ports if p != source)
     src, dst = redis_cluster.node(source), redis_cluster.node(target)
     src_id, dst_id = src.execute_command("CLUSTER MYID"), dst.execute_command("CLUSTER MYID")
-    core = _core.CollectorCore(redis_url=redis_cluster.url)
+    # Each ingest must be acknowledged (200); a busy machine with fsynced
+    # AOF may take longer than the default 2 s to do it.
+    core = _core.CollectorCore(redis_url=redis_cluster.url, redis_ack_timeout_s=30.0)
     try:
         node.record(fid, [FunctionTime.EXECUTION], 50)
         assert core.ingest(body(node.perf, 1))[0] == 200
