@@ -9,6 +9,7 @@ pub mod counters;
 pub mod events;
 pub mod fork;
 pub mod gil;
+pub mod http;
 pub mod log_target;
 pub mod performance;
 pub mod processor;

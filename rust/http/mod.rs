@@ -1,0 +1,9 @@
+//! The HTTP layer: one tokio runtime owned by the extension, on which the
+//! servers (`/metrics`, the collector) and the NodeReporter's client run.
+//!
+//! Nothing here takes the GIL. The runtime is made on first use and made
+//! again in a forked child (its worker threads are not there); the parent's
+//! copy is leaked in the child, never dropped, since dropping it would wait
+//! for threads that do not exist.
+
+pub mod runtime;
