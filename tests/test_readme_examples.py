@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from redis_fixture import RedisServer, free_port
 
 README = Path(__file__).resolve().parent.parent / "README.md"
