@@ -24,6 +24,9 @@ use pyo3::prelude::*;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // The package version: Cargo.toml is its one source (pyproject.toml
+    // declares it dynamic, so maturin copies it into the wheel too).
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<events::TelemetryEvent>()?;
     m.add_class::<processor::TelemetryProcessor>()?;
     m.add_class::<processor::TelemetryHandle>()?;

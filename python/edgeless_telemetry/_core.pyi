@@ -8,6 +8,9 @@ from typing import Any, final
 
 from typing_extensions import Self, disjoint_base
 
+__version__: str
+"""The package version (Cargo.toml's, the one source of truth)."""
+
 @final
 class TelemetryEvent:
     @staticmethod
