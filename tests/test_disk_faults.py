@@ -157,7 +157,7 @@ def score(ts_ns: int) -> float:
 
 
 def node_batch(fid: str, per_kind: int, logs: int, log_bytes: int) -> tuple[
-        PerformanceTarget, list[list[str]], list[list[str]]]:
+        PerformanceTarget, list[list[str]], list[str]]:
     """A node's PerformanceTarget holding `per_kind` samples of each of the
     five kinds and `logs` log entries with commas, quotes and newlines; and
     the CSV rows they must become."""
@@ -223,6 +223,9 @@ def scenario_collector_refuses_then_stores_once(disk: Disk) -> None:
         assert stats["log_entries_stored"] == 100
         assert rep.stats()["pending_batches"] == 0
         check_dataset(prefix, samples, messages, batches=1)
+        print(f"\ncollector on a full {disk.kind}: 3 attempts refused (507), files unchanged; "
+              f"then {stats['samples_stored']} samples and {stats['log_entries_stored']} log "
+              "entries stored once")
     finally:
         rep.stop()
         col.stop(1)
@@ -356,6 +359,10 @@ def scenario_tracer_counts_match_file(disk: Disk) -> None:
     assert stats["rows_written"] + stats["rows_lost"] + stats["rows_dropped"] == SPANS * ROWS_PER_SPAN
     if disk.kind == "tmpfs":
         assert stats["rows_lost"] > 0  # the fs is still full at close
+    print(f"\ntracer on a full {disk.kind}: {SPANS * ROWS_PER_SPAN} rows produced, file rows "
+          f"{first} then {second} after freeing space; at close written {stats['rows_written']}, "
+          f"dropped {stats['rows_dropped']}, lost {stats['rows_lost']}, "
+          f"write errors {stats['write_errors']}")
 
 
 def test_full_disk_tracer_counts_match_the_file(tmp_path: Path) -> None:

@@ -268,3 +268,49 @@ fn open_file(path: &str, append: bool, header: &str) -> io::Result<File> {
     }
     Ok(file)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lens(prefix: &str) -> Vec<u64> {
+        [SAMPLES_FILE, LOGS_FILE, STATE_FILE]
+            .iter()
+            .map(|f| std::fs::metadata(format!("{prefix}{f}")).unwrap().len())
+            .collect()
+    }
+
+    /// A write error other than "storage full" (here EBADF: the journal
+    /// opened read-only) is a 500, and the rows already written for the
+    /// batch are cut back off both CSV files.
+    #[test]
+    fn failed_journal_line_takes_the_rows_back_out() {
+        let dir = std::env::temp_dir().join(format!(
+            "edgeless-dataset-{}-{}",
+            std::process::id(),
+            crate::clock::now_ns()
+        ));
+        let prefix = format!("{}/run_", dir.display());
+        let mut ds = Dataset::open(&prefix, false, "", "", &mut Dedup::default()).unwrap();
+        ds.write_batch(b"a,m,1,2\n", b"a,t,1,x\n", "n", 1, 1)
+            .unwrap();
+        let before = lens(&prefix);
+        let writable = std::mem::replace(
+            &mut ds.journal.file,
+            File::open(format!("{prefix}{STATE_FILE}")).unwrap(),
+        );
+        let err = ds
+            .write_batch(b"b,m,1,2\n", b"b,t,1,y\n", "n", 1, 2)
+            .unwrap_err();
+        assert_eq!((err.file, err.status()), (STATE_FILE, 500));
+        assert_eq!(lens(&prefix), before);
+        ds.journal.file = writable;
+        ds.write_batch(b"b,m,1,2\n", b"b,t,1,y\n", "n", 1, 2)
+            .unwrap();
+        let samples = std::fs::read_to_string(format!("{prefix}{SAMPLES_FILE}")).unwrap();
+        assert_eq!(samples, format!("{SAMPLES_HEADER}\na,m,1,2\nb,m,1,2\n"));
+        let journal = std::fs::read_to_string(format!("{prefix}{STATE_FILE}")).unwrap();
+        assert_eq!(journal, "S\t1\t1\tn\nS\t1\t2\tn\n");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -678,7 +678,7 @@ mod tests {
 
     #[test]
     fn row_ends_skip_newlines_inside_quotes() {
-        let rows = b"1,a\n2,\"x\ny\"\n3,\"q\"\"\n";
+        let rows = b"1,a\n2,\"x\ny\"\n3,\"q\"\"\"\n";
         assert_eq!(row_ends(rows, false), (3, rows.len(), false));
         // cut inside the quoted newline of row 2: one whole row
         assert_eq!(row_ends(&rows[..9], false), (1, 4, true));
