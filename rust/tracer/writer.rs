@@ -53,11 +53,7 @@ const IMPLICIT_WAIT: Duration = Duration::from_secs(5);
 
 pub enum Output {
     Stdout,
-    /// The file and its length up to the last whole row written.
-    File {
-        file: File,
-        len: u64,
-    },
+    File(File),
 }
 
 impl Output {
@@ -99,8 +95,7 @@ impl Output {
                 ));
             }
         }
-        let len = file.metadata()?.len();
-        Ok(Output::File { file, len })
+        Ok(Output::File(file))
     }
 
     /// One `write(2)` of `buf`, unbuffered, so the count says what reached
@@ -121,7 +116,7 @@ impl Output {
                     Ok(n as usize)
                 }
             }
-            Output::File { file, .. } => file.write(buf),
+            Output::File(file) => file.write(buf),
         }
     }
 
@@ -140,32 +135,29 @@ impl Output {
         (off, None)
     }
 
-    /// Notes `n` more bytes of whole rows written.
-    fn advance(&mut self, n: usize) {
-        if let Output::File { len, .. } = self {
-            *len += n as u64;
-        }
-    }
-
-    /// Cuts a row written in part (`partial` bytes past the last whole row)
-    /// off the file; false where that cannot be done (stdout, or ftruncate
-    /// failed), and the partial row then stays to be finished.
+    /// Cuts the last `partial` bytes just written (part of a row) off the
+    /// file again; false where that cannot be done (stdout; another writer
+    /// appended to the file since; ftruncate failed): the partial row then
+    /// stays, to be finished.
     fn cut_partial(&mut self, partial: usize) -> bool {
         use std::io::Seek;
-        match self {
-            Output::Stdout => false,
-            Output::File { file, len } => {
-                // The seek matters without O_APPEND (a new file): the next
-                // write must not leave a hole where the cut bytes were.
-                let cut = file
-                    .set_len(*len)
-                    .and_then(|_| file.seek(io::SeekFrom::Start(*len)));
-                if cut.is_err() {
-                    *len += partial as u64; // those bytes stay in the file
-                }
-                cut.is_ok()
+        let Output::File(file) = self else {
+            return false;
+        };
+        let mut cut = || -> io::Result<bool> {
+            // Just past our last byte (with O_APPEND too).
+            let end = file.stream_position()?;
+            if file.metadata()?.len() != end {
+                return Ok(false); // not ours to cut: someone wrote after it
             }
-        }
+            let keep = end - partial as u64;
+            file.set_len(keep)?;
+            // Without O_APPEND (a new file) the next write must not leave a
+            // hole where the cut bytes were.
+            file.seek(io::SeekFrom::Start(keep))?;
+            Ok(true)
+        };
+        cut().unwrap_or(false)
     }
 }
 
@@ -532,14 +524,12 @@ impl Batch {
         }
         let (sent, error) = output.write_most(&self.bytes);
         if error.is_none() {
-            output.advance(sent);
             let rows = std::mem::take(&mut self.rows);
             self.bytes.clear();
             self.in_quotes = false;
             return (rows, sent as u64, false);
         }
         let (rows, end, in_quotes) = row_ends(&self.bytes[..sent], self.in_quotes);
-        output.advance(end);
         let keep_from = if end < sent && !output.cut_partial(sent - end) {
             self.in_quotes = in_quotes; // the partial row stays: finish it
             sent
