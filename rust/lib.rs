@@ -6,6 +6,7 @@ pub mod chain;
 pub mod clock;
 pub mod collector;
 pub mod counters;
+pub mod csv_field;
 pub mod events;
 pub mod fork;
 pub mod gil;

@@ -4,7 +4,8 @@
 //! `CollectorCore.ingest(body)` does all of it without the GIL and answers
 //! with an HTTP status: 200 stored (or already stored), 400 malformed
 //! (nothing written), 503 not taken now (Redis queue full or closing; the
-//! node keeps the batch and retries), 500 the dataset file failed. The HTTP
+//! node keeps the batch and retries), 507 / 500 the dataset files are full /
+//! failed (nothing of the batch kept; the node retries). The HTTP
 //! server around it lives in `python/edgeless_telemetry/collector.py`.
 
 pub mod cluster;
@@ -262,18 +263,17 @@ impl CollectorCore {
             }
         }
         if let Some(ds) = st.dataset.as_mut() {
-            let result = ds
-                .samples
-                .write_all(&rendered.samples_csv)
-                .and_then(|_| ds.logs.write_all(&rendered.logs_csv));
-            if let Err(e) = result {
+            // All or nothing (rows of both files and the journal line): on
+            // failure nothing of the batch stays, nothing goes to Redis, and
+            // the node sends it again.
+            let written =
+                ds.write_batch(&rendered.samples_csv, &rendered.logs_csv, node, nonce, seq);
+            if let Err(e) = written {
                 self.stats.dataset_errors.fetch_add(1, Relaxed);
-                return (500, format!("writing the dataset failed: {e}"));
-            }
-            // The rows are in: a failed journal line only weakens the
-            // de-duplication after a restart, so it is counted, not refused.
-            if ds.record(node, nonce, seq).is_err() {
-                self.stats.dataset_errors.fetch_add(1, Relaxed);
+                return (
+                    e.status(),
+                    format!("writing the dataset failed, nothing kept, send again: {e}"),
+                );
             }
         }
         // A batch with nothing for Redis (no samples) queues nothing.
