@@ -428,7 +428,14 @@ impl CollectorCore {
                     &additional_fields,
                     &mut dedup,
                 )
-                .map_err(|e| PyOSError::new_err(format!("opening the dataset: {e}")))?,
+                .map_err(|e| {
+                    // Name the prefix: the error alone ("No such file or
+                    // directory") does not say which path the user gave.
+                    PyErr::from(std::io::Error::new(
+                        e.kind(),
+                        format!("cannot open the CSV dataset at prefix {prefix:?}: {e}"),
+                    ))
+                })?,
             ),
         };
         let row_prefix = dataset.as_ref().map(|d| d.row_prefix.clone());
