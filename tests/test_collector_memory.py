@@ -234,3 +234,28 @@ def test_four_full_reporter_bodies_at_once_are_stored_within_the_budget(
     assert stats["decoded_budget_bytes_in_use"] == 0
     rows = (tmp_path / "ds" / "performance_samples.csv").read_text().count("\n") - 1
     assert rows == stats["samples_stored"] == samples + n_warm  # each sample once
+
+
+def test_core_limits_are_arguments_and_refusals_write_nothing(tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        _core.CollectorCore(max_entries_per_body=0)
+    with pytest.raises(ValueError):
+        _core.CollectorCore(max_decoded_bytes=0)
+    prefix = str(tmp_path / "ds") + "/"
+    core = _core.CollectorCore(dataset_path=prefix, max_entries_per_body=100_000,
+                               max_decoded_bytes=8 * MIB)
+    files = [tmp_path / "ds" / f for f in ("performance_samples.csv", "application_logs.csv")]
+    empty = [f.read_bytes() for f in files]
+    body, n = full_reporter_body(1)
+    code, why = core.ingest(body)
+    assert code == 413 and "max_entries_per_body" in why and n > 100_000
+    small = request_body(field(b"\xa2\x06", field(b"\x0a", str(uuid.uuid4()).encode())
+                                + field(b"\x52", b"\x08\x01\x19" + b"\0" * 8) * 50_000))
+    code, why = core.ingest(small)
+    assert code == 413 and "max_decoded_bytes" in why
+    assert [f.read_bytes() for f in files] == empty
+    stats = core.stats()
+    assert stats["refused_too_many_entries"] == 1 and stats["refused_too_large_decoded"] == 1
+    assert stats["batches_stored"] == 0 and stats["decoded_budget_bytes"] == 8 * MIB
+    # The same 50,000 samples fit the default budget.
+    assert _core.CollectorCore(dataset_path=prefix + "b_").ingest(small)[0] == 200
