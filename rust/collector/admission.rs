@@ -373,6 +373,12 @@ mod tests {
     }
 
     #[test]
+    fn defaults_match_the_python_signature() {
+        assert_eq!(DEFAULT_MAX_ENTRIES, 1_048_576);
+        assert_eq!(DEFAULT_MAX_DECODED_BYTES, 268_435_456);
+    }
+
+    #[test]
     fn saturates_on_absurd_counts() {
         let c = BodyCounts {
             samples: u64::MAX,

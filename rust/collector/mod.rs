@@ -253,7 +253,7 @@ impl CollectorCore {
     /// that node's), checked before anything is written.
     pub fn ingest_body(&self, body: &[u8], node: Option<&str>) -> (u16, String) {
         self.stats.batches_received.fetch_add(1, Relaxed);
-        let (permit, est) = match self.admit(body) {
+        let admitted = match self.admit(body) {
             Ok(admitted) => admitted,
             Err(answer) => return answer,
         };
@@ -286,8 +286,9 @@ impl CollectorCore {
             .dedup
             .seen(node, nonce, seq)
         {
-            return self.duplicate(perf, (node.clone(), nonce, seq), permit);
+            return self.duplicate(perf, (node.clone(), nonce, seq), admitted);
         }
+        let (permit, est) = admitted;
         let rendered = render_reserved(
             &perf,
             self.redis_mode,
@@ -305,7 +306,7 @@ impl CollectorCore {
         }
         if st.dedup.seen(node, nonce, seq) {
             drop((st, rendered));
-            return self.duplicate(perf, (node.clone(), nonce, seq), permit);
+            return self.duplicate(perf, (node.clone(), nonce, seq), (permit, est));
         }
         if let Some(redis) = &self.redis {
             if !redis.has_room(rendered.resp.len()) {
@@ -438,7 +439,7 @@ impl CollectorCore {
         &self,
         perf: NodePerformanceSamples,
         key: BatchKey,
-        permit: Permit<'_>,
+        (permit, est): (Permit<'_>, Estimate),
     ) -> (u16, String) {
         self.stats.batches_duplicate.fetch_add(1, Relaxed);
         let done = "duplicate batch, already stored".to_string();
@@ -454,7 +455,18 @@ impl CollectorCore {
             drop((perf, permit));
             return self.answer_when_acked(id, done);
         }
-        let rendered = render(&perf, self.redis_mode, None, self.members_per_command);
+        let no_csv = Estimate {
+            samples_csv: 0,
+            logs_csv: 0,
+            ..est
+        };
+        let rendered = render_reserved(
+            &perf,
+            self.redis_mode,
+            None,
+            self.members_per_command,
+            &no_csv,
+        );
         drop(perf);
         if rendered.commands == 0 {
             return (200, done);
@@ -481,8 +493,11 @@ impl CollectorCore {
 
 #[pymethods]
 impl CollectorCore {
+    // The limits' defaults are literals for the text signature (stubtest
+    // reads it): `admission::DEFAULT_MAX_ENTRIES` and
+    // `DEFAULT_MAX_DECODED_BYTES`, checked by a test there.
     #[new]
-    #[pyo3(signature = (*, redis_url = None, dataset_path = None, append = false, additional_header = None, additional_fields = None, max_redis_queue_bytes = 268435456, members_per_command = 1000, redis_ack_timeout_s = 2.0, max_entries_per_body = admission::DEFAULT_MAX_ENTRIES, max_decoded_bytes = admission::DEFAULT_MAX_DECODED_BYTES))]
+    #[pyo3(signature = (*, redis_url = None, dataset_path = None, append = false, additional_header = None, additional_fields = None, max_redis_queue_bytes = 268435456, members_per_command = 1000, redis_ack_timeout_s = 2.0, max_entries_per_body = 1048576, max_decoded_bytes = 268435456))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         redis_url: Option<String>,
