@@ -1,8 +1,8 @@
 //! What a body may cost before the collector decodes it.
 //!
 //! A body's wire size says little about its memory: an empty log entry is
-//! 2 bytes on the wire and about 190 once decoded, rendered as a ZADD and a
-//! CSV row (a 16 MiB body of them took 1.6 GB). So the collector pre-scans
+//! 2 bytes on the wire, 64 decoded and about 185 more as a ZADD and a CSV
+//! row (a 16 MiB body of them took 1.6 GB). So the collector pre-scans
 //! each body (`wire::scan`), refuses one holding more than
 //! `max_entries_per_body` samples and log entries (413), estimates from the
 //! counts an upper bound of everything decoding and rendering it will
