@@ -129,12 +129,14 @@ impl Endpoint {
         if host.is_empty() {
             return Err(bad("no host"));
         }
-        // `Uri` accepts a port it cannot hold in 16 bits; `port_u16` then
-        // says `None`, which must not become port 80.
-        let port = match (authority.port(), authority.port_u16()) {
-            (None, _) => 80,
-            (Some(_), Some(p)) if p > 0 => p,
-            (Some(p), _) => return Err(bad(&format!("bad port {}", p.as_str()))),
+        // `Authority::port` is `None` for a port it cannot parse (`:99999`),
+        // which must not become port 80: read it ourselves.
+        let port = match authority.as_str()[host.len()..].strip_prefix(':') {
+            None => 80,
+            Some(p) => match p.parse::<u16>() {
+                Ok(p) if p > 0 => p,
+                _ => return Err(bad(&format!("bad port {p:?}"))),
+            },
         };
         if uri.query().is_some() {
             return Err(bad("a query is not supported"));
