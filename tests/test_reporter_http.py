@@ -285,3 +285,71 @@ def test_fork_while_a_send_is_in_progress(tmp_path: Path) -> None:
         col.stop()
     assert stored_values(prefix) == [0.5, 1.0, 10.0, 11.0]
     assert col.stats()["batches_duplicate"] == 0
+
+
+class _Scripted(http.server.BaseHTTPRequestHandler):
+    """Answers each POST with the next status of `script`, recording what
+    arrived (its length, and the Authorization header)."""
+
+    protocol_version = "HTTP/1.1"
+    script: list[int] = []
+    seen: list[tuple[int, str | None]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).seen.append((len(body), self.headers["Authorization"]))
+        status = type(self).script.pop(0)
+        reason = f"scripted {status}".encode()
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(reason)))
+        self.end_headers()
+        self.wfile.write(reason)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_each_answer_of_the_delivery_table() -> None:
+    """400 and 413 drop the body (counted) and the next goes on; 401, 500
+    and 202 keep it for the next period; 200 sends it. All on one
+    kept-alive connection, each request carrying the token."""
+    _Scripted.script = [400, 200, 401, 500, 202, 200, 413]
+    _Scripted.seen = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Scripted)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        perf = PerformanceTarget()
+        h = handle(perf)
+        rep = NodeReporter(perf, f"http://127.0.0.1:{server.server_address[1]}", "node-t",
+                           interval_s=60, timeout_s=5, token="tok-1")
+
+        def record(n: int) -> None:
+            for i in range(n):
+                h.invocation_completed(0.25 * (i + 1))
+
+        record(3)  # each flush here makes one body
+        assert within(20, rep.flush)  # 400: dropped, nothing left
+        s = rep.stats()
+        assert (s["batches_rejected"], s["samples_dropped"], s["pending_batches"]) == (1, 3, 0)
+        assert "HTTP 400: scripted 400" in rep.last_error
+        record(2)
+        assert within(20, rep.flush)  # 200
+        assert rep.failing_since is None and rep.stats()["samples_sent"] == 2
+        record(4)
+        for status in (401, 500, 202):  # kept, sent again next time
+            assert not within(20, rep.flush)
+            assert f"HTTP {status}" in rep.last_error and rep.stats()["pending_samples"] == 4
+        assert rep.failing_since is not None
+        assert within(20, rep.flush)  # 200 at last
+        record(1)
+        assert within(20, rep.flush)  # 413: dropped
+        s = rep.stats()
+        assert (s["batches_sent"], s["samples_sent"], s["batches_rejected"]) == (2, 6, 2)
+        assert (s["send_failures"], s["batches_unconfirmed"], s["samples_dropped"]) == (2, 1, 4)
+        assert (s["pending_batches"], s["connections_opened"]) == (0, 1)
+        sizes = [n for n, _ in _Scripted.seen]
+        assert len(sizes) == 7 and sizes[2] == sizes[3] == sizes[4] == sizes[5]  # one body resent
+        assert {auth for _, auth in _Scripted.seen} == {"Bearer tok-1"}
+    finally:
+        server.shutdown()
+        server.server_close()
