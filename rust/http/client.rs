@@ -55,6 +55,8 @@ const HEAD_MAX: usize = 64 << 10;
 pub enum ClientError {
     /// Not `http://host[:port][/path]`; found before any request.
     BadUrl(String),
+    /// A header value that cannot travel (found when the client is made).
+    BadHeader(String),
     /// The host name did not resolve.
     Resolve(String),
     /// Nothing listens there (connection refused).
@@ -73,6 +75,7 @@ impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::BadUrl(m) => write!(f, "bad URL: {m}"),
+            Self::BadHeader(m) => write!(f, "bad header: {m}"),
             Self::Resolve(m) => write!(f, "cannot resolve {m}"),
             Self::Refused(m) => write!(f, "connection refused by {m}"),
             Self::Timeout(m) => write!(f, "timed out: {m}"),
@@ -206,8 +209,9 @@ impl Client {
             HeaderValue::from_static("application/x-protobuf"),
         )];
         if let Some(token) = token {
-            let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
-                .map_err(|_| ClientError::BadUrl("the token cannot travel in a header".into()))?;
+            let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+                ClientError::BadHeader("the token cannot travel in a header".into())
+            })?;
             value.set_sensitive(true);
             headers.push((hyper::header::AUTHORIZATION, value));
         }
@@ -316,7 +320,7 @@ impl Client {
         }
         let request = request
             .body(Full::new(body))
-            .map_err(|e| ClientError::BadUrl(e.to_string()))?;
+            .map_err(|e| ClientError::BadHeader(e.to_string()))?;
         let response = conn
             .sender
             .send_request(request)
