@@ -353,3 +353,45 @@ def test_each_answer_of_the_delivery_table() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_does_not_keep_the_parents_connection_open(
+    listener: socket.socket,
+) -> None:
+    """The child's copy of the reporter's kept-alive socket is closed at
+    fork, so when the parent closes its connection the collector sees it
+    closed at once, though the child lives on."""
+    perf = PerformanceTarget()
+    handle(perf).invocation_completed(0.5)
+    rep = NodeReporter(perf, f"http://127.0.0.1:{listener.getsockname()[1]}", "node-k",
+                       interval_s=60, timeout_s=5)
+
+    def answer_once() -> socket.socket:
+        conn, _ = listener.accept()
+        conn.settimeout(10)
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        return conn
+
+    accepted: list[socket.socket] = []
+    server = threading.Thread(target=lambda: accepted.append(answer_once()), daemon=True)
+    server.start()
+    assert within(20, rep.flush)  # the reporter keeps this connection open
+    server.join(10)
+    (conn,) = accepted
+    go_read, go_write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # lives, doing nothing, until the parent is done
+        try:
+            signal.alarm(30)
+            os.read(go_read, 1)
+        finally:
+            os._exit(0)
+    try:
+        assert rep.stop()  # closes the parent's connection
+        with conn:
+            assert conn.recv(1) == b""  # EOF, not a timeout: no copy in the child
+    finally:
+        os.write(go_write, b"x")
+        os.waitpid(pid, 0)
