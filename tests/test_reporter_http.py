@@ -269,7 +269,9 @@ def test_fork_while_a_send_is_in_progress(tmp_path: Path) -> None:
             return [rep.nonce, fresh["pending_batches"], fresh["inherited_samples_discarded"],
                     ok, rep.stats()["samples_sent"], rep.last_error]
 
-        child_nonce, pending, discarded, ok, sent, error = _in_child(child)  # type: ignore[misc]
+        result = _in_child(child)
+        assert isinstance(result, list)
+        child_nonce, pending, discarded, ok, sent, error = result
         assert (pending, discarded, ok, sent) == (0, 1, True, 2), error
         assert child_nonce != rep.nonce
         assert not results  # the parent's send is still held
