@@ -49,8 +49,6 @@ from .performance import PerformanceTarget
 
 log = logging.getLogger("edgeless_telemetry")
 
-CONTENT_TYPE = "application/x-protobuf"
-
 _REPORTERS: weakref.WeakSet[NodeReporter] = weakref.WeakSet()
 
 
