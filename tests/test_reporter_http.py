@@ -54,11 +54,30 @@ def within(seconds: float, fn: Callable[[], Any]) -> Any:
 
 @pytest.fixture
 def listener() -> Iterator[socket.socket]:
-    """A listening socket nobody serves: connections queue in its backlog."""
+    """A listening socket nobody serves: connections queue in its backlog.
+    `accept()` on it gives up after 10 s rather than hang the test."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen(8)
+        s.settimeout(10)
         yield s
+
+
+def serve_once(listener: socket.socket, answer: bytes) -> tuple[threading.Thread, list[bytes]]:
+    """Accepts one connection, reads one request, answers ``answer`` and
+    closes; returns the thread and a list that gets the request."""
+    got: list[bytes] = []
+
+    def run() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(10)
+            got.append(conn.recv(65536))
+            conn.sendall(answer)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, got
 
 
 def test_silent_collector_ends_at_the_deadline_and_the_body_stays_pending(
@@ -73,10 +92,11 @@ def test_silent_collector_ends_at_the_deadline_and_the_body_stays_pending(
     for i in range(20):
         h.invocation_completed(1.0 + i)
     rep = NodeReporter(perf, f"http://127.0.0.1:{port}", "node-silent", interval_s=60,
-                       timeout_s=0.5)
+                       timeout_s=2)
     assert not within(20, rep.flush)
     conn, _ = listener.accept()
     with conn:
+        conn.settimeout(10)
         assert conn.recv(65536).startswith(b"POST /performance HTTP/1.1\r\n")
     stats = rep.stats()
     assert stats["send_failures"] == 1 and stats["batches_sent"] == 0
@@ -111,16 +131,7 @@ def test_a_peer_that_does_not_speak_http_is_counted_and_the_body_kept(
     listener: socket.socket, answer: bytes, expected: str
 ) -> None:
     port = listener.getsockname()[1]
-
-    def serve_once() -> None:
-        conn, _ = listener.accept()
-        with conn:
-            conn.settimeout(10)
-            conn.recv(65536)
-            conn.sendall(answer)
-
-    server = threading.Thread(target=serve_once, daemon=True)
-    server.start()
+    server, _ = serve_once(listener, answer)
     perf = PerformanceTarget()
     h = handle(perf)
     for i in range(7):
@@ -159,13 +170,13 @@ def test_bad_urls_raise_at_construction_naming_the_url(url: str) -> None:
 def test_urls_with_a_base_path_and_names_are_accepted(listener: socket.socket) -> None:
     """A base path is kept (`/base/performance`), a host name resolves."""
     port = listener.getsockname()[1]
+    server, got = serve_once(listener, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
     perf = PerformanceTarget()
     handle(perf).invocation_completed(0.5)
-    rep = NodeReporter(perf, f"http://localhost:{port}/base/", "n", timeout_s=0.5)
-    rep.flush()
-    conn, _ = listener.accept()
-    with conn:
-        assert conn.recv(65536).startswith(b"POST /base/performance HTTP/1.1\r\n")
+    rep = NodeReporter(perf, f"http://localhost:{port}/base/", "n", timeout_s=5)
+    assert within(20, rep.flush), rep.last_error
+    server.join(10)
+    assert got[0].startswith(b"POST /base/performance HTTP/1.1\r\n")
 
 
 class _HoldFirst(http.server.BaseHTTPRequestHandler):
