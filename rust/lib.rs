@@ -35,6 +35,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     prometheus::register(m)?;
     m.add_class::<collector::CollectorCore>()?;
     m.add_function(wrap_pyfunction!(reporter::drain_encode, m)?)?;
+    m.add_class::<reporter::ReporterCore>()?;
     tracer::register(m)?;
     gil::register(m)?;
     Ok(())

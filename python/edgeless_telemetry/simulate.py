@@ -115,6 +115,9 @@ class Progress:
             f"shipped={r['batches_sent']} batches ({r['samples_sent']:,} samples)  "
             f"pending={r['pending_batches']}  drops={self.drops()}"
         )
+        since = getattr(self._reporter, "failing_since", None)
+        if since is not None:  # a run of failed sends: say what and for how long
+            line += f"  failing for {max(0.0, time.time() - since):.0f}s: {self._reporter.last_error}"  # type: ignore[attr-defined]
         if self._tty:
             print("\r" + line, end="\n" if final else "", flush=True)
         else:

@@ -6,4 +6,5 @@
 //! copy is leaked in the child, never dropped, since dropping it would wait
 //! for threads that do not exist.
 
+pub mod client;
 pub mod runtime;
