@@ -8,6 +8,7 @@
 use crate::clock::EventClock;
 use crate::events::EventRef;
 use pyo3::prelude::*;
+use std::cell::Cell;
 use std::collections::BTreeMap;
 
 pub type Tags = BTreeMap<String, String>;
@@ -69,18 +70,68 @@ pub trait Target: Send + Sync {
     fn resolve(&self, py: Python<'_>, tags: &Tags) -> PyResult<Box<dyn Route>>;
 }
 
-/// Runs an event through a handle's routes in chain order.
+/// Dispatches nested on one thread (an event recorded from inside a
+/// target: a Python target or a `logging` handler that records on a
+/// handle). Each level costs about 1.9 KB of C stack (measured: 556 levels
+/// fill a 1 MiB thread stack), and unbounded it ends in a segfault where
+/// Python would raise `RecursionError`. 32 levels take about 60 KB, which
+/// leaves a 1 MiB thread stack most of its room for what the targets
+/// themselves do; a target recording on another handle needs 2.
+pub const MAX_DEPTH: u32 = 32;
+
+/// Set in `DEPTH` once a nest reached `MAX_DEPTH`: until its outermost
+/// event returns, every nested event is dropped at once, so a target that
+/// records twice per event ends in about `2 * MAX_DEPTH` drops, not 2^32
+/// calls.
+const TRIPPED: u32 = 1 << 31;
+
+thread_local! {
+    /// This thread's dispatch depth, `TRIPPED` or'ed in.
+    static DEPTH: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Leaves one dispatch level (also when a route panics).
+struct Level;
+
+impl Drop for Level {
+    #[inline]
+    fn drop(&mut self) {
+        DEPTH.with(|d| {
+            let state = d.get();
+            let depth = (state & !TRIPPED) - 1;
+            d.set(if depth == 0 {
+                0
+            } else {
+                depth | (state & TRIPPED)
+            });
+        });
+    }
+}
+
+/// Runs an event through a handle's routes in chain order. `false`, and
+/// no route run, when the event is nested too deep (see `MAX_DEPTH`): the
+/// caller counts the drop.
 #[inline]
+#[must_use]
 pub fn dispatch(
     py: Python<'_>,
     routes: &[Box<dyn Route>],
     event: &EventRef<'_>,
     tags: &Tags,
     clock: &mut EventClock,
-) {
+) -> bool {
+    let state = DEPTH.with(Cell::get);
+    let depth = state & !TRIPPED;
+    if depth >= MAX_DEPTH || (depth > 0 && state & TRIPPED != 0) {
+        DEPTH.with(|d| d.set(state | TRIPPED));
+        return false;
+    }
+    DEPTH.with(|d| d.set(state + 1));
+    let _level = Level;
     for route in routes {
         if route.handle(py, event, tags, clock) == ChainResult::Final {
             break;
         }
     }
+    true
 }

@@ -5,7 +5,7 @@
 //! drop it (see `counters`). An event runs through the chain on the
 //! caller's thread, inside one call into Rust.
 
-use crate::chain::{dispatch, is_call, Route, Tags, Target, EVENT_TYPE, FUNCTION_ID};
+use crate::chain::{dispatch, is_call, Route, Tags, Target, EVENT_TYPE, FUNCTION_ID, MAX_DEPTH};
 use crate::clock::EventClock;
 use crate::counters::{Counters, DropReason, DropSource};
 use crate::events::{check_duration, EventRef, ExitStatus, FunctionTime, LogLevel, TelemetryEvent};
@@ -32,6 +32,29 @@ struct Core {
 impl Core {
     fn resolve(&self, py: Python<'_>, tags: &Tags) -> PyResult<Box<[Box<dyn Route>]>> {
         self.targets.iter().map(|t| t.resolve(py, tags)).collect()
+    }
+
+    /// `dispatch`, counting an event nested too deep; `false` for it.
+    #[inline]
+    fn run(
+        &self,
+        py: Python<'_>,
+        routes: &[Box<dyn Route>],
+        event: &EventRef<'_>,
+        tags: &Tags,
+        clock: &mut EventClock,
+    ) -> bool {
+        let ran = dispatch(py, routes, event, tags, clock);
+        if !ran {
+            self.counters.count_drop(
+                py,
+                DropReason::Reentrant,
+                &format!(
+                    "an event was recorded from inside a target more than {MAX_DEPTH} levels deep (a target that records on a handle of its own processor?)"
+                ),
+            );
+        }
+        ran
     }
 }
 
@@ -229,7 +252,7 @@ impl TelemetryHandle {
 
     #[inline]
     fn emit(&self, py: Python<'_>, event: &EventRef<'_>) {
-        dispatch(
+        let _ = self.core.run(
             py,
             &self.routes,
             event,
@@ -378,7 +401,11 @@ impl TelemetryHandle {
         let mut tags = (*self.tags).clone();
         tags.extend(extra);
         match self.core.resolve(py, &tags) {
-            Ok(routes) => dispatch(py, &routes, &event, &tags, &mut EventClock::default()),
+            Ok(routes) => {
+                let _ = self
+                    .core
+                    .run(py, &routes, &event, &tags, &mut EventClock::default());
+            }
             Err(err) => {
                 self.core
                     .counters
@@ -527,14 +554,15 @@ impl TelemetryHandle {
                         seconds,
                         call,
                     };
-                    dispatch(
+                    if self.core.run(
                         py,
                         &self.routes,
                         &event,
                         &self.tags,
                         &mut EventClock::at(ts),
-                    );
-                    recorded += 1;
+                    ) {
+                        recorded += 1;
+                    }
                 }
                 Err(why) => self.core.counters.count_drop(
                     py,
