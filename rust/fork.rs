@@ -191,3 +191,29 @@ pub fn forget_listener(slot: Option<usize>) {
         LISTENERS[i].store(-1, Ordering::Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    #[test]
+    fn a_fork_waits_for_sections_and_nested_ones_never_wait_for_it() {
+        let outer = Section::enter();
+        let (done, forked) = mpsc::channel();
+        // Stands for `before_fork` on another thread.
+        let forker = std::thread::spawn(move || {
+            let _gate = GATE.write().unwrap_or_else(|e| e.into_inner());
+            done.send(()).unwrap();
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        let lock = Mutex::new(1);
+        *lock.lock() += 1; // nested: must not wait behind the pending fork
+        assert!(forked.try_recv().is_err(), "the fork went ahead of a section");
+        drop(outer);
+        forked.recv_timeout(Duration::from_secs(5)).unwrap();
+        forker.join().unwrap();
+        assert_eq!(*lock.lock(), 2);
+    }
+}

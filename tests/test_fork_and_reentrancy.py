@@ -102,12 +102,12 @@ def test_fork_under_three_scrapers_never_hangs_the_child() -> None:
                     code = 0 if fid.encode() in body and body.count(b"_count{") == SERIES + 1 else 2
                 finally:
                     os._exit(code)
-            code = wait_or_kill(pid, CHILD_DEADLINE_S)
-            if code is None:
+            exit_code = wait_or_kill(pid, CHILD_DEADLINE_S)
+            if exit_code is None:
                 hung.append(n)
                 break  # one is enough; keeps the test bounded
-            if code != 0:
-                failed.append((n, code))
+            if exit_code != 0:
+                failed.append((n, exit_code))
             time.sleep(0.001 * (n % 7))  # vary where in a scrape the fork lands
     finally:
         stop.set()
@@ -127,7 +127,7 @@ REENTRANT = textwrap.dedent(
     import json, logging, sys, threading
     from edgeless_telemetry import PrometheusTarget, TelemetryProcessor
 
-    mode, fan_out, events = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    mode, fan_out, events, fid = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
     logging.basicConfig(stream=sys.stderr)
 
     class Recorder:
@@ -140,7 +140,7 @@ REENTRANT = textwrap.dedent(
 
     prom = PrometheusTarget()
     proc = TelemetryProcessor([Recorder(), prom], log=False)
-    h = proc.get_handle({"NODE_ID": "n", "FUNCTION_ID": "%s", "FUNCTION_TYPE": "f"})
+    h = proc.get_handle({"NODE_ID": "n", "FUNCTION_ID": fid, "FUNCTION_TYPE": "f"})
 
     def run():
         for _ in range(events):
@@ -157,14 +157,13 @@ REENTRANT = textwrap.dedent(
     line = [l for l in prom.render().decode().splitlines() if 'reason="reentrant"' in l]
     print(json.dumps({"stats": proc.stats(), "calls": Recorder.calls, "metric": line}))
     """
-    % uuid.uuid4()
 )
 
 
 @pytest.mark.parametrize(("mode", "fan_out"), [("thread", 1), ("main", 1), ("thread", 2)])
 def test_target_recording_on_its_own_handle_ends_in_a_counted_drop(mode: str, fan_out: int) -> None:
     events = 10
-    run = subprocess.run([sys.executable, "-c", REENTRANT, mode, str(fan_out), str(events)],
+    run = subprocess.run([sys.executable, "-c", REENTRANT, mode, str(fan_out), str(events), str(uuid.uuid4())],
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, f"exit {run.returncode} (segfault is -11): {run.stderr[-2000:]}"
     got = json.loads(run.stdout)

@@ -37,6 +37,8 @@ const SERIES_REFUSED: &str = "edgeless_telemetry_series_refused";
 /// counted like one past `max_series` (cutting it could merge two
 /// functions into one series).
 pub const MAX_LABEL_VALUE_BYTES: usize = 256;
+// The refused family's HELP names the cap.
+const _: () = assert!(MAX_LABEL_VALUE_BYTES == 256);
 
 /// Bytes `value` takes in the exposition (see `encoding::push_label`).
 fn escaped_len(value: &str) -> usize {
