@@ -91,26 +91,24 @@ thread_local! {
 }
 
 /// Leaves one dispatch level (also when a route panics).
-struct Level;
+struct Level<'a>(&'a Cell<u32>);
 
-impl Drop for Level {
+impl Drop for Level<'_> {
     #[inline]
     fn drop(&mut self) {
-        DEPTH.with(|d| {
-            let state = d.get();
-            let depth = (state & !TRIPPED) - 1;
-            d.set(if depth == 0 {
-                0
-            } else {
-                depth | (state & TRIPPED)
-            });
+        let state = self.0.get();
+        let depth = (state & !TRIPPED) - 1;
+        self.0.set(if depth == 0 {
+            0
+        } else {
+            depth | (state & TRIPPED)
         });
     }
 }
 
 /// Runs an event through a handle's routes in chain order. `false`, and
 /// no route run, when the event is nested too deep (see `MAX_DEPTH`): the
-/// caller counts the drop.
+/// caller counts the drop. One thread-local lookup per event.
 #[inline]
 #[must_use]
 pub fn dispatch(
@@ -120,18 +118,20 @@ pub fn dispatch(
     tags: &Tags,
     clock: &mut EventClock,
 ) -> bool {
-    let state = DEPTH.with(Cell::get);
-    let depth = state & !TRIPPED;
-    if depth >= MAX_DEPTH || (depth > 0 && state & TRIPPED != 0) {
-        DEPTH.with(|d| d.set(state | TRIPPED));
-        return false;
-    }
-    DEPTH.with(|d| d.set(state + 1));
-    let _level = Level;
-    for route in routes {
-        if route.handle(py, event, tags, clock) == ChainResult::Final {
-            break;
+    DEPTH.with(|cell| {
+        let state = cell.get();
+        let depth = state & !TRIPPED;
+        if depth >= MAX_DEPTH || (depth > 0 && state & TRIPPED != 0) {
+            cell.set(state | TRIPPED);
+            return false;
         }
-    }
-    true
+        cell.set(state + 1);
+        let _level = Level(cell);
+        for route in routes {
+            if route.handle(py, event, tags, clock) == ChainResult::Final {
+                break;
+            }
+        }
+        true
+    })
 }

@@ -210,7 +210,10 @@ mod tests {
         std::thread::sleep(Duration::from_millis(50));
         let lock = Mutex::new(1);
         *lock.lock() += 1; // nested: must not wait behind the pending fork
-        assert!(forked.try_recv().is_err(), "the fork went ahead of a section");
+        assert!(
+            forked.try_recv().is_err(),
+            "the fork went ahead of a section"
+        );
         drop(outer);
         forked.recv_timeout(Duration::from_secs(5)).unwrap();
         forker.join().unwrap();
