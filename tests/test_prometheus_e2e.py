@@ -133,7 +133,7 @@ def check_query(prom: Any, name: str, query: str, nodes: list[Node], total: dict
         assert sorted(v for v in by(result, "instance").values()) == [1.0, 1.0], name
     elif "dropped_total" in expr:
         got = by(result, "target", "reason")
-        assert len(result) == 2 * 3, (name, result)  # 2 nodes x the processor's 3 reasons
+        assert len(result) == 2 * 4, (name, result)  # 2 nodes x the processor's 4 reasons
         assert got[("processor", "invalid_value")] == 1.0 and got[("processor", "invalid_type")] == 0.0, got
     elif "series_refused" in expr:
         got = by(result, "family")
