@@ -9,6 +9,8 @@
 //! sockets registered here, so a child does not keep its parent's port
 //! bound (and unanswered) after the parent closes it, and resets the count
 //! of GIL-released sections (the threads in them are not in the child).
+//! The handlers touch only atomics, thread-locals, the gate below and
+//! `close`; never Python.
 //!
 //! Locks: a lock that a thread without the GIL can hold (a scrape copying
 //! a family's series, say) is a `fork::Mutex`, taken only inside a
@@ -48,17 +50,18 @@ thread_local! {
 
 extern "C" fn before_fork() {
     // A fork from inside a section (only possible if a section called
-    // Python, which none does) must not wait for itself.
-    if DEPTH.with(Cell::get) > 0 {
+    // Python, which none does) must not wait for itself. `try_with`
+    // throughout: a panic here would abort, and a thread whose locals are
+    // being destroyed just forks without the gate.
+    if DEPTH.try_with(Cell::get).unwrap_or(1) > 0 {
         return;
     }
-    let guard = GATE.write().unwrap_or_else(|e| e.into_inner());
-    FORKING.with(|f| *f.borrow_mut() = Some(guard));
+    let _ = FORKING.try_with(|f| {
+        *f.borrow_mut() = Some(GATE.write().unwrap_or_else(|e| e.into_inner()));
+    });
 }
 
 fn open_gate() {
-    // `try_with`: a fork from a thread whose locals are being destroyed
-    // has no guard to give back.
     let _ = FORKING.try_with(|f| f.borrow_mut().take());
 }
 

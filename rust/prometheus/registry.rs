@@ -484,3 +484,18 @@ impl Route for PromRoute {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_measured_as_written() {
+        assert_eq!(escaped_len("abc"), 3);
+        assert_eq!(escaped_len("é"), 2);
+        assert_eq!(escaped_len("a\"b\\c\n"), 9);
+        let mut written = String::new();
+        encoding::push_label(&mut written, "x", "a\"b\\c\n");
+        assert_eq!(written.len(), "x=\"\"".len() + 9);
+    }
+}
