@@ -70,68 +70,77 @@ pub trait Target: Send + Sync {
     fn resolve(&self, py: Python<'_>, tags: &Tags) -> PyResult<Box<dyn Route>>;
 }
 
-/// Dispatches nested on one thread (an event recorded from inside a
-/// target: a Python target or a `logging` handler that records on a
-/// handle). Each level costs about 1.9 KB of C stack (measured: 556 levels
-/// fill a 1 MiB thread stack), and unbounded it ends in a segfault where
-/// Python would raise `RecursionError`. 32 levels take about 60 KB, which
-/// leaves a 1 MiB thread stack most of its room for what the targets
-/// themselves do; a target recording on another handle needs 2.
+/// Calls into Python nested on one thread: an event recorded from inside
+/// a Python target or a `logging` handler reaches that target again, one
+/// level deeper. Each level costs about 1.9 KB of C stack (measured: 556
+/// levels fill a 1 MiB thread stack), and unbounded it ended in a segfault
+/// where Python would raise `RecursionError`. 32 levels take about 60 KB,
+/// which leaves a 1 MiB thread stack most of its room for what the targets
+/// themselves do; a target recording on another handle needs 2. Only the
+/// routes that call Python count levels (every recursion passes through
+/// one), so an event through native targets pays nothing for this.
 pub const MAX_DEPTH: u32 = 32;
 
 /// Set in `DEPTH` once a nest reached `MAX_DEPTH`: until its outermost
-/// event returns, every nested event is dropped at once, so a target that
-/// records twice per event ends in about `2 * MAX_DEPTH` drops, not 2^32
+/// call returns, every nested call into Python is skipped, so a target
+/// that records twice per event ends in `MAX_DEPTH + 1` drops, not 2^32
 /// calls.
 const TRIPPED: u32 = 1 << 31;
 
 thread_local! {
-    /// This thread's dispatch depth, `TRIPPED` or'ed in.
+    /// This thread's nested calls into Python, `TRIPPED` or'ed in.
     static DEPTH: Cell<u32> = const { Cell::new(0) };
 }
 
-/// Leaves one dispatch level (also when a route panics).
-struct Level<'a>(&'a Cell<u32>);
+/// One route's call into Python, counted while alive (also through a
+/// panic).
+pub struct PythonCall(());
 
-impl Drop for Level<'_> {
+impl PythonCall {
+    /// `None` when the call would nest too deep (see `MAX_DEPTH`): the
+    /// route must not call Python, and counts the event as dropped.
+    #[inline]
+    pub fn enter() -> Option<PythonCall> {
+        DEPTH.with(|cell| {
+            let state = cell.get();
+            let depth = state & !TRIPPED;
+            if depth >= MAX_DEPTH || (depth > 0 && state & TRIPPED != 0) {
+                cell.set(state | TRIPPED);
+                return None;
+            }
+            cell.set(state + 1);
+            Some(PythonCall(()))
+        })
+    }
+}
+
+impl Drop for PythonCall {
     #[inline]
     fn drop(&mut self) {
-        let state = self.0.get();
-        let depth = (state & !TRIPPED) - 1;
-        self.0.set(if depth == 0 {
-            0
-        } else {
-            depth | (state & TRIPPED)
+        DEPTH.with(|cell| {
+            let state = cell.get();
+            let depth = (state & !TRIPPED) - 1;
+            cell.set(if depth == 0 {
+                0
+            } else {
+                depth | (state & TRIPPED)
+            });
         });
     }
 }
 
-/// Runs an event through a handle's routes in chain order. `false`, and
-/// no route run, when the event is nested too deep (see `MAX_DEPTH`): the
-/// caller counts the drop. One thread-local lookup per event.
+/// Runs an event through a handle's routes in chain order.
 #[inline]
-#[must_use]
 pub fn dispatch(
     py: Python<'_>,
     routes: &[Box<dyn Route>],
     event: &EventRef<'_>,
     tags: &Tags,
     clock: &mut EventClock,
-) -> bool {
-    DEPTH.with(|cell| {
-        let state = cell.get();
-        let depth = state & !TRIPPED;
-        if depth >= MAX_DEPTH || (depth > 0 && state & TRIPPED != 0) {
-            cell.set(state | TRIPPED);
-            return false;
+) {
+    for route in routes {
+        if route.handle(py, event, tags, clock) == ChainResult::Final {
+            break;
         }
-        cell.set(state + 1);
-        let _level = Level(cell);
-        for route in routes {
-            if route.handle(py, event, tags, clock) == ChainResult::Final {
-                break;
-            }
-        }
-        true
-    })
+    }
 }

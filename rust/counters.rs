@@ -26,7 +26,8 @@ pub enum DropReason {
     InvalidValue,
     /// A Python target raised or returned something that is not a result.
     TargetError,
-    /// Recorded from inside a target more than `chain::MAX_DEPTH` deep.
+    /// Recorded from inside a target more than `chain::MAX_DEPTH` deep:
+    /// not passed to a Python target or the `logging` target.
     Reentrant,
 }
 

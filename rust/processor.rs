@@ -5,7 +5,7 @@
 //! drop it (see `counters`). An event runs through the chain on the
 //! caller's thread, inside one call into Rust.
 
-use crate::chain::{dispatch, is_call, Route, Tags, Target, EVENT_TYPE, FUNCTION_ID, MAX_DEPTH};
+use crate::chain::{dispatch, is_call, Route, Tags, Target, EVENT_TYPE, FUNCTION_ID};
 use crate::clock::EventClock;
 use crate::counters::{Counters, DropReason, DropSource};
 use crate::events::{check_duration, EventRef, ExitStatus, FunctionTime, LogLevel, TelemetryEvent};
@@ -32,29 +32,6 @@ struct Core {
 impl Core {
     fn resolve(&self, py: Python<'_>, tags: &Tags) -> PyResult<Box<[Box<dyn Route>]>> {
         self.targets.iter().map(|t| t.resolve(py, tags)).collect()
-    }
-
-    /// `dispatch`, counting an event nested too deep; `false` for it.
-    #[inline]
-    fn run(
-        &self,
-        py: Python<'_>,
-        routes: &[Box<dyn Route>],
-        event: &EventRef<'_>,
-        tags: &Tags,
-        clock: &mut EventClock,
-    ) -> bool {
-        let ran = dispatch(py, routes, event, tags, clock);
-        if !ran {
-            self.counters.count_drop(
-                py,
-                DropReason::Reentrant,
-                &format!(
-                    "an event was recorded from inside a target more than {MAX_DEPTH} levels deep (a target that records on a handle of its own processor?)"
-                ),
-            );
-        }
-        ran
     }
 }
 
@@ -128,7 +105,7 @@ impl TelemetryProcessor {
             .map(|o| native_target(py, o, &counters))
             .collect::<PyResult<Vec<_>>>()?;
         if log {
-            chain.push(Box::new(LogTarget::new(py)?));
+            chain.push(Box::new(LogTarget::new(py, counters.clone())?));
         }
         attach_drop_sources(&objects, &counters);
         Ok(Self {
@@ -252,7 +229,7 @@ impl TelemetryHandle {
 
     #[inline]
     fn emit(&self, py: Python<'_>, event: &EventRef<'_>) {
-        let _ = self.core.run(
+        dispatch(
             py,
             &self.routes,
             event,
@@ -401,11 +378,7 @@ impl TelemetryHandle {
         let mut tags = (*self.tags).clone();
         tags.extend(extra);
         match self.core.resolve(py, &tags) {
-            Ok(routes) => {
-                let _ = self
-                    .core
-                    .run(py, &routes, &event, &tags, &mut EventClock::default());
-            }
+            Ok(routes) => dispatch(py, &routes, &event, &tags, &mut EventClock::default()),
             Err(err) => {
                 self.core
                     .counters
@@ -554,15 +527,14 @@ impl TelemetryHandle {
                         seconds,
                         call,
                     };
-                    if self.core.run(
+                    dispatch(
                         py,
                         &self.routes,
                         &event,
                         &self.tags,
                         &mut EventClock::at(ts),
-                    ) {
-                        recorded += 1;
-                    }
+                    );
+                    recorded += 1;
                 }
                 Err(why) => self.core.counters.count_drop(
                     py,

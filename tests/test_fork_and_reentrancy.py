@@ -129,38 +129,55 @@ REENTRANT = textwrap.dedent(
 
     mode, fan_out, events, fid = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
     logging.basicConfig(stream=sys.stderr)
+    calls = 0
 
     class Recorder:
-        calls = 0
-
         def handle(self, event, tags):
-            Recorder.calls += 1
+            global calls
+            calls += 1
             for _ in range(fan_out):  # records on its own handle
                 h.invocation_completed(0.1)
 
+    class Relog(logging.Handler):
+        def emit(self, record):
+            global calls
+            if record.getMessage().startswith("function log"):
+                calls += 1
+                h.log("info", "relog", "again")  # records on the handle it logs for
+
     prom = PrometheusTarget()
-    proc = TelemetryProcessor([Recorder(), prom], log=False)
+    if mode == "logging":
+        proc = TelemetryProcessor([prom])  # the logging target last
+        logging.getLogger("edgeless_telemetry").addHandler(Relog())
+        logging.getLogger("edgeless_telemetry").setLevel(logging.INFO)
+    else:
+        proc = TelemetryProcessor([Recorder(), prom], log=False)
     h = proc.get_handle({"NODE_ID": "n", "FUNCTION_ID": fid, "FUNCTION_TYPE": "f"})
 
     def run():
         for _ in range(events):
-            h.invocation_completed(0.2)
+            if mode == "logging":
+                h.log("info", "t", "first")
+            else:
+                h.invocation_completed(0.2)
 
-    if mode == "thread":
+    if mode == "main":
+        sys.setrecursionlimit(5000)
+        run()
+    else:
         threading.stack_size(1 << 20)
         t = threading.Thread(target=run)
         t.start()
         t.join()
-    else:
-        sys.setrecursionlimit(5000)
-        run()
-    line = [l for l in prom.render().decode().splitlines() if 'reason="reentrant"' in l]
-    print(json.dumps({"stats": proc.stats(), "calls": Recorder.calls, "metric": line}))
+    text = prom.render().decode()
+    line = [l for l in text.splitlines() if 'reason="reentrant"' in l]
+    count = [l for l in text.splitlines() if l.startswith("execution_times_count")]
+    print(json.dumps({"stats": proc.stats(), "calls": calls, "metric": line, "count": count}))
     """
 )
 
 
-@pytest.mark.parametrize(("mode", "fan_out"), [("thread", 1), ("main", 1), ("thread", 2)])
+@pytest.mark.parametrize(("mode", "fan_out"), [("thread", 1), ("main", 1), ("thread", 2), ("logging", 1)])
 def test_target_recording_on_its_own_handle_ends_in_a_counted_drop(mode: str, fan_out: int) -> None:
     events = 10
     run = subprocess.run([sys.executable, "-c", REENTRANT, mode, str(fan_out), str(events), str(uuid.uuid4())],
@@ -168,9 +185,9 @@ def test_target_recording_on_its_own_handle_ends_in_a_counted_drop(mode: str, fa
     assert run.returncode == 0, f"exit {run.returncode} (segfault is -11): {run.stderr[-2000:]}"
     got = json.loads(run.stdout)
     stats = got["stats"]
-    # Each outermost event nests MAX_DEPTH deep, then the next one is
-    # dropped; with fan-out every pending nested call is dropped at once
-    # (one per level), never 2**32 calls.
+    # Each outermost event nests MAX_DEPTH deep, then the next call into
+    # Python is skipped; with fan-out, every pending nested call is skipped
+    # at once (one per level), never 2**32 calls.
     assert got["calls"] == events * MAX_DEPTH
     per_event = 1 if fan_out == 1 else 1 + MAX_DEPTH
     assert stats["dropped_reentrant"] == events * per_event
@@ -178,6 +195,10 @@ def test_target_recording_on_its_own_handle_ends_in_a_counted_drop(mode: str, fa
     assert got["metric"] == [
         f'edgeless_telemetry_dropped_total{{target="processor",reason="reentrant"}} {events * per_event}'
     ]
+    if mode != "logging":
+        # Native targets still get every event, however deep.
+        (count,) = got["count"]
+        assert count.endswith(f" {events * (1 + MAX_DEPTH * fan_out)}"), count
     # Logged once, like every drop kind.
-    assert run.stderr.count("dropped_reentrant") == 1
-    print(f"{mode}, fan-out {fan_out}: {got['calls']} target calls, {stats['dropped_reentrant']} dropped")
+    assert run.stderr.count("dropped_reentrant") == 1, run.stderr[-2000:]
+    print(f"{mode}, fan-out {fan_out}: {got['calls']} calls into Python, {stats['dropped_reentrant']} dropped")
