@@ -105,7 +105,7 @@ impl TelemetryProcessor {
             .map(|o| native_target(py, o, &counters))
             .collect::<PyResult<Vec<_>>>()?;
         if log {
-            chain.push(Box::new(LogTarget::new(py)?));
+            chain.push(Box::new(LogTarget::new(py, counters.clone())?));
         }
         attach_drop_sources(&objects, &counters);
         Ok(Self {
