@@ -19,16 +19,34 @@ pub const FUNCTION_TYPE: &str = "FUNCTION_TYPE";
 pub const EVENT_TYPE: &str = "EVENT_TYPE";
 pub const RESOURCE_CLASS_TYPE: &str = "RESOURCE_CLASS_TYPE";
 
-/// EDGELESS: `EVENT_TYPE == "CALL"` is a call, anything else a cast.
-pub fn is_call(event_type: Option<&str>) -> bool {
-    event_type == Some("CALL")
+/// What kind of invocation an event is, from EDGELESS's `EVENT_TYPE` tag:
+/// `"CALL"` is a call, any other value a cast, and an invocation without
+/// the tag is `Untyped`: EDGELESS's PrometheusTarget records those in no
+/// histogram (its PerformanceTarget keeps them), and so do we.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Invocation {
+    Cast = 0,
+    Call = 1,
+    Untyped = 2,
 }
 
-/// EDGELESS: the function type, falling back to the resource class type.
-pub fn function_type(tags: &Tags) -> Option<&str> {
+impl Invocation {
+    pub fn from_event_type(event_type: Option<&str>) -> Self {
+        match event_type {
+            Some("CALL") => Invocation::Call,
+            Some(_) => Invocation::Cast,
+            None => Invocation::Untyped,
+        }
+    }
+}
+
+/// EDGELESS's `execution_times` function type: `FUNCTION_TYPE`, else
+/// `RESOURCE_CLASS_TYPE`, else the empty string. (`function_count` takes
+/// `FUNCTION_TYPE` only.)
+pub fn execution_function_type(tags: &Tags) -> &str {
     tags.get(FUNCTION_TYPE)
         .or_else(|| tags.get(RESOURCE_CLASS_TYPE))
-        .map(String::as_str)
+        .map_or("", String::as_str)
 }
 
 /// EDGELESS `TelemetryProcessingResult`.

@@ -8,7 +8,9 @@
 //! (counted, `dropped_reentrant`): recursion without end would overflow
 //! the C stack.
 
-use crate::chain::{ChainResult, PythonCall, Route, Tags, Target, EVENT_TYPE, MAX_DEPTH};
+use crate::chain::{
+    ChainResult, Invocation, PythonCall, Route, Tags, Target, EVENT_TYPE, MAX_DEPTH,
+};
 use crate::clock::EventClock;
 use crate::counters::{Counters, DropReason};
 use crate::events::{EventRef, TelemetryEvent};
@@ -49,7 +51,11 @@ impl Route for PyTarget {
             return ChainResult::Passed;
         };
         let mut tags = tags.clone();
-        if let EventRef::Duration { call: true, .. } = event {
+        if let EventRef::Duration {
+            invocation: Invocation::Call,
+            ..
+        } = event
+        {
             tags.insert(EVENT_TYPE.to_owned(), "CALL".to_owned());
         }
         let outcome = self

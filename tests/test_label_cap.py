@@ -65,8 +65,8 @@ def test_non_uuid_function_id_from_event_tags_is_capped_too() -> None:
     prom = PrometheusTarget()
     h = TelemetryProcessor([prom], log=False).get_handle({"NODE_ID": "n", "FUNCTION_TYPE": "f"})
     # Per-event tags are not checked for a UUID (as in EDGELESS).
-    h.observe(TelemetryEvent.function_invocation_completed(0.1), {"FUNCTION_ID": "x" * CAP})
-    h.observe(TelemetryEvent.function_invocation_completed(0.1), {"FUNCTION_ID": "x" * (CAP + 1)})
+    h.observe(TelemetryEvent.function_invocation_completed(0.1), {"FUNCTION_ID": "x" * CAP, "EVENT_TYPE": "CAST"})
+    h.observe(TelemetryEvent.function_invocation_completed(0.1), {"FUNCTION_ID": "x" * (CAP + 1), "EVENT_TYPE": "CAST"})
     assert prom.stats()["execution_times_series"] == 1
     assert prom.stats()["execution_times_refused"] == 1
 

@@ -7,7 +7,10 @@ use super::encoding::{
 use super::family::{Family, Series};
 use super::gauge::Gauge;
 use super::histogram::{Buckets, Histogram};
-use crate::chain::{function_type, ChainResult, Route, Tags, Target, FUNCTION_ID, NODE_ID};
+use crate::chain::{
+    execution_function_type, ChainResult, Invocation, Route, Tags, Target, FUNCTION_ID,
+    FUNCTION_TYPE, NODE_ID,
+};
 use crate::clock::EventClock;
 use crate::counters::DropSource;
 use crate::events::{EventRef, FunctionTime};
@@ -93,6 +96,10 @@ pub struct Registry {
     /// the series slot is resolved (never from inside its `OnceLock`).
     long_labels: AtomicU64,
     warn_long_label: AtomicBool,
+    /// Events EDGELESS's target ignores for a missing tag (`NODE_ID`,
+    /// `FUNCTION_TYPE` for `function_count`, `FUNCTION_ID`, `EVENT_TYPE`):
+    /// ignored here too, but counted, so the loss is visible.
+    missing_tag: AtomicU64,
 }
 
 impl Registry {
@@ -139,6 +146,7 @@ impl Registry {
             drop_sources: fork::Mutex::new(Vec::new()),
             long_labels: AtomicU64::new(0),
             warn_long_label: AtomicBool::new(false),
+            missing_tag: AtomicU64::new(0),
         }
     }
 
@@ -162,6 +170,7 @@ impl Registry {
             .filter_map(Weak::upgrade)
             .collect();
         let mut out = BTreeMap::new();
+        out.insert(("prometheus", "missing_tag"), self.missing_tags());
         for (target, reason, n) in sources.iter().flat_map(|s| s.drops()) {
             *out.entry((target, reason)).or_insert(0) += n;
         }
@@ -223,9 +232,28 @@ impl Registry {
         self.long_labels.load(Ordering::Relaxed)
     }
 
+    /// Events ignored for a missing tag, as EDGELESS ignores them.
+    pub fn missing_tags(&self) -> u64 {
+        self.missing_tag.load(Ordering::Relaxed)
+    }
+
+    /// Why a handle has no series for an event: a tag EDGELESS requires is
+    /// missing (counted per event), or the series was refused (counted
+    /// once, when refused). Off the hot path: only handles without series.
+    #[cold]
+    fn no_series(&self, py: Python<'_>, tags: &Tags, needs: &[&str], typed: bool) {
+        if !typed || needs.iter().any(|t| !tags.contains_key(*t)) {
+            self.missing_tag.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.warn_long_label(py);
+        }
+    }
+
+    /// EDGELESS: `function_count` needs `NODE_ID` and `FUNCTION_TYPE`
+    /// (no `RESOURCE_CLASS_TYPE` fallback there).
     fn gauge_for(&self, tags: &Tags) -> Option<Arc<Series<Gauge>>> {
         let node = tags.get(NODE_ID)?;
-        let ftype = function_type(tags)?;
+        let ftype = tags.get(FUNCTION_TYPE)?;
         self.series_for(
             &self.function_count,
             &[("node_id", node), ("function_type", ftype)],
@@ -233,10 +261,12 @@ impl Registry {
         )
     }
 
+    /// EDGELESS: `execution_times` needs `NODE_ID`, `FUNCTION_ID` and an
+    /// `EVENT_TYPE`; the function type may be empty.
     fn execution_for(&self, tags: &Tags, call: bool) -> Option<Arc<Series<Histogram>>> {
         let node = tags.get(NODE_ID)?;
         let fid = tags.get(FUNCTION_ID)?;
-        let ftype = function_type(tags)?;
+        let ftype = execution_function_type(tags);
         let kind = if call { "Call" } else { "Cast" };
         self.series_for(
             &self.execution_times,
@@ -353,7 +383,7 @@ impl Registry {
                 format,
                 dropped_name,
                 Kind::Counter,
-                "Events, samples and functions the node's other targets dropped or refused.",
+                "Events, samples and functions the node's targets dropped, refused or ignored (missing_tag: as EDGELESS, no series without the tags its family needs).",
             );
             for ((target, reason), n) in drops {
                 let labels = self.labels(&[("target", target), ("reason", reason)]);
@@ -422,7 +452,8 @@ type Slot<M> = OnceLock<Option<Arc<Series<M>>>>;
 struct PromRoute {
     registry: Arc<Registry>,
     gauge: Slot<Gauge>,
-    /// Indexed by `call as usize`: Cast, Call.
+    /// Indexed by `call as usize`: Cast, Call (an `Untyped` invocation
+    /// has no series, as in EDGELESS).
     execution: [Slot<Histogram>; 2],
     transfer: Slot<Histogram>,
 }
@@ -432,7 +463,9 @@ impl PromRoute {
     fn count(&self, py: Python<'_>, tags: &Tags, delta: i64) -> ChainResult {
         match self.gauge.get_or_init(|| self.registry.gauge_for(tags)) {
             Some(g) => g.metric.add(py, delta),
-            None => self.registry.warn_long_label(py),
+            None => self
+                .registry
+                .no_series(py, tags, &[NODE_ID, FUNCTION_TYPE], true),
         }
         ChainResult::Final
     }
@@ -460,12 +493,25 @@ impl Route for PromRoute {
             EventRef::Duration {
                 kind: FunctionTime::Execution,
                 seconds,
-                call,
+                invocation,
             } => {
-                let slot = &self.execution[call as usize];
-                match slot.get_or_init(|| r.execution_for(tags, call)) {
+                let series = match invocation {
+                    Invocation::Untyped => None,
+                    typed => {
+                        let call = typed == Invocation::Call;
+                        self.execution[call as usize]
+                            .get_or_init(|| r.execution_for(tags, call))
+                            .as_ref()
+                    }
+                };
+                match series {
                     Some(h) => h.metric.observe(py, &r.buckets, seconds),
-                    None => r.warn_long_label(py),
+                    None => r.no_series(
+                        py,
+                        tags,
+                        &[NODE_ID, FUNCTION_ID],
+                        invocation != Invocation::Untyped,
+                    ),
                 }
                 ChainResult::Final
             }
@@ -476,7 +522,7 @@ impl Route for PromRoute {
             } => {
                 match self.transfer.get_or_init(|| r.transfer_for(tags)) {
                     Some(h) => h.metric.observe(py, &r.buckets, seconds),
-                    None => r.warn_long_label(py),
+                    None => r.no_series(py, tags, &[NODE_ID, FUNCTION_ID], true),
                 }
                 ChainResult::Final
             }
