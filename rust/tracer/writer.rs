@@ -62,10 +62,17 @@ impl Output {
     /// header is refused rather than silently mixed with other data.
     pub fn open(path: Option<&Path>, append: bool) -> io::Result<Self> {
         let Some(path) = path else {
-            let mut out = io::stdout().lock();
-            out.write_all(HEADER.as_bytes())?;
-            out.flush()?;
-            return Ok(Output::Stdout);
+            let mut out = Output::Stdout;
+            let mut header = HEADER.as_bytes();
+            while !header.is_empty() {
+                match out.write_some(header) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => header = &header[n..],
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            return Ok(out);
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
@@ -103,10 +110,10 @@ impl Output {
     fn write_some(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Output::Stdout => {
-                // Rust's own stdout buffer is pushed out first, and held
-                // (locked) so nothing interleaves with our rows.
-                let mut out = io::stdout().lock();
-                out.flush()?;
+                // Straight to fd 1, not through Rust's `io::stdout()`: its
+                // lock, held by a writer thread at the moment of a fork,
+                // would never be released in the child (and nothing in the
+                // extension prints through Rust's stdout buffer).
                 // SAFETY: fd 1 stays open for the process's life; `buf` is
                 // valid for `buf.len()` bytes.
                 let n = unsafe { libc::write(1, buf.as_ptr().cast(), buf.len()) };
@@ -443,13 +450,19 @@ impl Shared {
         crate::fork::inherited(self.fork_generation)
     }
 
-    /// An id drawn outside `append` (for spans made after close).
+    /// An id drawn outside `append` (for spans made after close). In a
+    /// forked child the lock may have been held by the parent's writer
+    /// thread at the fork, forever: ids come from a fresh generator there.
     pub fn next_id(&self) -> uuid::Uuid {
+        if self.forked() {
+            return crate::tracer::ids::IdGen::seeded().next_uuid();
+        }
         lock(&self.pending).ids.next_uuid()
     }
 
+    /// An inherited sink writes nothing in a child: closed there.
     pub fn is_closed(&self) -> bool {
-        lock(&self.pending).closing
+        self.forked() || lock(&self.pending).closing
     }
 
     pub fn enter_exit_mode(&self) {
@@ -457,17 +470,25 @@ impl Shared {
     }
 
     pub fn stats(&self) -> Vec<(&'static str, u64)> {
-        let p = lock(&self.pending);
+        // In a forked child the parent's writer thread may have held the
+        // lock at the fork, for good: the counts as inherited are not worth
+        // a hang, so they read 0 there if the lock is not free.
+        let guard = if self.forked() {
+            self.pending.try_lock().ok()
+        } else {
+            Some(lock(&self.pending))
+        };
+        let of = |f: fn(&Pending) -> u64| guard.as_deref().map_or(0, f);
         vec![
-            ("rows_queued", p.seq),
-            ("rows_written", p.rows_written),
-            ("rows_pending", p.seq - p.rows_written - p.rows_lost),
-            ("bytes_written", p.bytes_written),
-            ("pending_bytes", (p.buf.len() + p.held_bytes) as u64),
-            ("rows_dropped", p.rows_dropped),
-            ("rows_after_close", p.rows_after_close),
-            ("write_errors", p.write_errors),
-            ("rows_lost", p.rows_lost),
+            ("rows_queued", of(|p| p.seq)),
+            ("rows_written", of(|p| p.rows_written)),
+            ("rows_pending", of(|p| p.seq - p.rows_written - p.rows_lost)),
+            ("bytes_written", of(|p| p.bytes_written)),
+            ("pending_bytes", of(|p| (p.buf.len() + p.held_bytes) as u64)),
+            ("rows_dropped", of(|p| p.rows_dropped)),
+            ("rows_after_close", of(|p| p.rows_after_close)),
+            ("write_errors", of(|p| p.write_errors)),
+            ("rows_lost", of(|p| p.rows_lost)),
             (
                 "messages_truncated",
                 self.messages_truncated.load(Ordering::Relaxed),
