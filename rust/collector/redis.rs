@@ -519,9 +519,10 @@ fn writer_loop(shared: &Shared, config: &RedisConfig) {
                         log(
                             "warning",
                             format!(
-                                "Redis does not take writes: {why}. Batches stay queued and \
+                                "Redis does not take writes: {}. Batches stay queued and \
                                  are retried with backoff; nodes are answered 202 (503 once \
-                                 max_redis_queue_bytes are queued) and keep them"
+                                 max_redis_queue_bytes are queued) and keep them",
+                                why.trim_end_matches('.')
                             ),
                         );
                     }
