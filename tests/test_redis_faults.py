@@ -1,8 +1,8 @@
 """A Redis that stays up but refuses to store (issue 16): an error reply is
 not an acknowledgement. Each fault is produced by a real ``redis-server``:
 ``maxmemory`` with ``noeviction`` (OOM), a snapshot directory that is full
-(MISCONF), a replica (READONLY), a script that does not end (BUSY), and a
-key of another type (WRONGTYPE). Nothing is reported stored while refused;
+(MISCONF), a replica (READONLY), a script that does not end (BUSY), a
+snapshot being loaded (LOADING), and a key of another type (WRONGTYPE). Nothing is reported stored while refused;
 once Redis takes writes again every sample is in it exactly once, except
 the entries of a key Redis refuses for good, which are counted."""
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import subprocess
 import threading
 import time
@@ -286,6 +287,47 @@ def _script_kill(client: object) -> bool:
         return True
     except Exception:  # noqa: BLE001 - not running yet, or just ended
         return False
+
+
+def test_loading_after_a_restart(tmp_path: Path) -> None:
+    """Redis answers LOADING while it reads its snapshot back (slowed here
+    with ``key-load-delay``); the collector waits it out."""
+    server = RedisServer(tmp_path / "loading")
+    server.start(["--appendonly", "no"])
+    client = server.client()
+    client.eval("for i = 1, 3000 do redis.call('set', 'k' .. i, 'v') end", 0)
+    client.save()
+    server.stop()
+    proc = subprocess.Popen(
+        [server.exe, "--port", str(server.port), "--bind", "127.0.0.1",
+         "--dir", str(server.workdir), "--save", "", "--appendonly", "no",
+         "--key-load-delay", "1000", "--loading-process-events-interval-bytes", "1024"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def loading() -> bool:
+            # A raw PING: redis-py would wait the loading out itself.
+            try:
+                with socket.create_connection(("127.0.0.1", server.port), timeout=1) as sock:
+                    sock.sendall(b"PING\r\n")
+                    return sock.recv(64).startswith(b"-LOADING")
+            except OSError:
+                return False
+
+        wait_for("Redis to be loading", loading, timeout=10)
+        fids = [str(uuid.UUID(int=f + 1, version=4)) for f in range(3)]
+        sent = bodies(fids, 2000)
+        core = _core.CollectorCore(redis_url=server.url, redis_ack_timeout_s=0.2)
+        assert {core.ingest(b)[0] for b in sent} == {202}
+        wait_for("an answer", lambda: core.redis_last_error() != "")
+        assert core.redis_last_error().startswith("LOADING")
+        assert core.stats()["redis_error_replies_loading"] > 0
+        assert core.flush(30)
+        assert_all_stored(client, fids, 2000)
+        assert client.dbsize() == 3000 + len(fids)
+        core.close(1)
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_wrongtype_key_is_dropped_counted_and_named(

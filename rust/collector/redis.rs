@@ -173,7 +173,8 @@ struct Queue {
     /// Ids of the last job pushed and the last one Redis acknowledged.
     pushed: u64,
     acked: u64,
-    /// The last write attempt failed (Redis down): nobody should wait.
+    /// The last write attempt failed (Redis down or refusing): nobody
+    /// should wait for an acknowledgement.
     failing: bool,
 }
 
