@@ -236,15 +236,23 @@ def test_readonly_replica_then_promoted(
     client = replica.client()
     fids = [str(uuid.UUID(int=f + 1, version=4)) for f in range(5)]
     sent = bodies(fids, 3000)
-    core = _core.CollectorCore(redis_url=replica.url, redis_ack_timeout_s=0.5)
-    assert {core.ingest(b)[0] for b in sent} == {202}
+    # Room for one batch (about 300 kB of ZADDs): the next ones get 503.
+    core = _core.CollectorCore(redis_url=replica.url, redis_ack_timeout_s=0.5,
+                               max_redis_queue_bytes=400_000)
+    assert [core.ingest(b)[0] for b in sent] == [202, 503, 503]
     wait_for("reconnects", lambda: core.stats()["redis_connects"] >= 3)
     stats = core.stats()
     assert stats["redis_error_replies_readonly"] > 0 and stats["redis_entries_written"] == 0
+    assert stats["batches_refused"] == 2 and stats["redis_queue_batches"] == 1
     assert core.redis_last_error().startswith("READONLY")
     assert client.dbsize() == 0
 
     client.execute_command("REPLICAOF", "NO", "ONE")
+    # The node sends its batches again each period until each gets a 200:
+    # the queued one is answered by its job's fate, the refused ones are
+    # taken once there is room.
+    wait_for("every batch confirmed",
+             lambda: [core.ingest(b)[0] for b in sent] == [200, 200, 200])
     assert core.flush(20)
     assert_all_stored(client, fids, 3000)
     assert core.stats()["redis_entries_written"] == 5 * 3000
