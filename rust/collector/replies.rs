@@ -85,8 +85,11 @@ pub(super) fn outcome(reply: redis::Value, stats: &RedisStats) -> Outcome {
 /// slow path, after an error reply.
 pub(super) fn command_spans(payload: &[u8]) -> Vec<(usize, usize)> {
     fn number(p: &[u8], at: &mut usize) -> Option<usize> {
-        let end = *at + p[*at..].iter().position(|&b| b == b'\r')?;
-        let n = std::str::from_utf8(&p[*at + 1..end]).ok()?.parse().ok()?;
+        let end = *at + p.get(*at..)?.iter().position(|&b| b == b'\r')?;
+        let n = std::str::from_utf8(p.get(*at + 1..end)?)
+            .ok()?
+            .parse()
+            .ok()?;
         *at = end + 2;
         Some(n)
     }
@@ -112,8 +115,11 @@ pub(super) fn command_spans(payload: &[u8]) -> Vec<(usize, usize)> {
 pub(super) fn key_and_members(command: &[u8]) -> (String, u64) {
     let spans = |p: &[u8]| -> Option<(String, u64)> {
         let line = |from: usize| -> Option<(usize, usize)> {
-            let end = from + p[from..].iter().position(|&b| b == b'\r')?;
-            let n = std::str::from_utf8(&p[from + 1..end]).ok()?.parse().ok()?;
+            let end = from + p.get(from..)?.iter().position(|&b| b == b'\r')?;
+            let n = std::str::from_utf8(p.get(from + 1..end)?)
+                .ok()?
+                .parse()
+                .ok()?;
             Some((n, end + 2))
         };
         let (args, at) = line(0)?;
@@ -167,14 +173,18 @@ pub(super) fn settle(job: &mut Job, outcomes: Vec<Outcome>, stats: &RedisStats) 
     } else {
         job.routes.iter().map(|r| (r.start, r.end)).collect()
     };
+    if spans.len() != outcomes.len() {
+        // Cannot happen with rendered jobs; if it did, resend the job whole
+        // rather than guess which bytes are which command.
+        out.done = false;
+        out.transient = Some("redis: could not split a pipeline into its commands".into());
+        return out;
+    }
     let mut payload = Vec::new();
     let mut routes = Vec::new();
     let mut members_left = 0u64;
     let mut commands_left = 0;
-    for (i, outcome) in outcomes.into_iter().enumerate() {
-        let Some(&(start, end)) = spans.get(i) else {
-            break;
-        };
+    for (outcome, (i, &(start, end))) in outcomes.into_iter().zip(spans.iter().enumerate()) {
         let bytes = &job.payload[start..end];
         let (key, members) = key_and_members(bytes);
         match outcome {
@@ -291,6 +301,17 @@ mod tests {
         let s = settle(&mut job, vec![Outcome::Stored(2)], &stats);
         assert!(s.done && s.transient.is_none());
         assert_eq!(stats.members_added.load(Relaxed), 5);
+    }
+
+    #[test]
+    fn malformed_bytes_do_not_panic() {
+        assert_eq!(
+            key_and_members(b"*4\r\n$4\r\nZADD\r\n$99\r\nab"),
+            (String::new(), 0)
+        );
+        assert_eq!(key_and_members(b""), (String::new(), 0));
+        assert!(command_spans(b"*2\r\n$9\r\nZA").is_empty());
+        assert!(command_spans(b"*x\r\n").is_empty());
     }
 
     #[test]
