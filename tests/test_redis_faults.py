@@ -29,7 +29,7 @@ from edgeless_telemetry import (
     TelemetryProcessor,
     _core,
 )
-from redis_fixture import RedisServer
+from redis_fixture import RedisCluster, RedisServer
 
 T0 = 1_700_000_000_000_000_000
 METRIC = "function_execution_time"
@@ -363,4 +363,44 @@ def test_wrongtype_key_is_dropped_counted_and_named(
     named = [r.getMessage() for r in caplog_info.records if key(bad) in r.getMessage()]
     assert len(named) == 1 and "WRONGTYPE" in named[0]
     assert fault_logs(caplog_info) == (0, 0)
+    core.close(1)
+
+
+def test_cluster_one_master_refusing_and_a_wrongtype_key(
+        redis_cluster: RedisCluster, caplog_info: pytest.LogCaptureFixture) -> None:
+    """Redis Cluster: keys on the masters that take writes are stored at
+    once, those on a master at ``maxmemory`` wait for it, and a key of
+    another type is dropped and counted."""
+    client = redis_cluster.client()
+    fids = [str(uuid.UUID(int=f + 1, version=4)) for f in range(12)]
+    port = client.get_node_from_key(key(fids[1])).port
+    refused = [f for f in fids if client.get_node_from_key(key(f)).port == port]
+    bad = next(f for f in fids if f not in refused)
+    client.set(key(bad), "a string, not a sorted set")
+    full = redis_cluster.node(port)
+    full.config_set("maxmemory-policy", "noeviction")
+    full.config_set("maxmemory", "1")
+    sent = bodies(fids, 2000)
+    core = _core.CollectorCore(redis_url=redis_cluster.url, redis_ack_timeout_s=0.5)
+    try:
+        assert {core.ingest(b)[0] for b in sent} == {202}
+        # The first batch's first attempt is settled: its WRONGTYPE entries
+        # are counted, its OOM ones wait.
+        wait_for("the first attempt", lambda: core.stats()["redis_entries_rejected"] == 1000
+                 and core.stats()["redis_error_replies_oom"] > 0)
+        assert core.stats()["redis_entries_written"] == 0
+        # The first batch's commands for the other masters are stored already.
+        for f in fids:
+            want = 0 if f in refused or f == bad else 1000
+            if f != bad:
+                assert client.zcard(key(f)) == want, f
+    finally:
+        full.config_set("maxmemory", "0")
+    assert core.flush(20)
+    assert_all_stored(client, [f for f in fids if f != bad], 2000)
+    stats = core.stats()
+    assert stats["redis_entries_rejected"] == 2000
+    assert stats["redis_entries_written"] == 11 * 2000
+    assert stats["redis_members_added"] == 11 * 2000
+    assert fault_logs(caplog_info) == (1, 1)
     core.close(1)
