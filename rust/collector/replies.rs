@@ -320,7 +320,15 @@ mod tests {
             classify_error("WRONGTYPE Operation against a key".into()),
             Outcome::Rejected(_)
         ));
-        for t in ["OOM x", "MISCONF x", "READONLY x", "LOADING x", "NOPERM x"] {
+        for t in [
+            "OOM x",
+            "MISCONF x",
+            "READONLY x",
+            "LOADING x",
+            "BUSY x",
+            "TRYAGAIN x",
+            "NOPERM x",
+        ] {
             assert!(matches!(classify_error(t.into()), Outcome::Transient(_)));
         }
     }
