@@ -103,3 +103,20 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.py().import("atexit")?.call_method1("register", (hook,))?;
     Ok(())
 }
+
+/// For a thread of ours (not started by Python) that wants the GIL, e.g.
+/// to log: runs `f` with it, or returns None once the interpreter exits or
+/// when there is none. Counted like an `allow_threads` section, so
+/// `enter_exit` waits for it instead of finalizing under it.
+pub fn with_gil_unless_exiting<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> Option<R> {
+    RELEASED.fetch_add(1, Ordering::SeqCst);
+    // SAFETY: a plain query of interpreter state, callable without the GIL.
+    let running = unsafe { pyo3::ffi::Py_IsInitialized() } != 0;
+    let result = if running && !EXITING.load(Ordering::SeqCst) {
+        Some(Python::with_gil(f))
+    } else {
+        None
+    };
+    RELEASED.fetch_sub(1, Ordering::SeqCst);
+    result
+}

@@ -6,14 +6,21 @@
 //! each group written in one go and its replies read in order. Redirections
 //! are followed: `MOVED` updates that slot, marks the map stale and the map
 //! is read again before the next round; `ASK` sends that one command again
-//! to the named node behind `ASKING`; `TRYAGAIN` retries after a pause. A
-//! command sent twice stores nothing twice (ZADD of the same member and
-//! score), so any failure simply resends the job, as with a single Redis.
+//! to the named node behind `ASKING`; `TRYAGAIN` retries after a pause.
+//! Every other reply is the command's outcome, as with a single Redis
+//! (`replies.rs`); a lost connection resends the whole job. A command sent
+//! twice stores nothing twice (ZADD of the same member and score).
+//! Connections and reply parsing come from the `redis` crate; its own
+//! cluster pipeline is not used because it reports one error for a whole
+//! pipeline and does not follow redirections inside one.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use super::redis::{Connection, Failure, Job, RedisConfig, RedisStats, Reply, Value};
+use super::connection::{error_text, Connection};
+use super::redis::{Failure, Job, RedisConfig, RedisStats};
+use super::replies::{classify_error, count_error, Outcome};
+use redis::Value;
 use std::sync::atomic::Ordering::Relaxed;
 
 pub const SLOTS: usize = 16384;
@@ -154,12 +161,12 @@ impl Cluster {
     ) -> Result<Vec<(usize, usize, String, u16)>, Failure> {
         let bad = || Failure::Connection(format!("bad CLUSTER SLOTS reply from {host}:{port}"));
         let mut conn = Connection::open(config, host, port)?;
-        conn.write(b"*2\r\n$7\r\nCLUSTER\r\n$5\r\nSLOTS\r\n")?;
-        let ranges = match conn.value()? {
+        let ranges = match conn.query(redis::cmd("CLUSTER").arg("SLOTS"))? {
             Value::Array(ranges) => ranges,
-            Value::Error(e) => {
+            Value::ServerError(e) => {
                 return Err(Failure::Connection(format!(
-                    "{host}:{port} is not a cluster node: {e}"
+                    "{host}:{port} is not a cluster node: {}",
+                    error_text(&e)
                 )))
             }
             _ => return Err(bad()),
@@ -169,15 +176,12 @@ impl Cluster {
             let Value::Array(fields) = range else {
                 return Err(bad());
             };
-            let (
-                Some(Value::Integer(start)),
-                Some(Value::Integer(end)),
-                Some(Value::Array(master)),
-            ) = (fields.first(), fields.get(1), fields.get(2))
+            let (Some(Value::Int(start)), Some(Value::Int(end)), Some(Value::Array(master))) =
+                (fields.first(), fields.get(1), fields.get(2))
             else {
                 return Err(bad());
             };
-            let (Some(Value::Text(h)), Some(Value::Integer(p))) = (master.first(), master.get(1))
+            let (Some(Value::BulkString(h)), Some(Value::Int(p))) = (master.first(), master.get(1))
             else {
                 return Err(bad());
             };
@@ -204,17 +208,18 @@ impl Cluster {
     }
 
     /// Writes one job over the masters owning its slots, following
-    /// redirections; any error leaves the job to be sent again whole.
+    /// redirections; returns each command's outcome (a command still
+    /// redirected after `MAX_ROUNDS` counts as refused for now).
     pub fn send(
         &mut self,
         job: &Job,
         config: &RedisConfig,
         stats: &RedisStats,
-    ) -> Result<(), Failure> {
+    ) -> Result<Vec<Outcome>, Failure> {
+        let mut outcomes = vec![Outcome::Pending; job.routes.len()];
         // (route index, node to ASK instead of the slot's owner)
         let mut todo: Vec<(usize, Option<usize>)> =
             (0..job.routes.len()).map(|i| (i, None)).collect();
-        let mut added = 0u64;
         let mut buf = Vec::new();
         for _ in 0..MAX_ROUNDS {
             if todo.is_empty() {
@@ -258,38 +263,52 @@ impl Cluster {
                 for (i, ask) in cmds {
                     let conn = self.conns.get_mut(&node).expect("written above");
                     if ask {
-                        if let Reply::Error(e) = conn.reply()? {
-                            return Err(Failure::Connection(format!("ASKING refused: {e}")));
+                        if let Value::ServerError(e) = conn.reply()? {
+                            return Err(Failure::Connection(format!(
+                                "ASKING refused: {}",
+                                error_text(&e)
+                            )));
                         }
                     }
-                    match conn.reply()? {
-                        Reply::Integer(n) => added += n.max(0) as u64,
-                        Reply::Ok => {}
-                        Reply::Error(e) => match redirect(&e, &host) {
-                            Some(Redirect::Moved(slot, h, p)) => {
-                                self.slots[slot as usize] = self.node_index(&h, p) as u16;
-                                self.stale = true;
-                                stats.moved.fetch_add(1, Relaxed);
-                                todo.push((i, None));
-                            }
-                            Some(Redirect::Ask(h, p)) => {
-                                stats.asked.fetch_add(1, Relaxed);
-                                todo.push((i, Some(self.node_index(&h, p))));
-                            }
-                            None if e.starts_with("TRYAGAIN") => {
+                    let e = match conn.reply()? {
+                        Value::ServerError(e) => error_text(&e),
+                        Value::Int(n) => {
+                            outcomes[i] = Outcome::Stored(n.max(0) as u64);
+                            continue;
+                        }
+                        _ => {
+                            outcomes[i] = Outcome::Stored(0);
+                            continue;
+                        }
+                    };
+                    match redirect(&e, &host) {
+                        Some(Redirect::Moved(slot, h, p)) => {
+                            self.slots[slot as usize] = self.node_index(&h, p) as u16;
+                            self.stale = true;
+                            stats.moved.fetch_add(1, Relaxed);
+                            todo.push((i, None));
+                        }
+                        Some(Redirect::Ask(h, p)) => {
+                            stats.asked.fetch_add(1, Relaxed);
+                            todo.push((i, Some(self.node_index(&h, p))));
+                        }
+                        None => {
+                            count_error(stats, &e);
+                            if e.starts_with("TRYAGAIN") {
                                 pause = true;
                                 todo.push((i, None));
+                                outcomes[i] = Outcome::Transient(e);
+                                continue;
                             }
-                            None if ["LOADING", "BUSY", "CLUSTERDOWN", "MASTERDOWN"]
+                            // The map may be out of date (a failover).
+                            if ["CLUSTERDOWN", "MASTERDOWN", "READONLY"]
                                 .iter()
-                                .any(|p| e.starts_with(p)) =>
+                                .any(|p| e.starts_with(p))
                             {
-                                return Err(Failure::Connection(format!("redis not ready: {e}")));
+                                self.stale = true;
                             }
-                            None => {
-                                stats.error_replies.fetch_add(1, Relaxed);
-                            }
-                        },
+                            outcomes[i] = classify_error(e);
+                        }
                     }
                 }
             }
@@ -297,16 +316,7 @@ impl Cluster {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
-        if !todo.is_empty() {
-            return Err(Failure::Connection(
-                "Redis Cluster redirections did not settle".into(),
-            ));
-        }
-        stats.members_added.fetch_add(added, Relaxed);
-        stats
-            .members_existing
-            .fetch_add(job.members.saturating_sub(added), Relaxed);
-        Ok(())
+        Ok(outcomes)
     }
 }
 

@@ -11,13 +11,17 @@
 //! server around it lives in `python/edgeless_telemetry/collector.py`.
 
 pub mod admission;
+#[cfg(test)]
+mod client_bench;
 pub mod cluster;
+mod connection;
 pub mod dataset;
 pub mod dedup;
 pub mod format;
 #[cfg(test)]
 mod fuzz;
 pub mod redis;
+mod replies;
 
 use crate::wire::scan::scan;
 use crate::wire::{decode_checked, Malformed, NodePerformanceSamples};
@@ -655,7 +659,14 @@ impl CollectorCore {
                 ("redis_cluster_moved", &rs.moved),
                 ("redis_cluster_asked", &rs.asked),
                 ("redis_cluster_map_reads", &rs.map_reads),
+                ("redis_entries_rejected", &rs.entries_rejected),
+                ("redis_faults", &rs.faults),
+                ("redis_failing_since", &rs.failing_since),
             ] {
+                d.set_item(name, v.load(Relaxed))?;
+            }
+            for (kind, v) in replies::ERROR_KINDS.iter().zip(&rs.error_kinds) {
+                let name = format!("redis_error_replies_{}", kind.to_ascii_lowercase());
                 d.set_item(name, v.load(Relaxed))?;
             }
             let (bytes, jobs) = r.queued();
@@ -666,7 +677,9 @@ impl CollectorCore {
         Ok(d)
     }
 
-    /// Last Redis connection error, "" if none.
+    /// What Redis last answered instead of storing (an error reply, or why
+    /// it could not be reached), "" if nothing yet; `stats()` says since
+    /// when it refuses (`redis_failing_since`, 0 while it takes writes).
     fn redis_last_error(&self) -> String {
         self.redis
             .as_ref()

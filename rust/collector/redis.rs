@@ -1,25 +1,34 @@
 //! The Redis sink: a bounded queue of ready-made RESP pipelines and one
-//! thread that writes them to a plain socket, without the GIL.
+//! thread that writes them to Redis (connections through the `redis`
+//! crate), without the GIL.
 //!
 //! A job is one received batch, already encoded as multi-member ZADDs; the
 //! thread sends a whole job, then reads one reply per command. A job leaves
-//! the queue only once every reply has arrived, so if Redis goes away the
-//! job is sent again after reconnecting. That is safe because ZADD of a
-//! member with the same score is idempotent: a resent job stores nothing
-//! twice. While Redis is down, jobs wait in the queue; the collector
-//! refuses new batches (HTTP 503) once the queue holds `max_bytes`, so the
-//! node keeps them instead.
+//! the queue only once every command is stored (or refused for good, see
+//! `replies.rs`): an error reply is not an acknowledgement. Commands Redis
+//! refuses for now (`OOM`, `MISCONF`, `READONLY`, ...) and whole jobs cut
+//! off by a lost connection stay at the head of the queue and go again
+//! with backoff; that is safe because ZADD of a member with the same score
+//! is idempotent: a resent command stores nothing twice. Meanwhile jobs
+//! wait in the queue; the collector refuses new batches (HTTP 503) once
+//! the queue holds `max_bytes`, so the node keeps them instead.
+//!
+//! Our own writer rather than redis-rs's pipelines because we need each
+//! reply of a pipeline on its own (its cluster pipeline reports one error
+//! for the whole pipeline and does not follow `MOVED`/`ASK` inside one),
+//! and one write of bytes rendered once; the measured rates are in the
+//! README (`scripts/bench_redis_client.sh`).
 
-use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::cluster::Cluster;
-use super::format::Resp;
+use super::connection::Connection;
+use super::replies::{outcome, settle, Outcome, ERROR_KINDS};
+use pyo3::prelude::*;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct RedisConfig {
@@ -135,7 +144,15 @@ pub struct RedisStats {
     /// Members already present (a resent job, or the format hazard in
     /// `format.rs`: two samples with the same printed member).
     pub members_existing: AtomicU64,
+    /// Error replies, all and by kind (`replies::ERROR_KINDS`).
     pub error_replies: AtomicU64,
+    pub error_kinds: [AtomicU64; ERROR_KINDS.len()],
+    /// Entries Redis refused for good (`WRONGTYPE`), dropped.
+    pub entries_rejected: AtomicU64,
+    /// Times Redis started refusing writes or became unreachable, and
+    /// since when (Unix seconds) it does now, 0 while it takes them.
+    pub faults: AtomicU64,
+    pub failing_since: AtomicU64,
     pub connects: AtomicU64,
     pub connection_failures: AtomicU64,
     pub samples_abandoned: AtomicU64,
@@ -156,7 +173,8 @@ struct Queue {
     /// Ids of the last job pushed and the last one Redis acknowledged.
     pushed: u64,
     acked: u64,
-    /// The last write attempt failed (Redis down): nobody should wait.
+    /// The last write attempt failed (Redis down or refusing): nobody
+    /// should wait for an acknowledgement.
     failing: bool,
 }
 
@@ -304,14 +322,18 @@ impl RedisSink {
 }
 
 impl Drop for RedisSink {
+    /// Stops the writer without waiting for it: Python's garbage collector
+    /// drops us holding the GIL, which the writer may be waiting for (to
+    /// log). Nobody can read the counts any more, so none are lost.
     fn drop(&mut self) {
-        self.close(Duration::ZERO);
+        self.shared.queue.lock().expect("queue lock").stop = true;
+        self.shared.wake.notify_all();
     }
 }
 
-/// Why a write attempt failed.
+/// Why a write attempt failed as a whole.
 pub(super) enum Failure {
-    /// The connection is unusable (or Redis is loading): reconnect, resend.
+    /// The connection is unusable: reconnect, resend.
     Connection(String),
 }
 
@@ -322,7 +344,13 @@ enum Backend {
 }
 
 impl Backend {
-    fn send(&mut self, job: &Job, config: &RedisConfig, stats: &RedisStats) -> Result<(), Failure> {
+    /// Sends a job; each command's outcome, in order.
+    fn send(
+        &mut self,
+        job: &Job,
+        config: &RedisConfig,
+        stats: &RedisStats,
+    ) -> Result<Vec<Outcome>, Failure> {
         match self {
             Backend::Single(conn) => {
                 let c = match conn {
@@ -334,12 +362,11 @@ impl Backend {
                     }
                 };
                 stats.connected.store(true, Relaxed);
-                let added = c.send(&job.payload, job.commands, stats)?;
-                stats.members_added.fetch_add(added, Relaxed);
-                stats
-                    .members_existing
-                    .fetch_add(job.members.saturating_sub(added), Relaxed);
-                Ok(())
+                c.write(&job.payload)?;
+                // Every reply is read, errors included, to stay in step.
+                (0..job.commands)
+                    .map(|_| Ok(outcome(c.reply()?, stats)))
+                    .collect()
             }
             Backend::Cluster(cluster) => cluster.send(job, config, stats),
         }
@@ -353,15 +380,53 @@ impl Backend {
     }
 }
 
+const MIN_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// Keys named in a "refused for good" warning; past this many, refusals
+/// are only counted.
+const MAX_NAMED_KEYS: usize = 1024;
+
+/// A stretch of time during which Redis refused (or could not be reached).
+struct Fault {
+    since: Instant,
+    attempts: u64,
+}
+
+/// Logs on the package logger from the writer thread (never holding one
+/// of our locks: a Python thread holding the GIL may wait for them).
+fn log(level: &str, message: String) {
+    let logged = crate::gil::with_gil_unless_exiting(|py| {
+        let result = py
+            .import("logging")
+            .and_then(|l| l.call_method1("getLogger", ("edgeless_telemetry",)))
+            .and_then(|logger| logger.call_method1(level, (message.as_str(),)));
+        if let Err(err) = result {
+            err.write_unraisable(py, None);
+        }
+    });
+    if logged.is_none() {
+        eprintln!("edgeless_telemetry: {message}");
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 fn writer_loop(shared: &Shared, config: &RedisConfig) {
+    let stats = &shared.stats;
     let mut backend = if config.cluster {
         Backend::Cluster(Cluster::new())
     } else {
         Backend::Single(None)
     };
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = MIN_BACKOFF;
+    let mut fault: Option<Fault> = None;
+    let mut named: HashSet<String> = HashSet::new();
     loop {
-        let job = {
+        let mut job = {
             let mut q = shared.queue.lock().expect("queue lock");
             loop {
                 if q.stop {
@@ -374,215 +439,102 @@ fn writer_loop(shared: &Shared, config: &RedisConfig) {
                 q = shared.wake.wait(q).expect("queue lock");
             }
         };
-        let result = backend.send(&job, config, &shared.stats);
+        // Why the job (or what is left of it) must wait and go again.
+        let mut retry = None;
+        let mut freed = 0;
+        match backend.send(&job, config, stats) {
+            Ok(outcomes) => {
+                let settled = settle(&mut job, outcomes, stats);
+                freed = settled.freed;
+                for (key, why) in settled.rejected {
+                    if named.len() < MAX_NAMED_KEYS && named.insert(key.clone()) {
+                        log(
+                            "warning",
+                            format!(
+                                "Redis refuses key {key} for good ({why}): its entries are \
+                                 dropped and counted in redis_entries_rejected; the other \
+                                 keys are stored (further refusals of this key are only counted)"
+                            ),
+                        );
+                    }
+                }
+                if !settled.done {
+                    let why = settled
+                        .transient
+                        .unwrap_or_else(|| "Redis Cluster redirections did not settle".into());
+                    // A replica after a failover: the address may lead to
+                    // the new master on a new connection.
+                    if why.starts_with("READONLY") {
+                        backend.reset();
+                    }
+                    retry = Some(why);
+                }
+            }
+            Err(Failure::Connection(why)) => {
+                backend.reset();
+                stats.connected.store(false, Relaxed);
+                stats.connection_failures.fetch_add(1, Relaxed);
+                retry = Some(why);
+            }
+        }
         let mut q = shared.queue.lock().expect("queue lock");
         q.in_flight = false;
-        match result {
-            Ok(()) => {
-                backoff = Duration::from_millis(50);
-                shared.stats.samples_written.fetch_add(job.samples, Relaxed);
+        q.bytes -= freed;
+        match retry {
+            None => {
+                backoff = MIN_BACKOFF;
+                stats.samples_written.fetch_add(job.samples, Relaxed);
                 q.bytes -= job.payload.len();
                 q.acked = job.id;
                 q.failing = false;
                 shared.idle.notify_all();
+                drop(q);
+                if let Some(f) = fault.take() {
+                    stats.failing_since.store(0, Relaxed);
+                    log(
+                        "info",
+                        format!(
+                            "Redis takes writes again after {:.1} s ({} attempts refused); \
+                             the queued batches are being written",
+                            f.since.elapsed().as_secs_f64(),
+                            f.attempts
+                        ),
+                    );
+                }
             }
-            Err(Failure::Connection(why)) => {
-                backend.reset();
+            Some(why) => {
                 q.failing = true;
                 shared.idle.notify_all();
-                shared.stats.connected.store(false, Relaxed);
-                shared.stats.connection_failures.fetch_add(1, Relaxed);
-                *shared.last_error.lock().expect("error lock") = why;
                 q.jobs.push_front(job);
-                // Wait before reconnecting, but wake at once to stop.
+                drop(q);
+                *shared.last_error.lock().expect("error lock") = why.clone();
+                match &mut fault {
+                    Some(f) => f.attempts += 1,
+                    None => {
+                        fault = Some(Fault {
+                            since: Instant::now(),
+                            attempts: 1,
+                        });
+                        stats.faults.fetch_add(1, Relaxed);
+                        stats.failing_since.store(unix_now(), Relaxed);
+                        log(
+                            "warning",
+                            format!(
+                                "Redis does not take writes: {}. Batches stay queued and \
+                                 are retried with backoff; nodes are answered 202 (503 once \
+                                 max_redis_queue_bytes are queued) and keep them",
+                                why.trim_end_matches('.')
+                            ),
+                        );
+                    }
+                }
+                // Wait before trying again, but wake at once to stop.
+                let q = shared.queue.lock().expect("queue lock");
                 let _ = shared.wake.wait_timeout_while(q, backoff, |q| !q.stop);
-                backoff = (backoff * 2).min(Duration::from_secs(1));
+                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
     }
-}
-
-pub(super) struct Connection {
-    writer: TcpStream,
-    reader: BufReader<TcpStream>,
-    line: Vec<u8>,
-}
-
-pub(super) enum Reply {
-    Integer(i64),
-    Ok,
-    Error(String),
-}
-
-/// A whole RESP reply, for the few commands whose answer we read (CLUSTER
-/// SLOTS).
-#[derive(Debug)]
-pub(super) enum Value {
-    Integer(i64),
-    Text(Vec<u8>),
-    Nil,
-    Error(String),
-    Array(Vec<Value>),
-}
-
-impl Connection {
-    /// Connects to `host:port` with `config`'s credentials and database.
-    pub(super) fn open(config: &RedisConfig, host: &str, port: u16) -> Result<Self, Failure> {
-        let fail = |e: std::io::Error| Failure::Connection(format!("redis {host}:{port}: {e}"));
-        let addr = (host, port)
-            .to_socket_addrs()
-            .map_err(fail)?
-            .next()
-            .ok_or_else(|| Failure::Connection(format!("redis host {host} not found")))?;
-        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(fail)?;
-        stream.set_nodelay(true).map_err(fail)?;
-        // A Redis that stops answering counts as gone; resending is safe.
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .map_err(fail)?;
-        let mut c = Self {
-            writer: stream.try_clone().map_err(fail)?,
-            reader: BufReader::with_capacity(64 << 10, stream),
-            line: Vec::new(),
-        };
-        let mut setup = Vec::new();
-        let mut n = 0;
-        {
-            let mut resp = Resp { buf: &mut setup };
-            match (&config.username, &config.password) {
-                (Some(u), Some(p)) => {
-                    resp.command(&[b"AUTH", u.as_bytes(), p.as_bytes()]);
-                    n += 1;
-                }
-                (None, Some(p)) => {
-                    resp.command(&[b"AUTH", p.as_bytes()]);
-                    n += 1;
-                }
-                _ => {}
-            }
-            if config.db != 0 {
-                resp.command(&[b"SELECT", config.db.to_string().as_bytes()]);
-                n += 1;
-            }
-        }
-        if n > 0 {
-            c.writer.write_all(&setup).map_err(fail)?;
-            for _ in 0..n {
-                if let Reply::Error(e) = c.reply()? {
-                    return Err(Failure::Connection(format!("redis setup refused: {e}")));
-                }
-            }
-        }
-        Ok(c)
-    }
-
-    pub(super) fn write(&mut self, bytes: &[u8]) -> Result<(), Failure> {
-        self.writer
-            .write_all(bytes)
-            .map_err(|e| Failure::Connection(format!("redis write: {e}")))
-    }
-
-    /// Sends `commands` pipelined commands and reads their replies; returns
-    /// the members they added.
-    fn send(
-        &mut self,
-        payload: &[u8],
-        commands: usize,
-        stats: &RedisStats,
-    ) -> Result<u64, Failure> {
-        self.write(payload)?;
-        let mut added = 0u64;
-        for _ in 0..commands {
-            match self.reply()? {
-                Reply::Integer(n) => added += n.max(0) as u64,
-                Reply::Ok => {}
-                Reply::Error(e) if e.starts_with("LOADING") || e.starts_with("BUSY") => {
-                    return Err(Failure::Connection(format!("redis not ready: {e}")));
-                }
-                Reply::Error(_) => {
-                    stats.error_replies.fetch_add(1, Relaxed);
-                }
-            }
-        }
-        Ok(added)
-    }
-
-    /// Reads one nested reply (arrays included).
-    pub(super) fn value(&mut self) -> Result<Value, Failure> {
-        let body = self.header()?;
-        let number = || -> Result<i64, Failure> {
-            body.parse()
-                .map_err(|_| Failure::Connection(format!("bad redis reply {body:?}")))
-        };
-        Ok(match self.line[0] {
-            b':' => Value::Integer(number()?),
-            b'+' => Value::Text(body.into_bytes()),
-            b'-' => Value::Error(body),
-            b'$' => match number()? {
-                len if len < 0 => Value::Nil,
-                len => {
-                    let mut data = vec![0; len as usize + 2];
-                    self.reader.read_exact(&mut data).map_err(broken)?;
-                    data.truncate(len as usize);
-                    Value::Text(data)
-                }
-            },
-            b'*' => match number()? {
-                len if len < 0 => Value::Nil,
-                len => Value::Array(
-                    (0..len)
-                        .map(|_| self.value())
-                        .collect::<Result<Vec<_>, _>>()?,
-                ),
-            },
-            other => {
-                return Err(Failure::Connection(format!(
-                    "unexpected redis reply type {:?}",
-                    other as char
-                )))
-            }
-        })
-    }
-
-    /// Reads a reply's first line into `self.line` (its type byte stays
-    /// at `self.line[0]`) and returns the text after the type byte.
-    fn header(&mut self) -> Result<String, Failure> {
-        self.line.clear();
-        let n = self
-            .reader
-            .read_until(b'\n', &mut self.line)
-            .map_err(broken)?;
-        if n < 3 || !self.line.ends_with(b"\r\n") {
-            return Err(Failure::Connection("redis closed the connection".into()));
-        }
-        Ok(String::from_utf8_lossy(&self.line[1..n - 2]).into_owned())
-    }
-
-    pub(super) fn reply(&mut self) -> Result<Reply, Failure> {
-        let body = self.header()?;
-        match self.line[0] {
-            b':' => Ok(Reply::Integer(body.parse().unwrap_or(0))),
-            b'+' => Ok(Reply::Ok),
-            b'-' => Ok(Reply::Error(body)),
-            b'$' => {
-                // Not sent by the commands we use; skip it to stay in sync.
-                let len: i64 = body.parse().unwrap_or(-1);
-                if len >= 0 {
-                    let mut skip = vec![0; len as usize + 2];
-                    self.reader.read_exact(&mut skip).map_err(broken)?;
-                }
-                Ok(Reply::Ok)
-            }
-            other => Err(Failure::Connection(format!(
-                "unexpected redis reply type {:?}",
-                other as char
-            ))),
-        }
-    }
-}
-
-fn broken(e: std::io::Error) -> Failure {
-    Failure::Connection(format!("redis read: {e}"))
 }
 
 #[cfg(test)]
