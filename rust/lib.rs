@@ -17,6 +17,7 @@ pub mod prometheus;
 pub mod py_target;
 pub mod reporter;
 pub mod text;
+pub mod timing;
 pub mod tracer;
 pub mod wire;
 
@@ -30,6 +31,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<events::TelemetryEvent>()?;
     m.add_class::<processor::TelemetryProcessor>()?;
     m.add_class::<processor::TelemetryHandle>()?;
+    m.add_class::<timing::Timer>()?;
     m.add_class::<performance::PerformanceTarget>()?;
     prometheus::register(m)?;
     m.add_class::<collector::CollectorCore>()?;
