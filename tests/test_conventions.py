@@ -33,8 +33,8 @@ from edgeless_telemetry import (
     TelemetryLogLevel,
     TelemetryProcessor,
     Timer,
+    trace_analysis,
 )
-from edgeless_telemetry import trace_analysis
 from tracer_util import check_spans, read
 
 FID = "1c6e8f0e-6b0a-4b5e-9d4e-2f1f2f6a1b11"
