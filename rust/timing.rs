@@ -40,47 +40,57 @@ use pyo3::types::PyType;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
-static EPOCH: OnceLock<quanta::Instant> = OnceLock::new();
+static CLOCK: OnceLock<quanta::Clock> = OnceLock::new();
 
-/// Monotonic nanoseconds since the first read. quanta reads the TSC where
-/// it is invariant (else the OS clock) and scales it to nanoseconds;
-/// calibrating takes about a millisecond, once per process.
+/// The monotonic clock: quanta reads the TSC where it is invariant (else
+/// the OS clock) and scales differences of its raw readings to
+/// nanoseconds; calibrating takes about a millisecond, once per process.
+/// Raw readings are kept, and only a difference is scaled.
 #[inline]
-fn monotonic_ns() -> u64 {
-    let epoch = EPOCH.get_or_init(quanta::Instant::now);
-    quanta::Instant::now()
-        .saturating_duration_since(*epoch)
-        .as_nanos() as u64
+fn clock() -> &'static quanta::Clock {
+    CLOCK.get_or_init(quanta::Clock::new)
+}
+
+/// A raw reading, never 0 (0 marks an idle timer).
+#[inline]
+fn raw_now(clock: &quanta::Clock) -> u64 {
+    clock.raw().max(1)
 }
 
 /// How often the wall clock is read again for `wall_ns`.
 const ANCHOR_NS: u64 = 1_000_000;
 
-/// A wall-clock reading and the monotonic reading taken right after it.
+/// A wall-clock reading and the raw monotonic reading taken right after.
 struct Anchor {
     wall_ns: i64,
-    monotonic_ns: u64,
+    raw: u64,
 }
 
 static ANCHOR: GilCell<Option<Anchor>> = GilCell::new(None);
 
-/// The wall-clock time (ns since the Unix epoch) at monotonic time
-/// `monotonic`, for the sample's timestamp. Reading the OS wall clock costs
-/// as much as the rest of a timed block on the VMs we measure on, so it is
+/// The wall-clock time (ns since the Unix epoch) at raw monotonic reading
+/// `raw`, for the sample's timestamp. Reading the OS wall clock costs as
+/// much as the rest of a timed block on the VMs we measure on, so it is
 /// read at most once per millisecond and extrapolated with the monotonic
 /// clock in between: the result is within a microsecond of the wall clock
 /// under NTP slewing (at most 500 ppm), and follows a clock step within a
 /// millisecond.
-fn wall_ns(py: Python<'_>, monotonic: u64) -> i64 {
+fn wall_ns(py: Python<'_>, clock: &quanta::Clock, raw: u64) -> i64 {
     ANCHOR.with(py, |anchor| {
+        let fresh = |a: &Anchor| raw >= a.raw && clock.delta_as_nanos(a.raw, raw) < ANCHOR_NS;
         let a = match anchor {
-            Some(a) if monotonic.wrapping_sub(a.monotonic_ns) < ANCHOR_NS => a,
+            Some(a) if fresh(a) => a,
             _ => anchor.insert(Anchor {
                 wall_ns: now_ns(),
-                monotonic_ns: monotonic_ns(),
+                raw: clock.raw(),
             }),
         };
-        a.wall_ns + (monotonic as i64 - a.monotonic_ns as i64)
+        // `raw` may precede a fresh anchor by the time it took to read it.
+        if raw >= a.raw {
+            a.wall_ns + clock.delta_as_nanos(a.raw, raw) as i64
+        } else {
+            a.wall_ns - clock.delta_as_nanos(raw, a.raw) as i64
+        }
     })
 }
 
@@ -139,7 +149,7 @@ pub struct Timer {
     kind: FunctionTime,
     call: bool,
     on_error: Option<ExitStatus>,
-    /// 0 while idle, else the start (`monotonic_ns() + 1`).
+    /// 0 while idle, else the raw clock reading at the start.
     started: AtomicU64,
 }
 
@@ -174,17 +184,14 @@ impl Timer {
     /// timing a block (make one timer per block, or decorate: each call
     /// gets its own).
     fn __enter__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, Self>> {
-        let start = monotonic_ns() + 1;
-        if slf
-            .get()
-            .started
-            .compare_exchange(0, start, Ordering::Relaxed, Ordering::Relaxed)
-            .is_err()
-        {
+        let timer = slf.get();
+        // The GIL serialises every caller: a plain load and store suffice.
+        if timer.started.load(Ordering::Relaxed) != 0 {
             return Err(PyRuntimeError::new_err(
                 "this timer is already timing a block; use one timer per block",
             ));
         }
+        timer.started.store(raw_now(clock()), Ordering::Relaxed);
         Ok(slf.clone())
     }
 
@@ -200,17 +207,19 @@ impl Timer {
         traceback: Option<&Bound<'_, PyAny>>,
     ) -> bool {
         let _ = (exc_value, traceback);
-        let start = self.started.swap(0, Ordering::Relaxed);
+        let start = self.started.load(Ordering::Relaxed);
         if start == 0 {
             return false; // never entered: nothing was timed
         }
-        let end = monotonic_ns();
-        let seconds = end.saturating_sub(start - 1) as f64 * 1e-9;
+        self.started.store(0, Ordering::Relaxed);
+        let clock = clock();
+        let end = clock.raw();
+        let seconds = clock.delta_as_nanos(start, end) as f64 * 1e-9;
         let exit = match exc_type {
             Some(t) if !t.is_none() && is_exception(t) => self.on_error,
             _ => None,
         };
-        let ts = wall_ns(py, end);
+        let ts = wall_ns(py, clock, end);
         self.handle
             .get()
             .record_timed(py, self.kind, seconds, self.call, exit, ts);
@@ -283,9 +292,12 @@ mod tests {
     }
 
     #[test]
-    fn the_clock_is_monotonic_and_never_zero_once_read() {
-        let a = monotonic_ns();
-        let b = monotonic_ns();
-        assert!(b >= a);
+    fn raw_readings_scale_to_elapsed_time() {
+        let c = clock();
+        let start = raw_now(c);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let nanos = c.delta_as_nanos(start, c.raw());
+        assert!(nanos >= 19_000_000, "{nanos}");
+        assert!(nanos < 10_000_000_000, "{nanos}");
     }
 }
