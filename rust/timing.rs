@@ -141,8 +141,7 @@ impl OnError {
     }
 }
 
-/// Times one block at a time (`with`), or decorates a function. A timer
-/// lives for one block, so freed ones are kept for reuse (`freelist`).
+/// Times one block at a time (`with`), or decorates a function.
 #[pyclass(module = "edgeless_telemetry._core", frozen)]
 pub struct Timer {
     handle: Py<TelemetryHandle>,
