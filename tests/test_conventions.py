@@ -282,6 +282,15 @@ def test_span_block_is_current_and_explicit_parent_wins(tmp_path: Path) -> None:
                 raise KeyError("x")
         assert tracer.current_span() is None
 
+        scope = tracer.span("once")
+        with scope as first:
+            with pytest.raises(RuntimeError, match="already entered"):
+                scope.__enter__()
+            assert tracer.current_span() is first
+        with scope as second:  # again, after the block: a new span
+            assert second is not first and second.correlation_id != first.correlation_id
+        assert scope.__exit__(None, None, None) is False  # not entered: nothing
+
     rows = read(path)
     check_spans([r for r in rows if r.cid])  # less the one log of no span
     starts = rows_by_name(path)
@@ -296,6 +305,7 @@ def test_span_block_is_current_and_explicit_parent_wins(tmp_path: Path) -> None:
         ("", "", "no span"),
         (starts["failing"][0].cid, "failing", "KeyError: 'x'"),
     ]
+    assert len(starts["once"]) == 2
     assert logs[-1].level == "ERROR"
 
 

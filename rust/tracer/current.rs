@@ -70,6 +70,14 @@ struct Active {
     token: Py<PyAny>,
 }
 
+/// A scope's life: `Entering` covers the calls into Python in `__enter__`,
+/// during which another thread may run and try to enter the same scope.
+enum State {
+    Idle,
+    Entering,
+    Active(Active),
+}
+
 /// What `tracer.span(...)` returns: a context manager that starts a span,
 /// makes it current and ends it, and a decorator doing the same around
 /// each call (sync or async).
@@ -79,7 +87,7 @@ pub struct SpanScope {
     name: String,
     /// `None`: under whatever span is current when the block is entered.
     origin: Option<Origin>,
-    active: GilCell<Option<Active>>,
+    state: GilCell<State>,
 }
 
 impl SpanScope {
@@ -89,23 +97,12 @@ impl SpanScope {
             sink,
             name,
             origin,
-            active: GilCell::new(None),
+            state: GilCell::new(State::Idle),
         }
     }
-}
 
-#[pymethods]
-impl SpanScope {
-    /// Starts the span, makes it current and returns it. Raises
-    /// `RuntimeError` if this scope's block is already running (make one
-    /// scope per block, or decorate: each call gets its own).
-    fn __enter__(&self, py: Python<'_>) -> PyResult<Py<Span>> {
-        if self.active.with(py, |a| a.is_some()) {
-            return Err(PyRuntimeError::new_err(format!(
-                "span scope {:?} is already entered; use one tracer.span(...) per block",
-                self.name
-            )));
-        }
+    /// Starts the span and makes it current (calls into Python).
+    fn enter(&self, py: Python<'_>) -> PyResult<Active> {
         let origin = match self.origin {
             Some(origin) => origin,
             None => default_origin(py),
@@ -115,12 +112,43 @@ impl SpanScope {
             Span::start(self.sink.clone(), origin, self.name.clone()),
         )?;
         let token = var(py)?.set.bind(py).call1((span.clone_ref(py),))?;
-        let active = Active {
-            span: span.clone_ref(py),
+        Ok(Active {
+            span,
             token: token.unbind(),
-        };
-        self.active.with(py, |a| *a = Some(active));
-        Ok(span)
+        })
+    }
+}
+
+#[pymethods]
+impl SpanScope {
+    /// Starts the span, makes it current and returns it. Raises
+    /// `RuntimeError` if this scope's block is already running (make one
+    /// scope per block, or decorate: each call gets its own).
+    fn __enter__(&self, py: Python<'_>) -> PyResult<Py<Span>> {
+        let was_idle = self.state.with(py, |s| {
+            let idle = matches!(s, State::Idle);
+            if idle {
+                *s = State::Entering;
+            }
+            idle
+        });
+        if !was_idle {
+            return Err(PyRuntimeError::new_err(format!(
+                "span scope {:?} is already entered; use one tracer.span(...) per block",
+                self.name
+            )));
+        }
+        match self.enter(py) {
+            Ok(active) => {
+                let span = active.span.clone_ref(py);
+                self.state.with(py, |s| *s = State::Active(active));
+                Ok(span)
+            }
+            Err(e) => {
+                self.state.with(py, |s| *s = State::Idle);
+                Err(e)
+            }
+        }
     }
 
     /// Restores the span that was current before and ends this one (an
@@ -134,7 +162,16 @@ impl SpanScope {
         traceback: Option<&Bound<'_, PyAny>>,
     ) -> bool {
         let _ = traceback;
-        let Some(active) = self.active.with(py, Option::take) else {
+        let active = self
+            .state
+            .with(py, |s| match std::mem::replace(s, State::Idle) {
+                State::Active(active) => Some(active),
+                other => {
+                    *s = other; // not entered (or still entering): nothing to end
+                    None
+                }
+            });
+        let Some(active) = active else {
             return false;
         };
         if let Ok(var) = var(py) {
