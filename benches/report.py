@@ -186,6 +186,8 @@ def bench_goal_row(g: Goal, groups: dict[str, list[Bench]]) -> tuple[Row, set[st
     if peer:
         row.peer, row.peer_value = peer.label, fmt_bench(peer, g.kind)
         row.ratio = fmt_ratio(ratio) if ratio is not None else "—"
+        if g.cost_at_most is not None and ratio:
+            row.ratio = f"costs {fmt_ratio(1 / ratio)} its"  # ours over the baseline
     row.met = verdict(g, ours.rate if g.kind == "rate" else ours.per_item, ratio)
     return row, {ours.name + "|" + (peer.name if peer else "")}
 
