@@ -221,6 +221,44 @@ def test_exceptions_record_the_duration_and_the_exit_that_ends_the_instance(node
     assert stats["dropped_invalid_value"] == stats["dropped_invalid_type"] == 0
 
 
+def test_decorated_calls_overlap_in_threads_and_tasks(node: Node) -> None:
+    fn = node.fn
+    barrier = threading.Barrier(8)
+
+    @fn.invocation(event_type="CALL")
+    def work(i: int) -> int:
+        if i == 0:
+            barrier.wait(timeout=10)  # all eight calls are inside at once
+        return i
+
+    @fn.invocation()
+    async def serve(i: int) -> int:
+        await asyncio.sleep(0.001)  # 100 calls open at once
+        return i
+
+    errors: list[BaseException] = []
+
+    def thread(t: int) -> None:
+        try:
+            assert [work(i) for i in range(100)] == list(range(100))
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=thread, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=20)
+    assert not errors and not any(t.is_alive() for t in threads)
+
+    async def main() -> list[int]:
+        return await asyncio.wait_for(asyncio.gather(*(serve(i) for i in range(100))), 20)
+
+    assert asyncio.run(main()) == list(range(100))
+    assert node.executions("Call") == 800 and node.executions("Cast") == 100
+    assert len(node.samples(FunctionTime.EXECUTION)) == 900
+
+
 def test_misuse_is_refused_clearly(node: Node) -> None:
     fn = node.fn
     timer = fn.invocation()
