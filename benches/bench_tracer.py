@@ -63,6 +63,24 @@ def test_tracer_span__ours_with_blocks(benchmark: Any) -> None:
     tracer.close()
 
 
+@pytest.mark.benchmark(group="tracer-span")
+def test_tracer_span__ours_current_span(benchmark: Any) -> None:
+    tracer = ControlPlaneTracer(os.devnull)
+    span, log = tracer.span, tracer.log
+
+    def run() -> None:
+        for _ in range(LOOP):
+            with span("deploy"), span("place"):
+                log(INFO, "placed on node-1")  # on the current span, "place"
+
+    benchmark.extra_info.update(
+        role="ours", label="ControlPlaneTracer tracer.span current spans + tracer.log", items=LOOP
+    )
+    benchmark(run)
+    tracer.close()
+    assert tracer.stats()["rows_dropped"] == 0
+
+
 def _otel() -> tuple[Any, Any, Any]:
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider

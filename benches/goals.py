@@ -32,6 +32,13 @@ class Goal:
     # The measured path runs through the PrometheusTarget: while that is
     # the placeholder (not merged yet), a verdict is only provisional.
     via_prometheus: bool = False
+    # The role of the contender ``peer`` picks: "peer" (another library),
+    # or "baseline" (another path of ours, e.g. the bare call a
+    # convenience wraps).
+    peer_role: str = "peer"
+    # Our cost may be at most this many times the picked contender's
+    # (for a convenience over a baseline of ours).
+    cost_at_most: float | None = None
 
 
 GOALS: tuple[Goal, ...] = (
@@ -42,6 +49,14 @@ GOALS: tuple[Goal, ...] = (
     Goal("tracer root span + child + log", "bench", "tracer-span",
          ("OpenTelemetry", "otel", "OTel"), ratio=20, limit=2e-6,
          design="20x faster than OpenTelemetry, under 2 µs"),
+    Goal("timing a block, with fn.invocation():", "bench", "timing",
+         ("Histogram.time()",), ratio=5,
+         design="5x faster than prometheus_client Histogram.time()",
+         ours=("fn.invocation():",), via_prometheus=True),
+    Goal("timing a block over a bare invocation_completed", "bench", "timing",
+         ("bare invocation_completed",), cost_at_most=3, peer_role="baseline",
+         design="3x or less the cost of a bare invocation_completed call",
+         ours=("fn.invocation():",), via_prometheus=True),
     Goal("render 10,000 histogram series", "bench", "render-10000",
          ("generate_latest",), ratio=30,
          design="30x faster than prometheus_client generate_latest"),
@@ -72,6 +87,7 @@ ITEM_NOUNS: dict[str, str] = {
     "drain": "sample",
     "drain-encode": "sample",
     "redis-ingest": "sample",
+    "timing": "block",
     "tracer-span": "trace",
     "tracer-writer": "row",
     "scrape-latency": "scrape",

@@ -147,6 +147,8 @@ def goal_text(g: Goal) -> str:
     parts = []
     if g.ratio is not None:
         parts.append(f"≥{g.ratio:g}x")
+    if g.cost_at_most is not None:
+        parts.append(f"cost ≤{g.cost_at_most:g}x its")
     if g.limit is not None:
         if g.kind == "rate":
             parts.append(f"≥{fmt_rate(g.limit)}")
@@ -159,11 +161,13 @@ def goal_text(g: Goal) -> str:
 
 def verdict(g: Goal, ours: float, ratio: float | None) -> str:
     """ours: seconds per item, items per second or bytes, per ``g.kind``."""
-    if g.ratio is not None and ratio is None:
+    if (g.ratio is not None or g.cost_at_most is not None) and ratio is None:
         return "no peer measured"
     ok = True
     if g.ratio is not None and ratio is not None:
         ok &= ratio >= g.ratio
+    if g.cost_at_most is not None and ratio is not None:
+        ok &= ratio >= 1 / g.cost_at_most  # ratio is theirs over ours
     if g.limit is not None:
         ok &= ours >= g.limit if g.kind == "rate" else ours <= g.limit
     return "yes" if ok else "**no**"
@@ -176,12 +180,14 @@ def bench_goal_row(g: Goal, groups: dict[str, list[Bench]]) -> tuple[Row, set[st
     ours = pick(benches, "ours", g.ours)
     if ours is None:
         return row, set()
-    peer = pick_peer(benches, g.peer)
+    peer = pick(benches, g.peer_role, g.peer)
     ratio = peer.per_item / ours.per_item if peer else None
     row.ours = fmt_bench(ours, g.kind)
     if peer:
         row.peer, row.peer_value = peer.label, fmt_bench(peer, g.kind)
         row.ratio = fmt_ratio(ratio) if ratio is not None else "—"
+        if g.cost_at_most is not None and ratio:
+            row.ratio = f"costs {fmt_ratio(1 / ratio)} its"  # ours over the baseline
     row.met = verdict(g, ours.rate if g.kind == "rate" else ours.per_item, ratio)
     return row, {ours.name + "|" + (peer.name if peer else "")}
 
@@ -256,7 +262,8 @@ def build_rows(groups: dict[str, list[Bench]], memory: dict[str, Any],
                     continue
                 rows.append(Row(
                     f"{ours.label} [`{group}`]", fmt_bench(ours),
-                    peer.label + (" (floor)" if peer.role == "floor" else ""),
+                    peer.label + (f" ({peer.role})" if peer.role in ("floor", "baseline")
+                                  else ""),
                     fmt_bench(peer), fmt_ratio(peer.per_item / ours.per_item)))
     handle = memory.get("handle-ours")
     if handle:
@@ -267,7 +274,8 @@ def build_rows(groups: dict[str, list[Bench]], memory: dict[str, Any],
 
 def group_order(group: str) -> tuple[int, int, str]:
     m = re.fullmatch(r"render-(\d+)", group)
-    order = ["ingest", "ingest-performance", "ingest-batch", "render", "scrape-latency", "tracer-span",
+    order = ["ingest", "ingest-performance", "ingest-batch", "timing", "render", "scrape-latency",
+             "tracer-span",
              "tracer-writer", "drain", "drain-encode", "redis-ingest"]
     base = "render" if m else group
     rank = order.index(base) if base in order else len(order)

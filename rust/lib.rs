@@ -18,6 +18,7 @@ pub mod prometheus;
 pub mod py_target;
 pub mod reporter;
 pub mod text;
+pub mod timing;
 pub mod tracer;
 pub mod wire;
 
@@ -31,6 +32,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<events::TelemetryEvent>()?;
     m.add_class::<processor::TelemetryProcessor>()?;
     m.add_class::<processor::TelemetryHandle>()?;
+    m.add_class::<timing::Timer>()?;
     m.add_class::<performance::PerformanceTarget>()?;
     prometheus::register(m)?;
     m.add_class::<collector::CollectorCore>()?;

@@ -13,6 +13,7 @@ use crate::log_target::LogTarget;
 use crate::performance::{parse_function_id, PerformanceTarget};
 use crate::py_target::PyTarget;
 use crate::text::Text;
+use crate::timing::{OnError, Timer};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
@@ -593,5 +594,80 @@ impl TelemetryHandle {
 
     fn __repr__(&self) -> String {
         format!("TelemetryHandle({:?})", self.tags)
+    }
+
+    // Timing (rust/timing.rs): each returns a `Timer`, a context manager
+    // and decorator that records the measured duration.
+
+    /// Times a block or function; records `invocation_completed`.
+    #[pyo3(signature = (event_type = None, *, on_error = OnError::Default))]
+    fn invocation(
+        slf: &Bound<'_, Self>,
+        event_type: Option<&Bound<'_, PyString>>,
+        on_error: OnError,
+    ) -> Timer {
+        let invocation = slf.get().invocation_named(event_type);
+        Timer::new(slf, FunctionTime::Execution, invocation, on_error)
+    }
+
+    /// Times a block or function; records `function_instantiate`.
+    #[pyo3(signature = (*, on_error = OnError::Default))]
+    fn timed_instantiate(slf: &Bound<'_, Self>, on_error: OnError) -> Timer {
+        Timer::new(
+            slf,
+            FunctionTime::Instantiate,
+            slf.get().invocation,
+            on_error,
+        )
+    }
+
+    /// Times a block or function; records `function_init`.
+    #[pyo3(signature = (*, on_error = OnError::Default))]
+    fn timed_init(slf: &Bound<'_, Self>, on_error: OnError) -> Timer {
+        Timer::new(slf, FunctionTime::Init, slf.get().invocation, on_error)
+    }
+
+    /// Times a block or function; records `function_stop`.
+    #[pyo3(signature = (*, on_error = OnError::Default))]
+    fn timed_stop(slf: &Bound<'_, Self>, on_error: OnError) -> Timer {
+        Timer::new(slf, FunctionTime::Stop, slf.get().invocation, on_error)
+    }
+
+    /// Times a block or function; records `function_transfer`.
+    #[pyo3(signature = (*, on_error = OnError::Default))]
+    fn timed_transfer(slf: &Bound<'_, Self>, on_error: OnError) -> Timer {
+        Timer::new(slf, FunctionTime::Transfer, slf.get().invocation, on_error)
+    }
+}
+
+impl TelemetryHandle {
+    /// For `timing::Timer`: a duration it measured (valid by construction)
+    /// and, when the timed block ended the instance, its exit; both stamped
+    /// `ts_ns`, the wall-clock time the timer read with the block's end.
+    pub(crate) fn record_timed(
+        &self,
+        py: Python<'_>,
+        kind: FunctionTime,
+        seconds: f64,
+        invocation: Invocation,
+        exit: Option<ExitStatus>,
+        ts_ns: i64,
+    ) {
+        let event = EventRef::Duration {
+            kind,
+            seconds,
+            invocation,
+        };
+        let mut clock = EventClock::at(ts_ns);
+        dispatch(py, &self.routes, &event, &self.tags, &mut clock);
+        if let Some(status) = exit {
+            dispatch(
+                py,
+                &self.routes,
+                &EventRef::Exit(status),
+                &self.tags,
+                &mut clock,
+            );
+        }
     }
 }

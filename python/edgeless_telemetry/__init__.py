@@ -10,9 +10,11 @@ from ._core import (
     ControlPlaneTracer,
     PrometheusTarget,
     Span,
+    SpanScope,
     TelemetryEvent,
     TelemetryHandle,
     TelemetryProcessor,
+    Timer,
     __version__,
 )
 from .collector import OrchestratorCollector
@@ -33,9 +35,11 @@ __all__ = [
     "PrometheusTarget",
     "Samples",
     "Span",
+    "SpanScope",
     "TelemetryEvent",
     "TelemetryHandle",
     "TelemetryLogLevel",
     "TelemetryProcessor",
+    "Timer",
     "__version__",
 ]

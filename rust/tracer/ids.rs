@@ -5,6 +5,13 @@
 //! so each tracer seeds a fast generator once (from std's per-process random
 //! hash keys, the clock, the pid and a counter) and draws from it under its
 //! lock. A tracer made in a forked child gets its own seed.
+//!
+//! Every span of one trace shares the high 64 bits of its correlation id
+//! with the trace id (the root span's id); only the low 64 bits, the W3C
+//! span id, are drawn per span. So a W3C `traceparent` (trace id, parent
+//! span id) names the parent's full correlation id, and a span continued in
+//! another process can fill its `parent_id` column exactly (see
+//! `traceparent`).
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -59,6 +66,36 @@ impl IdGen {
         bytes[8..].copy_from_slice(&lo.to_le_bytes());
         uuid::Builder::from_random_bytes(bytes).into_uuid()
     }
+
+    /// A fresh id inside the trace whose ids start with `high` (the trace
+    /// id's high 64 bits): those bits as given, then 64 random bits with
+    /// the RFC 4122 variant bits set (so a trace rooted here keeps yielding
+    /// version-4 UUIDs; a trace continued from another system keeps that
+    /// system's high bits, whatever their version nibble).
+    #[inline]
+    pub fn next_in_trace(&mut self, high: u64) -> Uuid {
+        in_trace(high, self.next_u64())
+    }
+}
+
+/// The id made of a trace's high 64 bits and a span's random low 64 bits
+/// (variant bits forced to RFC 4122, `10`).
+#[inline]
+pub fn in_trace(high: u64, random: u64) -> Uuid {
+    let low = (random & !(0b11 << 62)) | (0b10 << 62);
+    Uuid::from_u64_pair(high, low)
+}
+
+/// The high 64 bits of an id: what every span of its trace shares.
+#[inline]
+pub fn trace_high(id: &Uuid) -> u64 {
+    id.as_u64_pair().0
+}
+
+/// The low 64 bits of an id: its W3C span id.
+#[inline]
+pub fn span_low(id: &Uuid) -> u64 {
+    id.as_u64_pair().1
 }
 
 #[cfg(test)]
@@ -78,5 +115,24 @@ mod tests {
                 assert!(seen.insert(id));
             }
         }
+    }
+
+    #[test]
+    fn ids_in_a_trace_share_the_high_half_and_stay_v4() {
+        let mut g = IdGen::seeded();
+        let root = g.next_uuid();
+        let high = trace_high(&root);
+        let mut seen = HashSet::from([root]);
+        for _ in 0..10_000 {
+            let id = g.next_in_trace(high);
+            assert_eq!(trace_high(&id), high);
+            assert_eq!(id.get_version_num(), 4);
+            assert_eq!(id.get_variant(), uuid::Variant::RFC4122);
+            assert!(seen.insert(id));
+        }
+        // A foreign trace's high half is kept as is.
+        let id = g.next_in_trace(0x0123_4567_89ab_cdef);
+        assert_eq!(trace_high(&id), 0x0123_4567_89ab_cdef);
+        assert_eq!(id.get_variant(), uuid::Variant::RFC4122);
     }
 }

@@ -5,17 +5,22 @@
 //! - `ids`: fast UUID v4 correlation ids.
 //! - `writer`: the bounded buffer, the writer thread, flush/close, atexit.
 //! - `span`: the `Span` pyclass (RAII end).
+//! - `current`: the current span (`tracer.span(...)`, a `ContextVar`).
+//! - `traceparent`: W3C trace context, how our ids map to its ids.
 
 pub mod csv;
+pub mod current;
 pub mod ids;
 pub mod span;
+pub mod traceparent;
 pub mod writer;
 
 use crate::events::LogLevel;
+use current::SpanScope;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
-use span::{span_name, text, write_log, Span};
+use span::{span_name, text, write_log, Origin, Span};
 use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -76,6 +81,48 @@ fn parent_uuid(obj: &Bound<'_, PyAny>) -> PyResult<Uuid> {
     })
 }
 
+/// The parent a caller named, if any: a correlation id or a W3C header.
+fn explicit_origin(
+    parent_id: Option<&Bound<'_, PyAny>>,
+    traceparent: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Option<Origin>> {
+    let parent_id = parent_id.filter(|p| !p.is_none());
+    let traceparent = traceparent.filter(|t| !t.is_none());
+    match (parent_id, traceparent) {
+        (Some(_), Some(_)) => Err(PyValueError::new_err(
+            "give parent_id or traceparent, not both",
+        )),
+        (Some(p), None) => Ok(Some(Origin::under_id(parent_uuid(p)?))),
+        (None, Some(t)) => {
+            let header = t.downcast::<PyString>().map_err(|_| {
+                PyTypeError::new_err(format!(
+                    "traceparent must be a str, not {}",
+                    t.get_type()
+                        .name()
+                        .map(|n| n.to_string())
+                        .unwrap_or_default()
+                ))
+            })?;
+            let header = header.to_string_lossy();
+            let parsed = traceparent::parse(&header).map_err(|why| {
+                // Quoted, but cut: the value may come from the network.
+                let mut shown: String = header.chars().take(80).collect();
+                if shown.len() < header.len() {
+                    shown.push_str("...");
+                }
+                PyValueError::new_err(format!(
+                    "traceparent {shown:?} is not a W3C traceparent header: {why}"
+                ))
+            })?;
+            Ok(Some(Origin::Child {
+                parent: parsed.parent_uuid(),
+                trace: parsed.trace_uuid(),
+            }))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
 fn open_error(path: &Option<PathBuf>, e: io::Error) -> PyErr {
     let what = match path {
         Some(p) => p.display().to_string(),
@@ -126,29 +173,67 @@ impl ControlPlaneTracer {
         Ok(Self { sink })
     }
 
-    /// A root span with a fresh correlation id. `parent_id` continues a
-    /// trace from elsewhere (e.g. an id the orchestrator passed to a node):
-    /// the span's rows then carry it as their `parent_id`.
-    #[pyo3(signature = (name, *, parent_id = None))]
+    /// Starts a span. Its parent, first match wins: `parent_id` (a
+    /// correlation id from elsewhere: the span's rows carry it as their
+    /// `parent_id`), `traceparent` (a W3C header from another process, see
+    /// `Span.traceparent`), the current span (inside `tracer.span(...)`),
+    /// else none: a new trace. Passing both `parent_id` and `traceparent`
+    /// is a `ValueError`; so is a malformed one.
+    #[pyo3(signature = (name, *, parent_id = None, traceparent = None))]
     fn start_span(
+        &self,
+        py: Python<'_>,
+        name: &Bound<'_, PyAny>,
+        parent_id: Option<&Bound<'_, PyAny>>,
+        traceparent: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Span> {
+        let name = span_name(&self.sink, name)?;
+        let origin = match explicit_origin(parent_id, traceparent)? {
+            Some(origin) => origin,
+            None => current::default_origin(py),
+        };
+        Ok(Span::start(self.sink.clone(), origin, name))
+    }
+
+    /// A scope that starts a span named `name` and makes it current for a
+    /// `with` block (`as` gives the span) or, used as a decorator, for each
+    /// call of a sync or `async def` function. The span's parent: as
+    /// `start_span` (without `parent_id`/`traceparent`: the span current
+    /// when the block is entered).
+    #[pyo3(signature = (name, *, parent_id = None, traceparent = None))]
+    fn span(
         &self,
         name: &Bound<'_, PyAny>,
         parent_id: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Span> {
+        traceparent: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<SpanScope> {
         let name = span_name(&self.sink, name)?;
-        let parent = match parent_id.filter(|p| !p.is_none()) {
-            Some(p) => Some(parent_uuid(p)?),
-            None => None,
-        };
-        Ok(Span::start(self.sink.clone(), parent, name))
+        let origin = explicit_origin(parent_id, traceparent)?;
+        Ok(SpanScope::new(self.sink.clone(), name, origin))
     }
 
-    /// A `log` row that belongs to no span (empty `correlation_id`,
-    /// `parent_id` and `name`), as upstream's `ControlPlaneTracer::log`.
-    fn log(&self, level: &Bound<'_, PyAny>, message: &Bound<'_, PyAny>) -> PyResult<()> {
+    /// The current span of this thread or asyncio task (the innermost
+    /// `tracer.span(...)` block running), or `None`.
+    fn current_span<'py>(&self, py: Python<'py>) -> Option<Bound<'py, Span>> {
+        current::current(py)
+    }
+
+    /// A `log` row. Inside a `tracer.span(...)` block it carries the
+    /// current span's ids and name; otherwise it belongs to no span (empty
+    /// `correlation_id`, `parent_id` and `name`), as upstream's
+    /// `ControlPlaneTracer::log`.
+    fn log(
+        &self,
+        py: Python<'_>,
+        level: &Bound<'_, PyAny>,
+        message: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
         let level = LogLevel::from_py(level)?;
         let message = text(&self.sink, message, "log message")?;
-        write_log(&self.sink, b",,", level, &message);
+        match current::current(py) {
+            Some(span) => write_log(&self.sink, span.get().fields(), level, &message),
+            None => write_log(&self.sink, b",,", level, &message),
+        }
         Ok(())
     }
 
@@ -222,5 +307,6 @@ impl Drop for ControlPlaneTracer {
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ControlPlaneTracer>()?;
     m.add_class::<Span>()?;
+    m.add_class::<SpanScope>()?;
     Ok(())
 }

@@ -2,6 +2,8 @@
 //! or being dropped, as upstream's RAII `TraceSpan`).
 
 use super::csv::{push_row, span_fields, EventType};
+use super::ids::{in_trace, span_low, trace_high};
+use super::traceparent;
 use super::writer::Sink;
 use crate::clock::now_ns;
 use crate::events::LogLevel;
@@ -21,6 +23,8 @@ pub struct Span {
     sink: Arc<Sink>,
     id: Uuid,
     parent: Option<Uuid>,
+    /// The W3C trace id: the root's id; its high half is also this id's.
+    trace: Uuid,
     name: String,
     /// `correlation_id,parent_id,name`, encoded once for all rows.
     fields: Box<[u8]>,
@@ -59,31 +63,109 @@ pub fn span_name(sink: &Sink, obj: &Bound<'_, PyAny>) -> PyResult<String> {
     Ok(name.to_owned())
 }
 
+/// Where a new span hangs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Nowhere: it starts a trace (its id is the trace id).
+    Root,
+    /// Under `parent` (an id of this process or of another), in `trace`.
+    Child { parent: Uuid, trace: Uuid },
+}
+
+impl Origin {
+    /// Under an existing span.
+    pub fn under(span: &Span) -> Self {
+        Origin::Child {
+            parent: span.id,
+            trace: span.trace,
+        }
+    }
+
+    /// Under a bare correlation id from elsewhere: its trace id is not
+    /// known, so the id stands for it (its high half, the part the trace
+    /// shares, is right; the W3C trace id is only right when it names the
+    /// root: pass a `traceparent` to keep it).
+    pub fn under_id(parent: Uuid) -> Self {
+        Origin::Child {
+            parent,
+            trace: parent,
+        }
+    }
+
+    /// Draws the new span's id (`next` gives a fresh random UUID).
+    fn new_id(&self, next: impl FnOnce() -> Uuid) -> (Uuid, Option<Uuid>, Option<Uuid>) {
+        match *self {
+            Origin::Root => (next(), None, None),
+            Origin::Child { parent, trace } => (
+                in_trace(trace_high(&trace), span_low(&next())),
+                Some(parent),
+                Some(trace),
+            ),
+        }
+    }
+}
+
 impl Span {
     /// Writes the start row and returns the span. The id is drawn under the
     /// sink's lock, so the row order in the file is the order of the clock.
-    pub fn start(sink: Arc<Sink>, parent: Option<Uuid>, name: String) -> Self {
+    pub fn start(sink: Arc<Sink>, origin: Origin, name: String) -> Self {
         let mut made = None;
         sink.append(|p| {
-            let id = p.ids.next_uuid();
+            let (id, parent, trace) = origin.new_id(|| p.ids.next_uuid());
             let fields = span_fields(&id, parent.as_ref(), &name);
             push_row(&mut p.buf, now_ns(), EventType::SpanStart, &fields, None);
-            made = Some((id, fields));
+            made = Some((id, parent, trace, fields));
         });
         // A closed sink takes no rows, but the caller still gets a usable span.
-        let (id, fields) = made.unwrap_or_else(|| {
-            let id = sink.next_id();
+        let (id, parent, trace, fields) = made.unwrap_or_else(|| {
+            let (id, parent, trace) = origin.new_id(|| sink.next_id());
             let fields = span_fields(&id, parent.as_ref(), &name);
-            (id, fields)
+            (id, parent, trace, fields)
         });
         Span {
             sink,
             id,
             parent,
+            trace: trace.unwrap_or(id),
             name,
             fields,
             ended: AtomicBool::new(false),
         }
+    }
+
+    /// The `with` exit: an exception leaving the block is first logged on
+    /// the span at ERROR (once, and only while the span is open), then the
+    /// span ends.
+    pub fn exit_with(
+        &self,
+        exc_type: Option<&Bound<'_, PyAny>>,
+        exc_value: Option<&Bound<'_, PyAny>>,
+    ) {
+        if let (Some(t), Some(v)) = (exc_type, exc_value) {
+            if !t.is_none() && !self.ended.load(Ordering::Relaxed) {
+                let kind = t
+                    .getattr("__name__")
+                    .and_then(|n| n.extract::<String>())
+                    .unwrap_or_else(|_| "exception".to_owned());
+                let detail = v
+                    .str()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let message = if detail.is_empty() {
+                    kind
+                } else {
+                    format!("{kind}: {detail}")
+                };
+                self.write_log(LogLevel::Error, &message);
+            }
+        }
+        self.finish();
+    }
+
+    /// `correlation_id,parent_id,name` of this span, for rows written
+    /// through the tracer on its behalf.
+    pub fn fields(&self) -> &[u8] {
+        &self.fields
     }
 
     fn finish(&self) {
@@ -131,7 +213,7 @@ impl Span {
     /// allowed after this span ended (work it started may outlive it).
     fn child(&self, name: &Bound<'_, PyAny>) -> PyResult<Span> {
         let name = span_name(&self.sink, name)?;
-        Ok(Span::start(self.sink.clone(), Some(self.id), name))
+        Ok(Span::start(self.sink.clone(), Origin::under(self), name))
     }
 
     /// A `log` row carrying this span's ids and name. `level` is a
@@ -183,26 +265,20 @@ impl Span {
         traceback: Option<&Bound<'_, PyAny>>,
     ) -> bool {
         let _ = traceback;
-        if let (Some(t), Some(v)) = (exc_type, exc_value) {
-            if !t.is_none() && !self.ended.load(Ordering::Relaxed) {
-                let kind = t
-                    .getattr("__name__")
-                    .and_then(|n| n.extract::<String>())
-                    .unwrap_or_else(|_| "exception".to_owned());
-                let detail = v
-                    .str()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                let message = if detail.is_empty() {
-                    kind
-                } else {
-                    format!("{kind}: {detail}")
-                };
-                self.write_log(LogLevel::Error, &message);
-            }
-        }
-        self.finish();
+        self.exit_with(exc_type, exc_value);
         false
+    }
+
+    /// The W3C `traceparent` header naming this span as the parent:
+    /// `00-<trace id>-<low 64 bits of correlation_id>-01`.
+    fn traceparent(&self) -> String {
+        traceparent::format(&self.trace, &self.id)
+    }
+
+    /// The W3C trace id (32 hex digits): the root span's correlation id.
+    #[getter]
+    fn trace_id(&self) -> String {
+        format!("{:032x}", self.trace.as_u128())
     }
 
     fn __repr__(&self) -> String {

@@ -1,0 +1,303 @@
+//! Timing on handles: `with fn.invocation():` and `@fn.invocation()` (and
+//! `timed_instantiate`, `timed_init`, `timed_stop`, `timed_transfer`)
+//! measure the block or call with the monotonic clock and record the
+//! duration through the handle, like `prometheus_client`'s
+//! `Histogram.time()`.
+//!
+//! The `with` path is all Rust: one small object, two clock reads and the
+//! same event the bare handle method sends, so timing a block costs little
+//! more than reporting a duration measured by hand. Decorating is a setup
+//! step and goes through Python (`edgeless_telemetry.decorators`), which
+//! knows sync from `async def`; each call then enters a fresh timer.
+//!
+//! The sample's wall-clock timestamp is extrapolated from the monotonic
+//! reading that ended the block (`wall_ns`), so a timed block reads no OS
+//! clock at all between anchors.
+//!
+//! When an exception leaves the block, the duration is still recorded (the
+//! time was spent), and if the timer has an `on_error` status the instance
+//! is taken to be over: `function_exit(on_error)` follows, so the
+//! `function_count` gauge (+1 on instantiate, -1 on exit) stays balanced.
+//! Defaults follow EDGELESS's function life cycle, where an error in
+//! instantiate, init or stop ends the instance (`exit` with
+//! `INTERNAL_ERROR`, or `CODE_ERROR` when the function's own code failed):
+//! instantiate -> `INTERNAL_ERROR` (the runtime could not make it), init and
+//! stop -> `CODE_ERROR` (they run the function's code), invocation and
+//! transfer -> none (a Python runtime usually keeps serving after one failed
+//! call; pass `on_error=FunctionExitStatus.CODE_ERROR` when a failed call
+//! ends the instance, as in EDGELESS). Only `Exception`s count as failures:
+//! `KeyboardInterrupt`, `SystemExit` and `asyncio.CancelledError` record
+//! the duration but no exit (the instance was interrupted, not broken).
+
+use crate::chain::Invocation;
+use crate::clock::now_ns;
+use crate::events::{ExitStatus, FunctionTime};
+use crate::gil::GilCell;
+use crate::processor::TelemetryHandle;
+use pyo3::exceptions::{PyException, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::sync::GILOnceCell;
+use pyo3::types::PyType;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+static CLOCK: OnceLock<quanta::Clock> = OnceLock::new();
+
+/// The monotonic clock: quanta reads the TSC where it is invariant (else
+/// the OS clock) and scales differences of its raw readings to
+/// nanoseconds; calibrating takes about a millisecond, once per process.
+/// Raw readings are kept, and only a difference is scaled.
+#[inline]
+fn clock() -> &'static quanta::Clock {
+    CLOCK.get_or_init(quanta::Clock::new)
+}
+
+/// A raw reading, never 0 (0 marks an idle timer).
+#[inline]
+fn raw_now(clock: &quanta::Clock) -> u64 {
+    clock.raw().max(1)
+}
+
+/// How often the wall clock is read again for `wall_ns`.
+const ANCHOR_NS: u64 = 1_000_000;
+
+/// A wall-clock reading and the raw monotonic reading taken right after.
+struct Anchor {
+    wall_ns: i64,
+    raw: u64,
+}
+
+static ANCHOR: GilCell<Option<Anchor>> = GilCell::new(None);
+
+/// The wall-clock time (ns since the Unix epoch) at raw monotonic reading
+/// `raw`, for the sample's timestamp. Reading the OS wall clock costs as
+/// much as the rest of a timed block on the VMs we measure on, so it is
+/// read at most once per millisecond and extrapolated with the monotonic
+/// clock in between: the result is within a microsecond of the wall clock
+/// under NTP slewing (at most 500 ppm), and follows a clock step within a
+/// millisecond.
+fn wall_ns(py: Python<'_>, clock: &quanta::Clock, raw: u64) -> i64 {
+    ANCHOR.with(py, |anchor| {
+        let fresh = |a: &Anchor| raw >= a.raw && clock.delta_as_nanos(a.raw, raw) < ANCHOR_NS;
+        let a = match anchor {
+            Some(a) if fresh(a) => a,
+            _ => anchor.insert(Anchor {
+                wall_ns: now_ns(),
+                raw: clock.raw(),
+            }),
+        };
+        // `raw` may precede a fresh anchor by the time it took to read it.
+        if raw >= a.raw {
+            a.wall_ns + clock.delta_as_nanos(a.raw, raw) as i64
+        } else {
+            a.wall_ns - clock.delta_as_nanos(raw, a.raw) as i64
+        }
+    })
+}
+
+/// The `on_error=` argument: left out (the kind's default), `None` (never
+/// an exit), or a `FunctionExitStatus`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnError {
+    Default,
+    Never,
+    Exit(ExitStatus),
+}
+
+impl<'py> FromPyObject<'py> for OnError {
+    fn extract_bound(ob: &Bound<'py, PyAny>) -> PyResult<Self> {
+        if ob.is_none() {
+            return Ok(OnError::Never);
+        }
+        let index = ob.extract::<i64>().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "on_error must be a FunctionExitStatus or None, not {}",
+                ob.get_type()
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default()
+            ))
+        })?;
+        ExitStatus::from_index(index)
+            .map(OnError::Exit)
+            .ok_or_else(|| {
+                PyValueError::new_err(format!(
+                    "on_error must be a FunctionExitStatus (0, 1 or 2) or None, got {index}"
+                ))
+            })
+    }
+}
+
+impl OnError {
+    fn resolve(self, kind: FunctionTime) -> Option<ExitStatus> {
+        match self {
+            OnError::Exit(status) => Some(status),
+            OnError::Never => None,
+            OnError::Default => match kind {
+                FunctionTime::Instantiate => Some(ExitStatus::InternalError),
+                FunctionTime::Init | FunctionTime::Stop => Some(ExitStatus::CodeError),
+                FunctionTime::Execution | FunctionTime::Transfer => None,
+            },
+        }
+    }
+}
+
+/// Times one block at a time (`with`), or decorates a function.
+#[pyclass(module = "edgeless_telemetry._core", frozen)]
+pub struct Timer {
+    handle: Py<TelemetryHandle>,
+    kind: FunctionTime,
+    invocation: Invocation,
+    on_error: Option<ExitStatus>,
+    /// 0 while idle, else the raw clock reading at the start.
+    started: AtomicU64,
+}
+
+impl Timer {
+    pub fn new(
+        handle: &Bound<'_, TelemetryHandle>,
+        kind: FunctionTime,
+        invocation: Invocation,
+        on_error: OnError,
+    ) -> Self {
+        Timer {
+            handle: handle.clone().unbind(),
+            kind,
+            invocation,
+            on_error: on_error.resolve(kind),
+            started: AtomicU64::new(0),
+        }
+    }
+}
+
+fn is_exception(exc_type: &Bound<'_, PyAny>) -> bool {
+    exc_type
+        .downcast::<PyType>()
+        .ok()
+        .and_then(|t| t.is_subclass_of::<PyException>().ok())
+        .unwrap_or(false)
+}
+
+#[pymethods]
+impl Timer {
+    /// Starts the clock. Raises `RuntimeError` if this timer is already
+    /// timing a block (make one timer per block, or decorate: each call
+    /// gets its own).
+    fn __enter__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, Self>> {
+        let timer = slf.get();
+        // The GIL serialises every caller: a plain load and store suffice.
+        if timer.started.load(Ordering::Relaxed) != 0 {
+            return Err(PyRuntimeError::new_err(
+                "this timer is already timing a block; use one timer per block",
+            ));
+        }
+        timer.started.store(raw_now(clock()), Ordering::Relaxed);
+        Ok(slf.clone())
+    }
+
+    /// Records the duration; after an `Exception`, also `function_exit`
+    /// with the timer's `on_error` status, if it has one. Never raises and
+    /// never swallows the exception.
+    #[pyo3(signature = (exc_type = None, exc_value = None, traceback = None))]
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        exc_type: Option<&Bound<'_, PyAny>>,
+        exc_value: Option<&Bound<'_, PyAny>>,
+        traceback: Option<&Bound<'_, PyAny>>,
+    ) -> bool {
+        let _ = (exc_value, traceback);
+        let start = self.started.load(Ordering::Relaxed);
+        if start == 0 {
+            return false; // never entered: nothing was timed
+        }
+        self.started.store(0, Ordering::Relaxed);
+        let clock = clock();
+        let end = clock.raw();
+        let seconds = clock.delta_as_nanos(start, end) as f64 * 1e-9;
+        let exit = match exc_type {
+            Some(t) if !t.is_none() && is_exception(t) => self.on_error,
+            _ => None,
+        };
+        let ts = wall_ns(py, clock, end);
+        self.handle
+            .get()
+            .record_timed(py, self.kind, seconds, self.invocation, exit, ts);
+        false
+    }
+
+    /// Decorates a function (sync or `async def`): each call is timed.
+    fn __call__(slf: &Bound<'_, Self>, func: &Bound<'_, PyAny>) -> PyResult<PyObject> {
+        let fresh = slf.getattr("_fresh")?;
+        decorate(slf.py(), &fresh, func)
+    }
+
+    /// A new idle timer like this one (for one decorated call).
+    fn _fresh(&self, py: Python<'_>) -> Timer {
+        Timer {
+            handle: self.handle.clone_ref(py),
+            kind: self.kind,
+            invocation: self.invocation,
+            on_error: self.on_error,
+            started: AtomicU64::new(0),
+        }
+    }
+
+    fn __repr__(&self) -> String {
+        let on_error = match self.on_error {
+            Some(s) => format!("{}", s as u8),
+            None => "None".to_owned(),
+        };
+        format!(
+            "Timer(kind={:?}, invocation={:?}, on_error={on_error})",
+            self.kind.metric_name(),
+            self.invocation
+        )
+    }
+}
+
+static DECORATE: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
+
+/// `edgeless_telemetry.decorators.decorate(fresh, func)`: wraps `func` so
+/// that each call runs inside `with fresh():`.
+pub fn decorate(
+    py: Python<'_>,
+    fresh: &Bound<'_, PyAny>,
+    func: &Bound<'_, PyAny>,
+) -> PyResult<PyObject> {
+    let decorate = DECORATE.get_or_try_init(py, || {
+        py.import("edgeless_telemetry.decorators")?
+            .getattr("decorate")
+            .map(Bound::unbind)
+    })?;
+    Ok(decorate.bind(py).call1((fresh, func))?.unbind())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_the_life_cycle() {
+        use FunctionTime::*;
+        let d = |k| OnError::Default.resolve(k);
+        assert_eq!(d(Instantiate), Some(ExitStatus::InternalError));
+        assert_eq!(d(Init), Some(ExitStatus::CodeError));
+        assert_eq!(d(Stop), Some(ExitStatus::CodeError));
+        assert_eq!(d(Execution), None);
+        assert_eq!(d(Transfer), None);
+        assert_eq!(OnError::Never.resolve(Init), None);
+        let e = OnError::Exit(ExitStatus::CodeError);
+        assert_eq!(e.resolve(Execution), Some(ExitStatus::CodeError));
+    }
+
+    #[test]
+    fn raw_readings_scale_to_elapsed_time() {
+        let c = clock();
+        let start = raw_now(c);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let nanos = c.delta_as_nanos(start, c.raw());
+        assert!(nanos >= 19_000_000, "{nanos}");
+        assert!(nanos < 10_000_000_000, "{nanos}");
+    }
+}
