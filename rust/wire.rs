@@ -68,6 +68,17 @@ impl NodePerformanceSamples {
         ]
     }
 
+    /// The five sample lists, to rewrite them in place.
+    pub fn all_times_mut(&mut self) -> [&mut Vec<Samples>; 5] {
+        [
+            &mut self.function_instantiate_times,
+            &mut self.function_init_times,
+            &mut self.function_execution_times,
+            &mut self.function_stop_times,
+            &mut self.function_transfer_times,
+        ]
+    }
+
     pub fn sample_count(&self) -> usize {
         self.times()
             .iter()
@@ -295,11 +306,15 @@ impl Builder {
 #[derive(Debug)]
 pub struct Malformed(pub String);
 
-/// Decodes and checks a received body: it must carry a node id, a nonce and
-/// a batch sequence (so truncation is caught), UUID function ids and
-/// nanoseconds below one second.
+/// Decodes and checks a received body: it must carry a node id, UUID
+/// function ids and nanoseconds below one second; our nodes add a nonce and
+/// a batch sequence (field 1000), which make a resent batch recognisable.
+/// A body without the sequence is EDGELESS's own `UpdateNodeRequest`
+/// (another producer): taken as it is, once per arrival (`unsequenced`).
+/// Function ids are rewritten in EDGELESS's form, lowercase and hyphenated,
+/// before they become keys, rows or de-duplication entries.
 pub fn decode_checked(body: &[u8]) -> Result<UpdateNodeRequest, Malformed> {
-    let msg = <UpdateNodeRequest as prost::Message>::decode(body)
+    let mut msg = <UpdateNodeRequest as prost::Message>::decode(body)
         .map_err(|e| Malformed(format!("not an UpdateNodeRequest protobuf: {e}")))?;
     if msg.node_id.is_empty()
         || msg.node_id.len() > MAX_NODE_ID_BYTES
@@ -309,25 +324,22 @@ pub fn decode_checked(body: &[u8]) -> Result<UpdateNodeRequest, Malformed> {
             "node_id must be 1..={MAX_NODE_ID_BYTES} bytes without control characters"
         )));
     }
-    if msg.nonce == 0 {
-        return Err(Malformed("nonce is missing".into()));
-    }
-    if msg.batch_sequence == 0 {
+    if msg.batch_sequence != 0 && msg.nonce == 0 {
         return Err(Malformed(format!(
-            "batch_sequence (field {BATCH_SEQUENCE_FIELD}) is missing: truncated body or not sent by edgeless-telemetry"
+            "nonce is missing beside batch_sequence (field {BATCH_SEQUENCE_FIELD})"
         )));
     }
-    if let Some(perf) = &msg.performance_samples {
-        for (_, series) in perf.times() {
-            for s in series {
-                check_id(&s.id)?;
+    if let Some(perf) = &mut msg.performance_samples {
+        for series in perf.all_times_mut() {
+            for s in series.iter_mut() {
+                normalize_id(&mut s.id)?;
                 if s.samples.iter().any(|x| x.timestamp_ns >= 1_000_000_000) {
                     return Err(Malformed(format!("timestamp_ns out of range in {}", s.id)));
                 }
             }
         }
-        for l in &perf.function_log_entries {
-            check_id(&l.id)?;
+        for l in &mut perf.function_log_entries {
+            normalize_id(&mut l.id)?;
             if l.entries.iter().any(|x| x.timestamp_ns >= 1_000_000_000) {
                 return Err(Malformed(format!("timestamp_ns out of range in {}", l.id)));
             }
@@ -336,10 +348,19 @@ pub fn decode_checked(body: &[u8]) -> Result<UpdateNodeRequest, Malformed> {
     Ok(msg)
 }
 
-fn check_id(id: &str) -> Result<(), Malformed> {
-    Uuid::parse_str(id)
-        .map(|_| ())
-        .map_err(|_| Malformed(format!("function id {id:?} is not a UUID")))
+/// A function id in EDGELESS's form (it parses ids as UUIDs and prints
+/// them lowercase and hyphenated), so `1C6E8F0E-...`, `{...}` and the
+/// unhyphenated spelling of one function land in one key.
+fn normalize_id(id: &mut String) -> Result<(), Malformed> {
+    let uuid =
+        Uuid::parse_str(id).map_err(|_| Malformed(format!("function id {id:?} is not a UUID")))?;
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let canonical = uuid.hyphenated().encode_lower(&mut buf);
+    if id != canonical {
+        id.clear();
+        id.push_str(canonical);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -405,10 +426,40 @@ mod tests {
     }
 
     #[test]
-    fn truncation_is_refused() {
+    fn truncation_never_passes_for_a_sequenced_batch() {
+        // HTTP framing (Content-Length) is what catches a cut body; here a
+        // cut one is refused, or at a field boundary before field 1000 it
+        // reads as an unsequenced body: never as a batch of ours.
         let body = &encode_drained(&drained(10), &SENDER, 1, 1 << 20)[0].body;
         for cut in 0..body.len() {
-            assert!(decode_checked(&body[..cut]).is_err(), "cut at {cut}");
+            if let Ok(msg) = decode_checked(&body[..cut]) {
+                assert_eq!(msg.batch_sequence, 0, "cut at {cut}");
+            }
+        }
+    }
+
+    #[test]
+    fn function_ids_are_normalized() {
+        let mut msg = UpdateNodeRequest {
+            node_id: "n".into(),
+            ..Default::default()
+        };
+        let mut perf = NodePerformanceSamples::default();
+        for id in [
+            "1C6E8F0E-6B0A-4B5E-9D4E-2F1F2F6A1B11",
+            "{1c6e8f0e-6b0a-4b5e-9d4e-2f1f2f6a1b11}",
+            "1c6e8f0e6b0a4b5e9d4e2f1f2f6a1b11",
+        ] {
+            perf.function_execution_times.push(Samples {
+                id: id.into(),
+                samples: vec![],
+            });
+        }
+        msg.performance_samples = Some(perf);
+        let body = prost::Message::encode_to_vec(&msg);
+        let got = decode_checked(&body).unwrap();
+        for s in &got.performance_samples.unwrap().function_execution_times {
+            assert_eq!(s.id, "1c6e8f0e-6b0a-4b5e-9d4e-2f1f2f6a1b11");
         }
     }
 }

@@ -106,8 +106,9 @@ pub fn estimate(
         let header = 23 + 10 + 5 + 12 + MAX_ID + 1 + MAX_METRIC + 2;
         // "$L\r\n<score>\r\n$L\r\n<score>:<value>\r\n", L of 3 digits at most.
         let member = 17;
-        // A log entry's own ZADD, its key and member lengths unbounded.
-        let log_command = 4 + 10 + 23 + 12 + MAX_ID + 1 + 2 + 6 + 2 + 23 + 1 + 2;
+        // A log entry's own ZADD, its key and member lengths unbounded
+        // (the key may carry "log:", see `log_key`).
+        let log_command = 4 + 10 + 23 + 12 + MAX_ID + 1 + 4 + 2 + 6 + 2 + 23 + 1 + 2;
         est.resp = sum(&[
             mul(sample_commands, header),
             mul(c.samples, member),
@@ -290,6 +291,7 @@ mod tests {
             2.0,
             max_entries,
             max_decoded,
+            "plain",
         )
         .unwrap_or_else(|_| panic!("collector core"))
     }

@@ -108,6 +108,31 @@ pub struct Dataset {
     dirty: bool,
 }
 
+/// How the leading columns look when `additional_header` and
+/// `additional_fields` are empty.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// No leading column at all.
+    Plain,
+    /// EDGELESS's orchestrator writes `"{additional_header},identifier,..."`
+    /// whatever the header is, so an empty one leaves a leading empty
+    /// column (`,identifier,metric,timestamp,value`), which tools written
+    /// for its files expect.
+    Edgeless,
+}
+
+impl Layout {
+    pub fn parse(name: &str) -> Result<Self, String> {
+        match name {
+            "plain" => Ok(Layout::Plain),
+            "edgeless" => Ok(Layout::Edgeless),
+            other => Err(format!(
+                "layout must be \"plain\" or \"edgeless\", got {other:?}"
+            )),
+        }
+    }
+}
+
 impl Dataset {
     /// Opens (or creates) the files; with `append`, loads into `dedup` the
     /// batches the files already hold.
@@ -116,6 +141,7 @@ impl Dataset {
         append: bool,
         additional_header: &str,
         additional_fields: &str,
+        layout: Layout,
         dedup: &mut Dedup,
     ) -> io::Result<Self> {
         let samples_path = format!("{prefix}{SAMPLES_FILE}");
@@ -125,7 +151,7 @@ impl Dataset {
             }
         }
         let lead = |s: &str| {
-            if s.is_empty() {
+            if s.is_empty() && layout == Layout::Plain {
                 String::new()
             } else {
                 format!("{s},")
@@ -174,7 +200,13 @@ impl Dataset {
         if self.dirty {
             self.cut_back()?;
         }
-        let line = format!("S\t{nonce}\t{seq}\t{node}\n");
+        // An unsequenced body (seq 0, another producer's) cannot be
+        // recognised when resent, so it leaves no journal line.
+        let line = if seq == 0 {
+            String::new()
+        } else {
+            format!("S\t{nonce}\t{seq}\t{node}\n")
+        };
         let written = self
             .samples
             .append(samples)
@@ -291,7 +323,8 @@ mod tests {
             crate::clock::now_ns()
         ));
         let prefix = format!("{}/run_", dir.display());
-        let mut ds = Dataset::open(&prefix, false, "", "", &mut Dedup::default()).unwrap();
+        let mut ds =
+            Dataset::open(&prefix, false, "", "", Layout::Plain, &mut Dedup::default()).unwrap();
         ds.write_batch(b"a,m,1,2\n", b"a,t,1,x\n", "n", 1, 1)
             .unwrap();
         let before = lens(&prefix);

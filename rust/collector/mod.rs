@@ -23,6 +23,7 @@ mod fuzz;
 pub mod redis;
 mod replies;
 
+use crate::events::FunctionTime;
 use crate::wire::scan::scan;
 use crate::wire::{decode_checked, Malformed, NodePerformanceSamples};
 use admission::{estimate, Budget, Estimate, Permit};
@@ -54,6 +55,8 @@ struct Stats {
     refused_too_many_entries: AtomicU64,
     refused_too_large_decoded: AtomicU64,
     busy_decoded_budget: AtomicU64,
+    batches_unsequenced: AtomicU64,
+    log_keys_renamed: AtomicU64,
 }
 
 struct State {
@@ -95,6 +98,21 @@ pub struct Rendered {
     pub logs_csv: Vec<u8>,
     /// Each command's cluster slot and bytes (Redis Cluster only).
     pub routes: Vec<Route>,
+    /// Log entries whose target is a metric's name, written under
+    /// `performance:<id>:log:<target>` (see `log_key`).
+    pub log_keys_renamed: u64,
+}
+
+/// Where a log entry goes in Redis: `performance:<id>:<target>`, as
+/// EDGELESS writes it, except for a target named like a metric
+/// (`function_execution_time`, ...): in that key its messages would be read
+/// as samples (`summary` would count a "999" message as a 999 s execution),
+/// so it goes to `performance:<id>:log:<target>` instead.
+fn log_key(key: &mut Vec<u8>, id: &str, target: &str) -> bool {
+    let clash = FunctionTime::ALL.iter().any(|t| t.metric_name() == target);
+    let mark = if clash { "log:" } else { "" };
+    write!(key, "performance:{id}:{mark}{target}").expect("vec write");
+    clash
 }
 
 /// How a batch goes to Redis, if at all.
@@ -205,7 +223,9 @@ fn render_into(
             push_f64(&mut score_text, score(e.timestamp_sec, e.timestamp_ns));
             if redis {
                 key.clear();
-                write!(key, "performance:{}:{}", group.id, e.target).expect("vec write");
+                if log_key(&mut key, &group.id, &e.target) {
+                    out.log_keys_renamed += 1;
+                }
                 let start = out.resp.len();
                 let mut resp = Resp { buf: &mut out.resp };
                 resp.array(4);
@@ -284,12 +304,19 @@ impl CollectorCore {
         let perf = msg.performance_samples.unwrap_or_default();
         let (samples, logs) = (perf.sample_count(), perf.log_count());
         let (node, nonce, seq) = (&msg.node_id, msg.nonce, msg.batch_sequence);
-        if self
-            .state
-            .lock()
-            .expect("state lock")
-            .dedup
-            .seen(node, nonce, seq)
+        // Without a batch sequence (EDGELESS's own message, not our node's)
+        // a resent body cannot be told from a new one: stored as it comes.
+        let sequenced = seq != 0;
+        if !sequenced {
+            self.stats.batches_unsequenced.fetch_add(1, Relaxed);
+        }
+        if sequenced
+            && self
+                .state
+                .lock()
+                .expect("state lock")
+                .dedup
+                .seen(node, nonce, seq)
         {
             return self.duplicate(perf, (node.clone(), nonce, seq), admitted);
         }
@@ -309,7 +336,7 @@ impl CollectorCore {
             self.stats.batches_refused.fetch_add(1, Relaxed);
             return (503, "collector is closing".into());
         }
-        if st.dedup.seen(node, nonce, seq) {
+        if sequenced && st.dedup.seen(node, nonce, seq) {
             drop((st, rendered));
             return self.duplicate(perf, (node.clone(), nonce, seq), (permit, est));
         }
@@ -345,8 +372,10 @@ impl CollectorCore {
                 id: 0,
             })
         });
-        st.dedup.mark(node, nonce, seq);
-        if let (Some(redis), Some(id)) = (&self.redis, job) {
+        if sequenced {
+            st.dedup.mark(node, nonce, seq);
+        }
+        if let (Some(redis), Some(id), true) = (&self.redis, job, sequenced) {
             st.prune(redis);
             st.unacked.push_back(((node.clone(), nonce, seq), id));
         }
@@ -354,8 +383,10 @@ impl CollectorCore {
         // Everything decoded and rendered is gone (the Redis commands now
         // count against the queue's own limit): give the budget back
         // before waiting for Redis.
+        let renamed = rendered.log_keys_renamed;
         drop((perf, rendered.samples_csv, rendered.logs_csv));
         drop(permit);
+        self.stats.log_keys_renamed.fetch_add(renamed, Relaxed);
         self.stats.batches_stored.fetch_add(1, Relaxed);
         self.stats.samples_stored.fetch_add(samples as u64, Relaxed);
         self.stats
@@ -501,7 +532,7 @@ impl CollectorCore {
     // reads it): `admission::DEFAULT_MAX_ENTRIES` and
     // `DEFAULT_MAX_DECODED_BYTES`, checked by a test there.
     #[new]
-    #[pyo3(signature = (*, redis_url = None, dataset_path = None, append = false, additional_header = None, additional_fields = None, max_redis_queue_bytes = 268435456, members_per_command = 1000, redis_ack_timeout_s = 2.0, max_entries_per_body = 1048576, max_decoded_bytes = 268435456))]
+    #[pyo3(signature = (*, redis_url = None, dataset_path = None, append = false, additional_header = None, additional_fields = None, max_redis_queue_bytes = 268435456, members_per_command = 1000, redis_ack_timeout_s = 2.0, max_entries_per_body = 1048576, max_decoded_bytes = 268435456, layout = "plain"))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         redis_url: Option<String>,
@@ -514,7 +545,9 @@ impl CollectorCore {
         redis_ack_timeout_s: f64,
         max_entries_per_body: u64,
         max_decoded_bytes: u64,
+        layout: &str,
     ) -> PyResult<Self> {
+        let layout = dataset::Layout::parse(layout).map_err(PyValueError::new_err)?;
         if !(redis_ack_timeout_s.is_finite() && redis_ack_timeout_s >= 0.0) {
             return Err(PyValueError::new_err(
                 "redis_ack_timeout_s must be a number of seconds >= 0",
@@ -567,6 +600,7 @@ impl CollectorCore {
                     append,
                     &additional_header,
                     &additional_fields,
+                    layout,
                     &mut dedup,
                 )
                 .map_err(|e| {
@@ -631,6 +665,8 @@ impl CollectorCore {
             ("batches_received", &s.batches_received),
             ("batches_stored", &s.batches_stored),
             ("batches_duplicate", &s.batches_duplicate),
+            ("batches_unsequenced", &s.batches_unsequenced),
+            ("log_keys_renamed", &s.log_keys_renamed),
             ("batches_malformed", &s.batches_malformed),
             ("batches_refused", &s.batches_refused),
             ("batches_forbidden", &s.batches_forbidden),
