@@ -6,4 +6,6 @@
 //! copy is leaked in the child, never dropped, since dropping it would wait
 //! for threads that do not exist.
 
+pub mod admission;
 pub mod runtime;
+pub mod server;
