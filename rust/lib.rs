@@ -30,6 +30,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<performance::PerformanceTarget>()?;
     prometheus::register(m)?;
     m.add_class::<collector::CollectorCore>()?;
+    m.add_class::<collector::http::CollectorServer>()?;
     m.add_function(wrap_pyfunction!(reporter::drain_encode, m)?)?;
     tracer::register(m)?;
     gil::register(m)?;

@@ -6,16 +6,20 @@ freezing the suite."""
 
 from __future__ import annotations
 
+import collections
+import http.client
 import socket
 import subprocess
 import sys
 import textwrap
 import time
 import uuid
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from edgeless_telemetry import PrometheusTarget, TelemetryProcessor
+from edgeless_telemetry import PerformanceTarget, PrometheusTarget, TelemetryProcessor, _core
 
 TIMEOUT_S = 60
 
@@ -119,3 +123,56 @@ def test_attack3_a_scrape_is_served_while_64_sockets_trickle() -> None:
     assert stats["http_timeouts"] >= 1, stats
     print(f"\nattack 3: 64 sockets trickling a byte every 2 s; 8 scrapes each 200 within 1 s"
           f" (http_evictions={stats['http_evictions']}, http_timeouts={stats['http_timeouts']})")
+
+
+def body_for(node: str, seq: int = 1) -> bytes:
+    perf = PerformanceTarget()
+    h = TelemetryProcessor([perf], log=False).get_handle({"NODE_ID": node}).fork(
+        {"FUNCTION_ID": str(uuid.uuid4())})
+    for i in range(10):
+        h.invocation_completed(0.001 * (i + 1))
+    (batch,) = _core.drain_encode(perf, node, 7, seq, 0, 1 << 24)
+    return bytes(batch[3])
+
+
+def test_attack4_a_node_posts_while_256_sockets_declare_bodies_they_never_send(
+        collectors: Any, tmp_path: Path) -> None:
+    # Before: GET /stats with Content-Length: 1000000 and no body held its
+    # connection past read_timeout_s (the refusal read the body after the
+    # deadline was off); 256 of them made every node's POST get 503. Now a
+    # request that needs no body is answered without reading it, and its
+    # connection closed.
+    prefix = str(tmp_path / "d_")
+    col = collectors(dataset_path=prefix, token="t0k3n")  # defaults: 256 connections, 10 s
+    host, port = col.url.removeprefix("http://").split(":")
+    hostile = []
+    for i in range(256):
+        s = socket.create_connection((host, int(port)), timeout=8)
+        auth = b"Authorization: Bearer t0k3n\r\n" if i % 2 else b""  # with the token, too
+        s.sendall(b"GET /stats HTTP/1.1\r\nHost: x\r\n" + auth
+                  + b"Content-Length: 1000000\r\n\r\n")
+        hostile.append(s)
+    try:
+        conn = http.client.HTTPConnection(host, int(port), timeout=5)
+        conn.request("POST", "/performance", body=body_for("node-a"),
+                     headers={"Content-Type": "application/x-protobuf",
+                              "Authorization": "Bearer t0k3n"})
+        resp = conn.getresponse()
+        assert (resp.status, resp.read()) == (200, b"stored 10 samples, 0 log entries")
+        conn.close()
+        # Each hostile socket got its answer and was closed, long before
+        # read_timeout_s (the socket timeout, 8 s, is under it).
+        answers = collections.Counter()
+        for s in hostile:
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+            answers[int(data.split(b" ", 2)[1])] += 1
+    finally:
+        for s in hostile:
+            s.close()
+    assert answers == {401: 128, 200: 128}
+    stats = col.stats()
+    assert stats["batches_stored"] == 1 and stats["http_401"] == 128
+    print(f"\nattack 4: 256 GET /stats declaring 1,000,000-byte bodies they never send: each"
+          f" answered ({dict(answers)}) and closed; a node's POST stored meanwhile")

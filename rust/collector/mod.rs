@@ -5,7 +5,7 @@
 //! with an HTTP status: 200 stored (or already stored), 400 malformed
 //! (nothing written), 503 not taken now (Redis queue full or closing; the
 //! node keeps the batch and retries), 500 the dataset file failed. The HTTP
-//! server around it lives in `python/edgeless_telemetry/collector.py`.
+//! server around it is `http` (tokens in `tokens`).
 
 pub mod cluster;
 pub mod dataset;
@@ -13,7 +13,9 @@ pub mod dedup;
 pub mod format;
 #[cfg(test)]
 mod fuzz;
+pub mod http;
 pub mod redis;
+pub mod tokens;
 
 use crate::wire::{decode_checked, Malformed, NodePerformanceSamples};
 use dataset::Dataset;
@@ -306,6 +308,48 @@ impl CollectorCore {
         }
     }
 
+    /// Every count, by its `stats()` name (also served on `GET /stats`).
+    pub(crate) fn stats_pairs(&self) -> Vec<(&'static str, u64)> {
+        let mut out = Vec::with_capacity(32);
+        let s = &self.stats;
+        for (name, v) in [
+            ("batches_received", &s.batches_received),
+            ("batches_stored", &s.batches_stored),
+            ("batches_duplicate", &s.batches_duplicate),
+            ("batches_malformed", &s.batches_malformed),
+            ("batches_refused", &s.batches_refused),
+            ("batches_forbidden", &s.batches_forbidden),
+            ("batches_queued", &s.batches_queued),
+            ("samples_stored", &s.samples_stored),
+            ("log_entries_stored", &s.log_entries_stored),
+            ("dataset_errors", &s.dataset_errors),
+        ] {
+            out.push((name, v.load(Relaxed)));
+        }
+        if let Some(r) = &self.redis {
+            let rs = r.stats();
+            for (name, v) in [
+                ("redis_entries_written", &rs.samples_written),
+                ("redis_members_added", &rs.members_added),
+                ("redis_members_existing", &rs.members_existing),
+                ("redis_error_replies", &rs.error_replies),
+                ("redis_connects", &rs.connects),
+                ("redis_connection_failures", &rs.connection_failures),
+                ("redis_entries_abandoned", &rs.samples_abandoned),
+                ("redis_cluster_moved", &rs.moved),
+                ("redis_cluster_asked", &rs.asked),
+                ("redis_cluster_map_reads", &rs.map_reads),
+            ] {
+                out.push((name, v.load(Relaxed)));
+            }
+            let (bytes, jobs) = r.queued();
+            out.push(("redis_queue_bytes", bytes as u64));
+            out.push(("redis_queue_batches", jobs as u64));
+            out.push(("redis_connected", rs.connected.load(Relaxed) as u64));
+        }
+        out
+    }
+
     /// 200 once Redis has job `id`; 202 if it still waits in the queue
     /// (Redis down or slow): taken, and the CSV rows written, but the node
     /// should keep the batch and send it again until it gets a 200, since
@@ -476,41 +520,8 @@ impl CollectorCore {
 
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
-        let s = &self.stats;
-        for (name, v) in [
-            ("batches_received", &s.batches_received),
-            ("batches_stored", &s.batches_stored),
-            ("batches_duplicate", &s.batches_duplicate),
-            ("batches_malformed", &s.batches_malformed),
-            ("batches_refused", &s.batches_refused),
-            ("batches_forbidden", &s.batches_forbidden),
-            ("batches_queued", &s.batches_queued),
-            ("samples_stored", &s.samples_stored),
-            ("log_entries_stored", &s.log_entries_stored),
-            ("dataset_errors", &s.dataset_errors),
-        ] {
-            d.set_item(name, v.load(Relaxed))?;
-        }
-        if let Some(r) = &self.redis {
-            let rs = r.stats();
-            for (name, v) in [
-                ("redis_entries_written", &rs.samples_written),
-                ("redis_members_added", &rs.members_added),
-                ("redis_members_existing", &rs.members_existing),
-                ("redis_error_replies", &rs.error_replies),
-                ("redis_connects", &rs.connects),
-                ("redis_connection_failures", &rs.connection_failures),
-                ("redis_entries_abandoned", &rs.samples_abandoned),
-                ("redis_cluster_moved", &rs.moved),
-                ("redis_cluster_asked", &rs.asked),
-                ("redis_cluster_map_reads", &rs.map_reads),
-            ] {
-                d.set_item(name, v.load(Relaxed))?;
-            }
-            let (bytes, jobs) = r.queued();
-            d.set_item("redis_queue_bytes", bytes)?;
-            d.set_item("redis_queue_batches", jobs)?;
-            d.set_item("redis_connected", rs.connected.load(Relaxed) as u64)?;
+        for (name, v) in self.stats_pairs() {
+            d.set_item(name, v)?;
         }
         Ok(d)
     }
