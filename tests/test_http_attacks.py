@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -176,3 +177,75 @@ def test_attack4_a_node_posts_while_256_sockets_declare_bodies_they_never_send(
     assert stats["batches_stored"] == 1 and stats["http_401"] == 128
     print(f"\nattack 4: 256 GET /stats declaring 1,000,000-byte bodies they never send: each"
           f" answered ({dict(answers)}) and closed; a node's POST stored meanwhile")
+
+
+RSS_CHILD = """
+    import sys, uuid
+    from edgeless_telemetry import PrometheusTarget, TelemetryProcessor
+
+    def status(key):
+        for line in open("/proc/self/status"):
+            if line.startswith(key):
+                return int(line.split()[1]) * 1024
+
+    prom = PrometheusTarget("http://127.0.0.1:0")
+    base = TelemetryProcessor([prom], log=False).get_handle({"NODE_ID": "n"})
+    for i in range(SERIES):  # FUNCTION_TYPE at the longest tag allowed
+        base.fork({"FUNCTION_ID": str(uuid.uuid4()),
+                   "FUNCTION_TYPE": f"{i:05d}" + "x" * 4091}).invocation_completed(0.1)
+    size = len(prom.render())
+    before = status("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # resets the peak (VmHWM) to the current RSS
+    print(prom.port, size, before, flush=True)
+    sys.stdin.readline()
+    print(status("VmHWM"), prom.stats()["scrapes"], flush=True)
+"""
+
+
+def test_attack6_sixteen_slow_scrapers_share_renderings() -> None:
+    # Before: each scrape rendered its own copy (about 525 MiB here), so 8
+    # slow readers took the process from 78 MB to 4.3 GB. Now concurrent
+    # scrapes share one rendering, and at most two are alive at once.
+    series = 10_000
+    child = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(RSS_CHILD).replace("SERIES", str(series))],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        port, size, before = map(int, child.stdout.readline().split())
+        statuses: list[bytes] = []
+
+        def slow_reader(got_bytes: threading.Event) -> None:
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+                s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                statuses.append(s.recv(1 << 16)[:12])
+                got_bytes.set()
+                for _ in range(30):  # 64 KiB per 100 ms: a few MiB of 525
+                    time.sleep(0.1)
+                    s.recv(1 << 16)
+
+        threads = []
+        for _wave in range(4):  # 4 waves of 4, each once the last is being sent
+            events = [threading.Event() for _ in range(4)]
+            for ev in events:
+                threads.append(threading.Thread(target=slow_reader, args=(ev,)))
+                threads[-1].start()
+            for ev in events:
+                assert ev.wait(30), "no response within 30 s"
+        for t in threads:
+            t.join(60)
+        child.stdin.write("done\n")
+        child.stdin.flush()
+        peak, scrapes = map(int, child.stdout.readline().split())
+    finally:
+        child.kill()
+        child.wait()
+    assert statuses == [b"HTTP/1.1 200"] * 16 and scrapes == 16
+    growth = peak - before
+    mib = 1 << 20
+    print(f"\nattack 6: {series:,} series with 4 KiB FUNCTION_TYPE render to {size / mib:.0f} MiB;"
+          f" 16 slow scrapers in 4 waves: peak RSS {before / mib:.0f} -> {peak / mib:.0f} MiB"
+          f" (+{growth / size:.2f} renderings)")
+    assert growth <= 2 * size + 64 * mib
