@@ -332,7 +332,7 @@ fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
 #[pymethods]
 impl CollectorServer {
     #[new]
-    #[pyo3(signature = (core, host, port, *, token = None, node_tokens = None, max_body_bytes = 16 << 20, max_inflight_bytes = 64 << 20, read_timeout_s = 10.0, max_connections = 256))]
+    #[pyo3(signature = (core, host, port, *, token = None, node_tokens = None, max_body_bytes = 16_777_216, max_inflight_bytes = 67_108_864, read_timeout_s = 10.0, max_connections = 256))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
