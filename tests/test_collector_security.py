@@ -339,3 +339,18 @@ def test_orchestrator_and_node_commands_use_the_token(tmp_path: Path) -> None:
     assert final["http_403"] == 1 and final["batches_forbidden"] == 1
     assert final["http_401"] >= 2  # the bare POST and node-z's attempts
     assert final["batches_stored"] >= 2 and final["samples_stored"] == len(data_rows(prefix))
+
+
+def test_refusals_reach_a_client_still_sending_its_body(collectors: Any, tmp_path: Path) -> None:
+    # A refusal is sent before the body is read; the connection then
+    # drains what the client still sends before closing, so the client
+    # reads the answer instead of a reset (which a node would retry).
+    prefix = str(tmp_path / "d_")
+    col = collectors(dataset_path=prefix, token="t0k3n", max_body_bytes=1 << 20)
+    big = b"\0" * (4 << 20)
+    for _ in range(3):
+        assert request(col.url, "POST", "/performance", big)[0] == 401
+        assert request(col.url, "POST", "/performance", big, token="t0k3n")[0] == 413
+    stats = col.stats()
+    assert (stats["http_401"], stats["http_413"], stats["batches_received"]) == (3, 3, 0)
+    assert data_rows(prefix) == []

@@ -195,10 +195,11 @@ impl Admission {
 
     /// The response is written: waiting for the next request (keep-alive).
     pub fn waiting_again(&self, conn: &Arc<ConnState>) {
-        if conn.evicted() {
+        let mut waiting = self.waiting();
+        // Released: closed or evicted, and must not come back.
+        if conn.released.load(Ordering::Acquire) {
             return;
         }
-        let mut waiting = self.waiting();
         self.remove_waiting(&mut waiting, conn);
         self.insert_waiting(&mut waiting, conn);
         drop(waiting);
@@ -207,7 +208,9 @@ impl Admission {
 
     /// The connection's task ends.
     pub fn closed(&self, conn: &ConnState) {
-        self.remove_waiting(&mut self.waiting(), conn);
+        let mut waiting = self.waiting();
+        self.remove_waiting(&mut waiting, conn);
+        // Under the lock, so that `waiting_again` sees it.
         self.release(conn);
     }
 

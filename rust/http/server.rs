@@ -326,6 +326,37 @@ fn shutdown(fd: RawFd) {
     }
 }
 
+type ServiceFuture = Pin<Box<dyn Future<Output = Result<Response<Tracked>, Infallible>> + Send>>;
+
+/// Why a connection's task stops waiting.
+enum Wake {
+    Late,
+    Evicted,
+    Changed,
+}
+
+/// Waits until the connection's deadline passes, it is evicted, or its
+/// deadline changes (then the caller looks again).
+async fn watch_conn(admission: &Admission, state: &ConnState) -> Wake {
+    let deadline = admission.deadline(state);
+    tokio::select! {
+        _ = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d.into()).await,
+                None => std::future::pending().await,
+            }
+        } => if admission.late(state) { Wake::Late } else { Wake::Changed },
+        _ = state.wake.notified() => if state.evicted() { Wake::Evicted } else { Wake::Changed },
+    }
+}
+
+/// How long a connection whose last answer was sent keeps draining what
+/// the client still sends before it is closed: closing with unread bytes
+/// makes the kernel reset the connection, and the client could lose the
+/// answer (a 401 or 413 sent before its body was read). Bounded also by
+/// the request deadline, and the connection is evictable meanwhile.
+const LINGER: Duration = Duration::from_secs(2);
+
 async fn serve_connection<H: Handler>(
     stream: TcpStream,
     state: Arc<ConnState>,
@@ -337,10 +368,10 @@ async fn serve_connection<H: Handler>(
     let fd = stream.as_raw_fd();
     let svc_state = state.clone();
     let svc_admission = admission.clone();
-    let service = service_fn(move |req: Request<Incoming>| {
+    let service = service_fn(move |req: Request<Incoming>| -> ServiceFuture {
         let (state, admission, handler) =
             (svc_state.clone(), svc_admission.clone(), handler.clone());
-        async move {
+        Box::pin(async move {
             admission.counters.requests.fetch_add(1, Ordering::Relaxed);
             let conn = Conn {
                 state: state.clone(),
@@ -348,49 +379,69 @@ async fn serve_connection<H: Handler>(
             };
             let resp = handler.handle(req, conn).await;
             admission.responding(&state);
-            Ok::<_, Infallible>(resp.map(|inner| Tracked {
+            Ok(resp.map(|inner| Tracked {
                 inner,
                 done: Some((state, admission)),
             }))
-        }
+        })
     });
-    let conn = http.serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(conn);
+    let mut conn = http.serve_connection(TokioIo::new(stream), service);
     let mut stopping = *stop.borrow();
     if stopping {
-        conn.as_mut().graceful_shutdown();
+        Pin::new(&mut conn).graceful_shutdown();
     }
-    loop {
-        let deadline = admission.deadline(&state);
-        let sleep = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d.into()).await,
-                None => std::future::pending().await,
-            }
-        };
+    let finished = loop {
         tokio::select! {
-            _ = conn.as_mut() => break,
-            _ = sleep => {
-                if admission.late(&state) {
+            done = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => break done.is_ok(),
+            wake = watch_conn(&admission, &state) => match wake {
+                Wake::Late => {
                     admission.counters.timeouts.fetch_add(1, Ordering::Relaxed);
-                    shutdown(fd);
-                    break;
+                    break false;
                 }
-            }
-            _ = state.wake.notified() => {
-                if state.evicted() {
-                    shutdown(fd);
-                    break;
-                }
-            }
+                Wake::Evicted => break false,
+                Wake::Changed => {}
+            },
             _ = stop.changed(), if !stopping => {
                 stopping = true;
                 // Idle connections close now, others after their response.
-                conn.as_mut().graceful_shutdown();
+                Pin::new(&mut conn).graceful_shutdown();
             }
         }
+    };
+    if finished {
+        let mut stream = conn.into_parts().io.into_inner();
+        linger(&mut stream, &admission, &state).await;
+    } else {
+        shutdown(fd);
+        // Dropped before `closed`: its response body (if any) must not put
+        // the connection back among the waiting ones afterwards.
+        drop(conn);
     }
     admission.closed(&state);
+}
+
+/// Sends FIN, then reads and drops what the client still sends until it
+/// closes, for at most `LINGER` (see there).
+async fn linger(stream: &mut TcpStream, admission: &Admission, state: &ConnState) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let until = tokio::time::Instant::now() + LINGER;
+    let mut sink = [0u8; 8192];
+    loop {
+        tokio::select! {
+            read = stream.read(&mut sink) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            },
+            _ = tokio::time::sleep_until(until) => return,
+            wake = watch_conn(admission, state) => match wake {
+                Wake::Late | Wake::Evicted => return,
+                Wake::Changed => {}
+            },
+        }
+    }
 }
 
 #[cfg(test)]
