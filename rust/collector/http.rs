@@ -20,6 +20,7 @@ use super::tokens::{Access, Tokens};
 use super::CollectorCore;
 use crate::gil::GilCell;
 use crate::http::admission::{Counters, Limits};
+use crate::http::pool::Pool;
 use crate::http::server::{closing, has_body, response, Conn, Handler, Listener, Server, TEXT};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -36,6 +37,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const PROTOBUF: &str = "application/x-protobuf";
+
+/// Batches stored at once (each may wait up to `redis_ack_timeout_s`);
+/// more wait for a thread, their bodies counted in flight.
+const STORERS: usize = 64;
 
 /// Refusals by status, as `stats()` names them.
 #[derive(Default)]
@@ -59,6 +64,9 @@ struct Collect {
     inflight: AtomicUsize,
     refused: Refused,
     http: Arc<Counters>,
+    /// Where bodies are stored (blocking: decoding, the dataset, waiting
+    /// for Redis' ack); see `Pool` for why not `spawn_blocking`.
+    storers: Pool,
 }
 
 /// Bytes of a body being read or stored, given back on drop: when the
@@ -215,12 +223,13 @@ impl Collect {
             ));
         };
         conn.request_complete();
-        let stored = tokio::task::spawn_blocking(move || {
+        let stored = self.storers.run(move || {
             let held = reservation;
             held.owner.core().ingest_body(&body, node.as_deref())
-        })
-        .await;
-        let (status, reason) = stored.unwrap_or_else(|_| (500, "storing the batch failed".into()));
+        });
+        let (status, reason) = stored
+            .await
+            .unwrap_or_else(|| (500, "storing the batch failed".into()));
         if status == 403 {
             self.refused.forbidden.fetch_add(1, Relaxed);
         }
@@ -386,6 +395,7 @@ impl CollectorServer {
                 inflight: AtomicUsize::new(0),
                 refused: Refused::default(),
                 http: Arc::new(Counters::default()),
+                storers: Pool::new("edgeless-collect", STORERS),
             }),
             limits,
             phase: GilCell::new(Phase::Bound(listener)),

@@ -7,5 +7,6 @@
 //! for threads that do not exist.
 
 pub mod admission;
+pub mod pool;
 pub mod runtime;
 pub mod server;
