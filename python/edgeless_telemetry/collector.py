@@ -146,7 +146,8 @@ class OrchestratorCollector:
     def stats(self) -> dict[str, int]:
         """The core's counts (batches, samples, Redis) and the HTTP ones:
         ``http_<status>`` refusals, ``http_503_busy``, ``http_timeouts``,
-        ``http_evictions``, ``http_requests``, ``http_inflight_bytes``."""
+        ``http_evictions``, ``http_connections`` (accepted), ``http_requests``,
+        ``http_inflight_bytes``."""
         return dict(self._server.stats())
 
     def __enter__(self) -> OrchestratorCollector:

@@ -144,6 +144,7 @@ impl Collect {
             ("http_411", &r.no_length),
             ("http_413", &r.too_large),
             ("http_415", &r.bad_type),
+            ("http_connections", &h.accepted),
             ("http_requests", &h.requests),
             ("http_timeouts", &h.timeouts),
             ("http_evictions", &h.evictions),

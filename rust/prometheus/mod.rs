@@ -1,6 +1,7 @@
 //! PrometheusTarget: the EDGELESS families (`function_count`,
 //! `execution_times`, `transfer_times`) as lock-free series, rendered in
-//! Rust and served on `GET /metrics` from threads that never need the GIL.
+//! Rust and served on `GET /metrics` by the extension's HTTP server
+//! (`crate::http`), whose threads never need the GIL.
 //!
 //! Split like prometheus/client_rust: `histogram` and `gauge` hold the
 //! atomics, `family` maps label sets to series, `registry` ties the
@@ -183,7 +184,7 @@ impl PrometheusTarget {
 
     /// Starts serving `GET /metrics` on `metrics_url` when no server runs
     /// in this process: for a target made with `""`, after `close()`, or in
-    /// a forked child (the parent's server thread and socket are not
+    /// a forked child (the parent's server, its runtime and socket are not
     /// inherited; the child's series are its own). Raises `RuntimeError`
     /// if one is running, else as the constructor does.
     fn serve(&self, py: Python<'_>, metrics_url: &str) -> PyResult<()> {
@@ -245,7 +246,7 @@ impl PrometheusTarget {
 
     /// Series and refused label sets per family, scrapes served, and the
     /// HTTP server's counts: requests, connections cut at their deadline
-    /// (`http_timeouts`), refused with 503 (`http_busy`), closed to admit
+    /// (`http_timeouts`), refused with 503 (`http_503_busy`), closed to admit
     /// a newer one (`http_evictions`).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
@@ -259,9 +260,10 @@ impl PrometheusTarget {
         d.set_item("scrapes_gzip", gzip.load(Ordering::Relaxed))?;
         let http = &self.http;
         for (name, v) in [
+            ("http_connections", &http.accepted),
             ("http_requests", &http.requests),
             ("http_timeouts", &http.timeouts),
-            ("http_busy", &http.busy),
+            ("http_503_busy", &http.busy),
             ("http_evictions", &http.evictions),
         ] {
             d.set_item(name, v.load(Ordering::Relaxed))?;
