@@ -8,7 +8,7 @@
 //! idle connections are the first given up when the caps are reached, so
 //! they cannot starve a normal request; a response must be taken within
 //! `response_timeout`. A handler that needs no body answers without
-//! reading it and closes the connection (`respond_and_close`), so a
+//! reading it and closes the connection (`closing`), so a
 //! declared but never sent body holds nothing.
 //!
 //! Life: `Listener::bind` binds at once (a port in use fails at
@@ -138,7 +138,8 @@ impl Conn {
 }
 
 /// What serves the requests: `handle` answers one; it runs on the async
-/// workers and must move blocking work to `spawn_blocking`.
+/// workers and must move blocking work off them (`spawn_blocking`, or a
+/// `pool::Pool`).
 pub trait Handler: Send + Sync + 'static {
     fn handle(
         self: Arc<Self>,
@@ -217,9 +218,11 @@ impl Server {
         let (closed_tx, closed_rx) = std::sync::mpsc::channel();
         let adm = admission.clone();
         rt.spawn(async move {
-            accept_loop(tokio_listener, handler, adm, stop_rx).await;
-            // The socket is closed here (dropped above): tell `stop`.
+            accept_loop(&tokio_listener, handler, adm, stop_rx).await;
+            // Unregistered before the close, so a fork in between cannot
+            // close a reused fd number in the child.
             fork::forget_listener(fork_slot);
+            drop(tokio_listener);
             let _ = closed_tx.send(());
         });
         Ok(Server {
@@ -271,7 +274,7 @@ impl Drop for Server {
 }
 
 async fn accept_loop<H: Handler>(
-    listener: TcpListener,
+    listener: &TcpListener,
     handler: Arc<H>,
     admission: Arc<Admission>,
     mut stop: watch::Receiver<bool>,
