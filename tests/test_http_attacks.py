@@ -188,11 +188,12 @@ RSS_CHILD = """
             if line.startswith(key):
                 return int(line.split()[1]) * 1024
 
-    prom = PrometheusTarget("http://127.0.0.1:0")
-    base = TelemetryProcessor([prom], log=False).get_handle({"NODE_ID": "n"})
-    for i in range(SERIES):  # FUNCTION_TYPE at the longest tag allowed
+    prom = PrometheusTarget("http://127.0.0.1:0", max_series=SERIES)
+    # Label values just under the 256-byte cap on what a label may render to.
+    base = TelemetryProcessor([prom], log=False).get_handle({"NODE_ID": "n" * 250})
+    for i in range(SERIES):
         base.fork({"FUNCTION_ID": str(uuid.uuid4()),
-                   "FUNCTION_TYPE": f"{i:05d}" + "x" * 4091}).invocation_completed(0.1)
+                   "FUNCTION_TYPE": f"{i:06d}" + "x" * 244}).invocation_completed(0.1)
     size = len(prom.render())
     before = status("VmRSS")
     with open("/proc/self/clear_refs", "w") as f:
@@ -204,10 +205,12 @@ RSS_CHILD = """
 
 
 def test_attack6_sixteen_slow_scrapers_share_renderings() -> None:
-    # Before: each scrape rendered its own copy (about 525 MiB here), so 8
-    # slow readers took the process from 78 MB to 4.3 GB. Now concurrent
-    # scrapes share one rendering, and at most two are alive at once.
-    series = 10_000
+    # Before: each scrape rendered its own copy (10,000 series with 4 KiB
+    # labels rendered to 550 MiB; 8 slow readers took the process from
+    # 78 MB to 4.3 GB). Now concurrent scrapes share one rendering, and at
+    # most two are alive at once. Labels are capped at 256 bytes now, so a
+    # large rendering takes more series.
+    series = 40_000
     child = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(RSS_CHILD).replace("SERIES", str(series))],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -243,9 +246,10 @@ def test_attack6_sixteen_slow_scrapers_share_renderings() -> None:
         child.kill()
         child.wait()
     assert statuses == [b"HTTP/1.1 200"] * 16 and scrapes == 16
+    assert size > 200 << 20, "the rendering is large enough to tell copies apart"
     growth = peak - before
     mib = 1 << 20
-    print(f"\nattack 6: {series:,} series with 4 KiB FUNCTION_TYPE render to {size / mib:.0f} MiB;"
+    print(f"\nattack 6: {series:,} series with 250-byte labels render to {size / mib:.0f} MiB;"
           f" 16 slow scrapers in 4 waves: peak RSS {before / mib:.0f} -> {peak / mib:.0f} MiB"
           f" (+{growth / size:.2f} renderings)")
     assert growth <= 2 * size + 64 * mib
