@@ -1,4 +1,4 @@
-"""The performance goals of DESIGN.md ("Performance"), as data for the report.
+"""The performance goals of docs/architecture.md ("Performance goals"), as data for the report.
 
 One row per goal. A goal is met when every bound it sets holds: ``ratio``
 (the peer's cost over ours, measured in the same run) at least this much,

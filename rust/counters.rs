@@ -26,13 +26,17 @@ pub enum DropReason {
     InvalidValue,
     /// A Python target raised or returned something that is not a result.
     TargetError,
+    /// Recorded from inside a target more than `chain::MAX_DEPTH` deep:
+    /// not passed to a Python target or the `logging` target.
+    Reentrant,
 }
 
 impl DropReason {
-    const ALL: [DropReason; 3] = [
+    const ALL: [DropReason; 4] = [
         DropReason::InvalidType,
         DropReason::InvalidValue,
         DropReason::TargetError,
+        DropReason::Reentrant,
     ];
 
     fn name(self) -> &'static str {
@@ -40,6 +44,7 @@ impl DropReason {
             DropReason::InvalidType => "dropped_invalid_type",
             DropReason::InvalidValue => "dropped_invalid_value",
             DropReason::TargetError => "target_errors",
+            DropReason::Reentrant => "dropped_reentrant",
         }
     }
 
@@ -49,13 +54,14 @@ impl DropReason {
             DropReason::InvalidType => "invalid_type",
             DropReason::InvalidValue => "invalid_value",
             DropReason::TargetError => "target_error",
+            DropReason::Reentrant => "reentrant",
         }
     }
 }
 
 #[derive(Default)]
 pub struct Counters {
-    counts: [AtomicU64; 3],
+    counts: [AtomicU64; 4],
     /// Strings that were not valid UTF-8 (lone surrogates) and were stored
     /// with them escaped (`backslashreplace`): kept, but altered.
     pub lossy_strings: AtomicU64,

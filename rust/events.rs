@@ -4,6 +4,7 @@
 //! `IntEnum`s (`TelemetryLogLevel`, `FunctionExitStatus`, `FunctionTime`), so
 //! Rust and Python agree on the numbering defined here.
 
+use crate::chain::Invocation;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
@@ -144,12 +145,13 @@ impl ExitStatus {
 /// An event as the targets see it: borrowed, never allocated on the hot path.
 #[derive(Clone, Copy, Debug)]
 pub enum EventRef<'a> {
-    /// A duration in seconds, already validated (finite, >= 0). `call` is
-    /// only meaningful for invocations (EDGELESS `EVENT_TYPE == "CALL"`).
+    /// A duration in seconds, already validated (finite, >= 0).
+    /// `invocation` is only meaningful for invocations (EDGELESS's
+    /// `EVENT_TYPE`).
     Duration {
         kind: FunctionTime,
         seconds: f64,
-        call: bool,
+        invocation: Invocation,
     },
     Exit(ExitStatus),
     Log {
@@ -211,12 +213,12 @@ impl TelemetryEvent {
         Self { payload }
     }
 
-    pub fn as_ref(&self, call: bool) -> EventRef<'_> {
+    pub fn as_ref(&self, invocation: Invocation) -> EventRef<'_> {
         match &self.payload {
             Payload::Duration(kind, seconds) => EventRef::Duration {
                 kind: *kind,
                 seconds: *seconds,
-                call,
+                invocation,
             },
             Payload::Exit(status) => EventRef::Exit(*status),
             Payload::Log(level, target, message) => EventRef::Log {

@@ -6,6 +6,7 @@ pub mod chain;
 pub mod clock;
 pub mod collector;
 pub mod counters;
+pub mod csv_field;
 pub mod events;
 pub mod fork;
 pub mod gil;
@@ -24,6 +25,9 @@ use pyo3::prelude::*;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // The package version: Cargo.toml is its one source (pyproject.toml
+    // declares it dynamic, so maturin copies it into the wheel too).
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<events::TelemetryEvent>()?;
     m.add_class::<processor::TelemetryProcessor>()?;
     m.add_class::<processor::TelemetryHandle>()?;
@@ -32,6 +36,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<collector::CollectorCore>()?;
     m.add_class::<collector::http::CollectorServer>()?;
     m.add_function(wrap_pyfunction!(reporter::drain_encode, m)?)?;
+    m.add_class::<reporter::ReporterCore>()?;
     tracer::register(m)?;
     gil::register(m)?;
     Ok(())

@@ -3,9 +3,13 @@
 //!
 //! Whether DEBUG is on is cached and re-read at most once a second, so with
 //! DEBUG off a non-log event costs one comparison, not a call into Python.
+//! A handler that records on a handle re-enters this target; past
+//! `chain::MAX_DEPTH` levels the event is not logged (counted,
+//! `dropped_reentrant`).
 
-use crate::chain::{ChainResult, Route, Tags, Target, FUNCTION_ID, NODE_ID};
+use crate::chain::{ChainResult, PythonCall, Route, Tags, Target, FUNCTION_ID, NODE_ID};
 use crate::clock::EventClock;
+use crate::counters::{Counters, DropReason};
 use crate::events::{EventRef, LogLevel, TelemetryEvent};
 use pyo3::prelude::*;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -17,18 +21,20 @@ const PY_TRACE: i32 = 5;
 
 pub struct LogTarget {
     logger: Py<PyAny>,
+    counters: Arc<Counters>,
     debug_enabled: AtomicBool,
     next_check_ns: AtomicI64,
 }
 
 impl LogTarget {
-    pub fn new(py: Python<'_>) -> PyResult<Arc<Self>> {
+    pub fn new(py: Python<'_>, counters: Arc<Counters>) -> PyResult<Arc<Self>> {
         let logger = py
             .import("logging")?
             .call_method1("getLogger", ("edgeless_telemetry",))?
             .unbind();
         Ok(Arc::new(Self {
             logger,
+            counters,
             debug_enabled: AtomicBool::new(false),
             next_check_ns: AtomicI64::new(i64::MIN),
         }))
@@ -84,6 +90,18 @@ impl Route for LogRoute {
         tags: &Tags,
         clock: &mut EventClock,
     ) -> ChainResult {
+        let log = matches!(event, EventRef::Log { .. });
+        if !log && !self.target.debug_enabled(py, clock) {
+            return ChainResult::Passed;
+        }
+        let Some(_call) = PythonCall::enter() else {
+            self.target.counters.count_drop(
+                py,
+                DropReason::Reentrant,
+                &crate::py_target::too_deep("logging"),
+            );
+            return ChainResult::Passed;
+        };
         let logger = self.target.logger.bind(py);
         let result = match *event {
             EventRef::Log {
@@ -101,11 +119,10 @@ impl Route for LogRoute {
                     message,
                 ),
             ),
-            _ if self.target.debug_enabled(py, clock) => {
+            _ => {
                 let repr = TelemetryEvent::from_ref(event).__repr__();
                 logger.call_method1("debug", ("telemetry event %s tags=%s", repr, tags.clone()))
             }
-            _ => return ChainResult::Passed,
         };
         if let Err(err) = result {
             err.write_unraisable(py, None);

@@ -5,7 +5,7 @@
 //! drop it (see `counters`). An event runs through the chain on the
 //! caller's thread, inside one call into Rust.
 
-use crate::chain::{dispatch, is_call, Route, Tags, Target, EVENT_TYPE, FUNCTION_ID};
+use crate::chain::{dispatch, Invocation, Route, Tags, Target, EVENT_TYPE, FUNCTION_ID};
 use crate::clock::EventClock;
 use crate::counters::{Counters, DropReason, DropSource};
 use crate::events::{check_duration, EventRef, ExitStatus, FunctionTime, LogLevel, TelemetryEvent};
@@ -105,7 +105,7 @@ impl TelemetryProcessor {
             .map(|o| native_target(py, o, &counters))
             .collect::<PyResult<Vec<_>>>()?;
         if log {
-            chain.push(Box::new(LogTarget::new(py)?));
+            chain.push(Box::new(LogTarget::new(py, counters.clone())?));
         }
         attach_drop_sources(&objects, &counters);
         Ok(Self {
@@ -211,19 +211,19 @@ pub struct TelemetryHandle {
     core: Arc<Core>,
     tags: Arc<Tags>,
     routes: Box<[Box<dyn Route>]>,
-    /// `EVENT_TYPE == "CALL"` among the handle's own tags.
-    call: bool,
+    /// The invocation kind the handle's own `EVENT_TYPE` tag says.
+    invocation: Invocation,
 }
 
 impl TelemetryHandle {
     fn new(py: Python<'_>, core: Arc<Core>, tags: Tags) -> PyResult<Self> {
         let routes = core.resolve(py, &tags)?;
-        let call = is_call(tags.get(EVENT_TYPE).map(String::as_str));
+        let invocation = Invocation::from_event_type(tags.get(EVENT_TYPE).map(String::as_str));
         Ok(Self {
             core,
             tags: Arc::new(tags),
             routes,
-            call,
+            invocation,
         })
     }
 
@@ -245,7 +245,7 @@ impl TelemetryHandle {
         py: Python<'_>,
         kind: FunctionTime,
         seconds: &Bound<'_, PyAny>,
-        call: bool,
+        invocation: Invocation,
     ) {
         match seconds.extract::<f64>() {
             Ok(s) => match check_duration(s) {
@@ -254,7 +254,7 @@ impl TelemetryHandle {
                     &EventRef::Duration {
                         kind,
                         seconds,
-                        call,
+                        invocation,
                     },
                 ),
                 Err(why) => self.core.counters.count_drop(
@@ -274,10 +274,40 @@ impl TelemetryHandle {
         }
     }
 
-    fn call_flag(&self, event_type: Option<&Bound<'_, PyString>>) -> bool {
+    fn invocation_named(&self, event_type: Option<&Bound<'_, PyString>>) -> Invocation {
         match event_type {
-            Some(s) => is_call(s.to_str().ok()),
-            None => self.call,
+            // A str that is not UTF-8 (lone surrogates) is not "CALL".
+            Some(s) => Invocation::from_event_type(Some(s.to_str().unwrap_or(""))),
+            None => match self.invocation {
+                Invocation::Untyped => Invocation::Cast,
+                known => known,
+            },
+        }
+    }
+
+    /// The fast methods' `event_type=`: `"CALL"` a call, another str a
+    /// cast; without it the handle's `EVENT_TYPE` tag decides, and a cast
+    /// when the handle has none (the fast method names an invocation, so
+    /// it is never untyped). `None` for a value that is not a str: the
+    /// event is dropped and counted, never raised.
+    fn invocation_of(
+        &self,
+        py: Python<'_>,
+        event_type: Option<&Bound<'_, PyAny>>,
+    ) -> Option<Invocation> {
+        let Some(value) = event_type.filter(|v| !v.is_none()) else {
+            return Some(self.invocation_named(None));
+        };
+        match value.downcast::<PyString>() {
+            Ok(s) => Some(self.invocation_named(Some(s))),
+            Err(_) => {
+                self.core.counters.count_drop(
+                    py,
+                    DropReason::InvalidType,
+                    &format!("event_type must be a str, got {}", type_name(value)),
+                );
+                None
+            }
         }
     }
 
@@ -347,8 +377,25 @@ impl TelemetryHandle {
         &self,
         py: Python<'_>,
         event: &Bound<'_, PyAny>,
-        event_tags: Option<&Bound<'_, PyDict>>,
+        event_tags: Option<&Bound<'_, PyAny>>,
     ) {
+        let event_tags = match event_tags
+            .filter(|t| !t.is_none())
+            .map(|t| t.downcast::<PyDict>())
+        {
+            None => None,
+            Some(Ok(dict)) => Some(dict),
+            Some(Err(_)) => {
+                return self.core.counters.count_drop(
+                    py,
+                    DropReason::InvalidType,
+                    &format!(
+                        "event_tags must be a dict of str to str, got {}",
+                        type_name(event_tags.expect("matched Some"))
+                    ),
+                )
+            }
+        };
         let Ok(event) = event.downcast::<TelemetryEvent>() else {
             return self.core.counters.count_drop(
                 py,
@@ -367,11 +414,11 @@ impl TelemetryHandle {
                 )
             }
         };
-        let call = match extra.get(EVENT_TYPE) {
-            Some(t) => is_call(Some(t)),
-            None => self.call,
+        let invocation = match extra.get(EVENT_TYPE) {
+            Some(t) => Invocation::from_event_type(Some(t)),
+            None => self.invocation,
         };
-        let event = event.as_ref(call);
+        let event = event.as_ref(invocation);
         if extra.keys().all(|k| k == EVENT_TYPE) {
             return self.emit(py, &event);
         }
@@ -388,36 +435,34 @@ impl TelemetryHandle {
     }
 
     fn function_instantiate(&self, py: Python<'_>, seconds: &Bound<'_, PyAny>) {
-        self.emit_duration(py, FunctionTime::Instantiate, seconds, self.call)
+        self.emit_duration(py, FunctionTime::Instantiate, seconds, self.invocation)
     }
 
     fn function_init(&self, py: Python<'_>, seconds: &Bound<'_, PyAny>) {
-        self.emit_duration(py, FunctionTime::Init, seconds, self.call)
+        self.emit_duration(py, FunctionTime::Init, seconds, self.invocation)
     }
 
-    /// `event_type="CALL"` marks a call; anything else a cast. Without it the
-    /// handle's `EVENT_TYPE` tag decides (cast when absent).
+    /// `event_type="CALL"` marks a call; any other str a cast. Without it
+    /// the handle's `EVENT_TYPE` tag decides (cast when absent); a value
+    /// that is not a str drops the event, counted (`dropped_invalid_type`).
     #[pyo3(signature = (seconds, event_type = None))]
     fn invocation_completed(
         &self,
         py: Python<'_>,
         seconds: &Bound<'_, PyAny>,
-        event_type: Option<&Bound<'_, PyString>>,
+        event_type: Option<&Bound<'_, PyAny>>,
     ) {
-        self.emit_duration(
-            py,
-            FunctionTime::Execution,
-            seconds,
-            self.call_flag(event_type),
-        )
+        if let Some(invocation) = self.invocation_of(py, event_type) {
+            self.emit_duration(py, FunctionTime::Execution, seconds, invocation)
+        }
     }
 
     fn function_stop(&self, py: Python<'_>, seconds: &Bound<'_, PyAny>) {
-        self.emit_duration(py, FunctionTime::Stop, seconds, self.call)
+        self.emit_duration(py, FunctionTime::Stop, seconds, self.invocation)
     }
 
     fn function_transfer(&self, py: Python<'_>, seconds: &Bound<'_, PyAny>) {
-        self.emit_duration(py, FunctionTime::Transfer, seconds, self.call)
+        self.emit_duration(py, FunctionTime::Transfer, seconds, self.invocation)
     }
 
     fn function_exit(&self, py: Python<'_>, status: &Bound<'_, PyAny>) {
@@ -492,7 +537,7 @@ impl TelemetryHandle {
         let kind = FunctionTime::from_index(kind).ok_or_else(|| {
             PyValueError::new_err(format!("kind must be a FunctionTime, got {kind}"))
         })?;
-        let call = self.call_flag(event_type);
+        let invocation = self.invocation_named(event_type);
         let values = array_bytes(py, values, "float64")?;
         let stamps = timestamps_ns
             .map(|t| array_bytes(py, t, "int64"))
@@ -525,7 +570,7 @@ impl TelemetryHandle {
                     let event = EventRef::Duration {
                         kind,
                         seconds,
-                        call,
+                        invocation,
                     };
                     dispatch(
                         py,

@@ -3,9 +3,14 @@
 //! The slow path by design: each event becomes a `TelemetryEvent` object and
 //! a fresh tags dict. `handle` returns a `ChainResult` (or `None`, taken as
 //! PROCESSED). A target that raises does not break the caller: the error is
-//! counted (`target_errors`) and the chain goes on.
+//! counted (`target_errors`) and the chain goes on. An event recorded from
+//! inside `handle` more than `MAX_DEPTH` deep is not passed to Python
+//! (counted, `dropped_reentrant`): recursion without end would overflow
+//! the C stack.
 
-use crate::chain::{ChainResult, Route, Tags, Target, EVENT_TYPE};
+use crate::chain::{
+    ChainResult, Invocation, PythonCall, Route, Tags, Target, EVENT_TYPE, MAX_DEPTH,
+};
 use crate::clock::EventClock;
 use crate::counters::{Counters, DropReason};
 use crate::events::{EventRef, TelemetryEvent};
@@ -40,8 +45,17 @@ impl Route for PyTarget {
         tags: &Tags,
         _clock: &mut EventClock,
     ) -> ChainResult {
+        let Some(_call) = PythonCall::enter() else {
+            self.counters
+                .count_drop(py, DropReason::Reentrant, &too_deep("a Python target"));
+            return ChainResult::Passed;
+        };
         let mut tags = tags.clone();
-        if let EventRef::Duration { call: true, .. } = event {
+        if let EventRef::Duration {
+            invocation: Invocation::Call,
+            ..
+        } = event
+        {
             tags.insert(EVENT_TYPE.to_owned(), "CALL".to_owned());
         }
         let outcome = self
@@ -67,4 +81,11 @@ impl Route for PyTarget {
             ChainResult::Passed
         })
     }
+}
+
+/// The warning for the first event nested too deep.
+pub fn too_deep(what: &str) -> String {
+    format!(
+        "an event was recorded from inside a target more than {MAX_DEPTH} levels deep (a target or logging handler that records on a handle of its own processor?); it was not passed to {what}, the other targets still got it"
+    )
 }

@@ -13,6 +13,8 @@
 //! body cut short anywhere decodes either as an error or without it, and
 //! the collector rejects both.
 
+pub mod scan;
+
 use crate::clock::split_ns;
 use crate::events::FunctionTime;
 use crate::performance::{Drained, LogEntry, Sample as RawSample};

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The bench command: the pytest-benchmark suite (ours beside the peers, same
 # run), memory per sample and per series, ingestion from 1/2/4 threads, then
-# one comparison table against DESIGN.md's goals. Writes bench-results/
+# one comparison table against the goals in docs/architecture.md. Writes bench-results/
 # (benchmarks.json, memory.json, threads.json, REPORT.md, render_cost.png).
 # Extra arguments go to pytest, e.g. `scripts/bench.sh -k ingest`;
 # UPDATE_README=1 also puts the table into README.md's Performance section.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -22,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 ROOT = Path(__file__).resolve().parent.parent
 SCRAPE_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboard.json"
-NODE_JOB = "edgeless-nodes"
+NODE_JOB = "edgeless-node"  # EDGELESS's own prometheus.yml names its job so
 
 
 def free_port() -> int:
@@ -71,14 +72,20 @@ def sample(text_or_samples: Any, name: str, **labels: str) -> float:
 # --- a real Prometheus ---------------------------------------------------
 
 
-def local_config(node_ports: list[int], prom_port: int) -> dict[str, Any]:
-    """The repo's scrape config, pointed at local nodes, scraping every second."""
+def local_config(node_ports: list[int], prom_port: int,
+                 other_jobs: dict[str, list[int]] | None = None) -> dict[str, Any]:
+    """The repo's scrape config, pointed at local nodes, scraping every second;
+    `other_jobs` adds node jobs of other names (a mixed fleet)."""
     config: dict[str, Any] = yaml.safe_load(SCRAPE_CONFIG.read_text())
     config["global"]["scrape_interval"] = "1s"
     config["global"]["evaluation_interval"] = "1s"
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     jobs[NODE_JOB]["static_configs"] = [{"targets": [f"127.0.0.1:{p}" for p in node_ports]}]
     jobs["prometheus"]["static_configs"] = [{"targets": [f"127.0.0.1:{prom_port}"]}]
+    for name, ports in (other_jobs or {}).items():
+        config["scrape_configs"].append(
+            {**jobs[NODE_JOB], "job_name": name,
+             "static_configs": [{"targets": [f"127.0.0.1:{p}" for p in ports]}]})
     return config
 
 
@@ -111,13 +118,14 @@ class Prometheus:
 
 
 @contextlib.contextmanager
-def run_prometheus(tmp: Path, node_ports: list[int]) -> Iterator[Prometheus]:
+def run_prometheus(tmp: Path, node_ports: list[int],
+                   other_jobs: dict[str, list[int]] | None = None) -> Iterator[Prometheus]:
     exe = shutil.which("prometheus")
     if exe is None:
         raise RuntimeError("Debian's prometheus is not installed (scripts/test.sh installs it)")
     port = free_port()
     config = tmp / "prometheus.yml"
-    config.write_text(yaml.safe_dump(local_config(node_ports, port)))
+    config.write_text(yaml.safe_dump(local_config(node_ports, port, other_jobs)))
     log = (tmp / "prometheus.log").open("wb")
     proc = subprocess.Popen(
         [
@@ -167,7 +175,23 @@ def dashboard_queries() -> list[tuple[str, str]]:
     return out
 
 
-def grafana_to_promql(expr: str, rate_interval: str = "30s") -> str:
+def promql_regex_literal(value: str) -> str:
+    """`value` as a regex matching it literally, written for a PromQL string
+    (a backslash escaping a metacharacter is itself escaped), as Grafana does."""
+    return re.sub(r"([\\.^$*+?()\[\]{}|])", r"\\\\\1", value)
+
+
+def grafana_to_promql(expr: str, variable_values: dict[str, list[str]], rate_interval: str = "30s") -> str:
     """Replaces the dashboard's Grafana variables by what Grafana sends with
-    every option "All" selected."""
-    return expr.replace("$__rate_interval", rate_interval).replace("$node", ".*").replace("$function_type", ".*")
+    every option "All" selected: a variable's ``allValue`` if it has one,
+    else the alternation of all its values (`variable_values`)."""
+    dash = json.loads(DASHBOARD.read_text())
+    expr = expr.replace("$__rate_interval", rate_interval)
+    # Longest names first, so $function_type is not read as $function...
+    for var in sorted(dash["templating"]["list"], key=lambda v: -len(v["name"])):
+        if var["type"] != "query":
+            continue
+        all_value = var.get("allValue") or "(" + "|".join(
+            promql_regex_literal(v) for v in variable_values.get(var["name"], [])) + ")"
+        expr = expr.replace("$" + var["name"], all_value)
+    return expr

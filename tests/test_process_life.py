@@ -136,9 +136,9 @@ def test_prometheus_target_in_forked_child() -> None:
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_node_reporter_in_forked_child(tmp_path: Path) -> None:
     """The child's reporter is a new node instance: new nonce, new thread,
-    new locks (one was held across the fork here), no inherited socket, and
-    the inherited samples are left to the parent. Each sample is stored
-    exactly once."""
+    fresh state (a lock held across the fork: `test_reporter_http.py`), no
+    inherited socket (it dials its own), and the inherited samples are left
+    to the parent. Each sample is stored exactly once."""
     prefix = str(tmp_path / "d_")
     col = OrchestratorCollector("http://127.0.0.1:0", dataset_path=prefix).start()
     perf = PerformanceTarget()
@@ -151,17 +151,19 @@ def test_node_reporter_in_forked_child(tmp_path: Path) -> None:
         h.invocation_completed(1.0 + i)  # pending in the target at fork time
 
     def child() -> object:
-        fresh = (rep.nonce, rep._conn is None, rep._thread is not None and rep._thread.is_alive())
+        fresh = (rep.nonce, rep.stats()["connections_opened"] == 0,
+                 rep._thread is not None and rep._thread.is_alive())
         for i in range(3):
             h.invocation_completed(10.0 + i)
-        stats = rep.stats()  # the lock held across the fork is not ours
+        stats = rep.stats()
         ok = rep.stop()
-        return [*fresh, stats["inherited_samples_discarded"], ok, rep.stats()["samples_sent"]]
+        after = rep.stats()
+        return [*fresh, stats["inherited_samples_discarded"], ok, after["samples_sent"],
+                after["connections_opened"]]
 
-    with rep._lock:
-        pid, (nonce, no_conn, alive, discarded, ok, sent) = child_run(child)
+    pid, (nonce, no_conn, alive, discarded, ok, sent, dialled) = child_run(child)
     assert release(pid) == 0
-    assert nonce != rep.nonce and no_conn and alive
+    assert nonce != rep.nonce and no_conn and alive and dialled == 1
     assert (discarded, ok, sent) == (5, True, 3)
     assert rep.stop() and rep.stats()["samples_sent"] == 1 + 5
     col.stop()

@@ -80,7 +80,9 @@ def test_event_type_tag_and_resource_class_fallback() -> None:
     h.function_instantiate(0.1)
     s = samples(prom.render().decode())
     assert sample(s, "execution_times_count", **exec_labels(ftype="wasm", kind="Call")) == 1
-    assert sample(s, "function_count", node_id="n1", function_type="wasm") == 1
+    # As EDGELESS: function_count needs FUNCTION_TYPE itself (no fallback).
+    assert not [k for k in s if k[0] == "function_count"]
+    assert sample(s, "edgeless_telemetry_dropped_total", target="prometheus", reason="missing_tag") == 1
 
 
 def test_generic_observe_with_event_tags_reaches_the_same_series() -> None:
@@ -202,7 +204,7 @@ def test_openmetrics_is_valid() -> None:
     nasty_node(prom)
     body = prom.render(openmetrics=True)
     assert body.endswith(b"\n# EOF\n")
-    assert promtool_problems(body) <= {EDGELESS_NAME, OM_COUNTER}
+    assert promtool_problems(body) <= {EDGELESS_NAME, OM_COUNTER, OM_DROPPED}
     # prometheus_client's OpenMetrics parser is strict (escaping, order, EOF).
     fams = {f.name: f for f in parse_openmetrics(body.decode())}
     assert fams["execution_times"].type == "histogram"
@@ -458,8 +460,10 @@ def test_other_targets_drops_are_served() -> None:
         if name == "edgeless_telemetry_dropped_total"
     }
     assert dropped == {
-        "invalid_type": 1, "invalid_value": 1, "target_error": 0,
+        "invalid_type": 1, "invalid_value": 1, "target_error": 0, "reentrant": 0,
         "sample_overwritten": 2, "log_entry_overwritten": 0, "no_function_id": 1, "function_refused": 1,
+        # The invocation without FUNCTION_ID, ignored by the PrometheusTarget as by EDGELESS's.
+        "missing_tag": 1,
     }
     assert sample(got, "edgeless_telemetry_dropped_total", target="performance", reason="sample_overwritten") == 2
     # Both formats stay valid with the family present.

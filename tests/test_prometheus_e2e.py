@@ -1,6 +1,11 @@
-"""End to end: Debian's real Prometheus scrapes two PrometheusTargets with
+"""End to end: Debian's real Prometheus scrapes three PrometheusTargets with
 the repo's scrape config, and every query of the repo's Grafana dashboard
-answers with the numbers the nodes emitted."""
+answers with the numbers the nodes emitted.
+
+A mixed fleet: two nodes under the scrape config's job (`edgeless-node`, as
+EDGELESS names it), a third under another job name, and that third node's
+id and function type hold newlines (Prometheus 2's `.*` would not match
+them: the dashboard's "All" must)."""
 
 from __future__ import annotations
 
@@ -18,8 +23,10 @@ from prom_support import dashboard_queries, grafana_to_promql, run_prometheus
 PLAN = {
     "node-1": {"python": (3, 1, 0.25), "wasm": (1, 0, 0.75)},
     "node-2": {"python": (2, 0, 0.25)},
+    "node\n3": {"multi\nline": (1, 0, 0.25)},
 }
-TRANSFER = {"node-1": 0.15, "node-2": 0.45}
+TRANSFER = {"node-1": 0.15, "node-2": 0.45, "node\n3": 0.45}
+OTHER_JOB = "edgeless-node-site-b"
 CALLS, CASTS = 4, 6  # per function instance and round
 
 
@@ -57,15 +64,15 @@ def by(result: list[dict[str, Any]], *labels: str) -> dict[tuple[str, ...], floa
 
 
 def test_dashboard_queries_against_real_prometheus(tmp_path: Path) -> None:
-    nodes = [Node("node-1"), Node("node-2")]
-    ports = [n.prom.port for n in nodes]
+    nodes = [Node(node_id) for node_id in PLAN]
+    ports = [n.prom.port or 0 for n in nodes]
     assert all(ports)
     try:
-        with run_prometheus(tmp_path, [p for p in ports if p]) as prom:
+        with run_prometheus(tmp_path, ports[:2], {OTHER_JOB: ports[2:]}) as prom:
             # A first scrape sees the series, so the rounds after it are rates.
             prom.wait_for(
-                'up{job="edgeless-nodes"}',
-                lambda r: len(r) == 2 and all(x["value"][1] == "1" for x in r),
+                'up{job=~"edgeless-node.*"}',
+                lambda r: len(r) == 3 and all(x["value"][1] == "1" for x in r),
             )
             for n in nodes:
                 n.round()
@@ -95,12 +102,20 @@ def test_dashboard_queries_against_real_prometheus(tmp_path: Path) -> None:
             n.prom.close()
 
 
+ALL_VALUES = {
+    "job": ["edgeless-node", OTHER_JOB],
+    "node": list(PLAN),
+    "function_type": sorted({t for plan in PLAN.values() for t in plan}),
+}
+
+
 def check_query(prom: Any, name: str, query: str, nodes: list[Node], total: dict[str, int]) -> None:
-    expr = grafana_to_promql(query)
+    expr = grafana_to_promql(query, ALL_VALUES)
     if expr.startswith("label_values("):
         metric, label = expr[len("label_values(") : -1].rsplit(",", 1)
         values = set(prom.api(f"label/{label.strip()}/values", **{"match[]": metric}))
-        expected = {"node_id": {"node-1", "node-2"}, "function_type": {"python", "wasm"}}
+        expected = {"job": set(ALL_VALUES["job"]), "node_id": set(PLAN),
+                    "function_type": set(ALL_VALUES["function_type"])}
         assert values == expected[label.strip()], (name, values)
         return
     result = prom.query(expr)
@@ -119,6 +134,7 @@ def check_query(prom: Any, name: str, query: str, nodes: list[Node], total: dict
         got = by(result, "node_id")
         assert 0.1 < got[("node-1",)] <= 0.2, (name, got)
         assert 0.4 < got[("node-2",)] <= 0.5, (name, got)
+        assert 0.4 < got[("node\n3",)] <= 0.5, (name, got)
     elif "(function_count" in expr:
         got = by(result, "node_id", "function_type")
         want = {
@@ -130,13 +146,14 @@ def check_query(prom: Any, name: str, query: str, nodes: list[Node], total: dict
     elif "execution_times_count" in expr:
         assert by(result, "invocation_type") == {(k,): float(v) for k, v in total.items()}, name
     elif expr.startswith("up{"):
-        assert sorted(v for v in by(result, "instance").values()) == [1.0, 1.0], name
+        assert sorted(v for v in by(result, "instance").values()) == [1.0] * len(nodes), name
     elif "dropped_total" in expr:
         got = by(result, "target", "reason")
-        assert len(result) == 2 * 3, (name, result)  # 2 nodes x the processor's 3 reasons
+        # per node: the processor's 4 reasons and the PrometheusTarget's missing_tag
+        assert len(result) == len(nodes) * 5, (name, result)
         assert got[("processor", "invalid_value")] == 1.0 and got[("processor", "invalid_type")] == 0.0, got
     elif "series_refused" in expr:
         got = by(result, "family")
-        assert len(result) == 2 * 3 and set(got.values()) == {0.0}, (name, result)
+        assert len(result) == len(nodes) * 3 and set(got.values()) == {0.0}, (name, result)
     else:
         pytest.fail(f"dashboard query {name!r} has no expected value in this test: {expr}")

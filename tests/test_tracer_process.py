@@ -157,3 +157,59 @@ def test_exit_does_not_hang_on_a_stdout_nobody_reads() -> None:
             proc.stderr.close()
     assert returncode == 0, stderr
     assert int(stderr.strip()) > 0
+
+
+def test_fork_while_the_writer_thread_writes_never_hangs_the_child(tmp_path: Path) -> None:
+    # The parent's writer threads write flat out (to stdout and to a file)
+    # while the main thread forks: a child that reads the inherited tracer's
+    # stats, makes ids, and starts its own stdout and file tracers must
+    # never wait on a lock the parent's writer held at the fork.
+    code = f"""
+        import os, sys, threading, time
+        from edgeless_telemetry import ControlPlaneTracer
+        out = ControlPlaneTracer(None)
+        ours = ControlPlaneTracer({str(tmp_path / "parent.csv")!r})
+        stop = threading.Event()
+        def spam(t):
+            while not stop.is_set():
+                with t.start_span("s") as s:
+                    s.log("INFO", "x" * 200)
+        threads = [threading.Thread(target=spam, args=(t,)) for t in (out, ours)]
+        for t in threads:
+            t.start()
+        hung = 0
+        for i in range(40):
+            time.sleep(0.01)
+            pid = os.fork()
+            if pid == 0:
+                out.stats(); ours.stats()
+                with ours.start_span("in-child"):
+                    pass
+                mine = ControlPlaneTracer(None)
+                with mine.start_span("child"):
+                    pass
+                mine.close()
+                own = ControlPlaneTracer({str(tmp_path / "child.csv")!r})
+                own.close()
+                os._exit(0)
+            deadline = time.monotonic() + 5
+            while True:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    assert status == 0, status
+                    break
+                if time.monotonic() > deadline:
+                    os.kill(pid, 9)
+                    os.waitpid(pid, 0)
+                    hung += 1
+                    break
+                time.sleep(0.005)
+        stop.set()
+        for t in threads:
+            t.join()
+        print("hung", hung, file=sys.stderr)
+        sys.exit(1 if hung else 0)
+    """
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -13,6 +13,7 @@ from ._core import (
     TelemetryEvent,
     TelemetryHandle,
     TelemetryProcessor,
+    __version__,
 )
 from .collector import OrchestratorCollector
 from .enums import ChainResult, FunctionExitStatus, FunctionTime, TelemetryLogLevel
@@ -36,4 +37,5 @@ __all__ = [
     "TelemetryHandle",
     "TelemetryLogLevel",
     "TelemetryProcessor",
+    "__version__",
 ]

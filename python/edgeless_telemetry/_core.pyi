@@ -8,6 +8,9 @@ from typing import Any, final
 
 from typing_extensions import Self, disjoint_base
 
+__version__: str
+"""The package version (Cargo.toml's, the one source of truth)."""
+
 @final
 class TelemetryEvent:
     @staticmethod
@@ -123,6 +126,8 @@ class CollectorCore:
         max_redis_queue_bytes: int = 268435456,
         members_per_command: int = 1000,
         redis_ack_timeout_s: float = 2.0,
+        max_entries_per_body: int = 1048576,
+        max_decoded_bytes: int = 268435456,
     ) -> Self: ...
     def ingest(self, body: bytes, node_id: str | None = None) -> tuple[int, str]: ...
     def flush(self, timeout_s: float) -> bool: ...
@@ -161,6 +166,56 @@ def drain_encode(
     refresh_deadline: int,
     max_batch_bytes: int,
 ) -> list[tuple[int, int, int, bytes]]: ...
+
+@final
+class ReporterCore:
+    """The NodeReporter's drain, encode, pending queue and HTTP sending.
+
+    One call per period (`flush`) does it all, with the GIL released but
+    for the drain. A forked child that touches it gets a fresh state (new
+    nonce, sequence from 1, nothing pending, no connection); the parent's
+    is left untouched.
+    """
+
+    def __new__(
+        cls,
+        target: PerformanceTarget,
+        orchestrator_url: str,
+        node_id: str,
+        *,
+        max_pending_bytes: int = 67108864,
+        max_batch_bytes: int = 4194304,
+        timeout_s: float = 5.0,
+        refresh_s: int = 6,
+        token: str | None = None,
+    ) -> Self:
+        """Raises ValueError naming ``orchestrator_url`` unless it is
+        ``http://host[:port][/path]``, and for a bad node id, timeout, size
+        or token; ``refresh_s`` is added to now for ``refresh_deadline``."""
+    def flush(self, budget_s: float | None = None) -> bool:
+        """Drains the target, queues its bodies (oldest dropped past
+        ``max_pending_bytes``, counted) and sends pending bodies oldest
+        first, each request within ``timeout_s``, all within ``budget_s``
+        seconds when given. True if nothing is left pending."""
+    def close(self) -> None:
+        """Closes the kept-alive connection (after a send in progress)."""
+    def after_fork_in_child(self) -> None:
+        """For the fork hook in a child: discards (and counts) the samples
+        and log entries the target inherited; the parent sends them."""
+    def stats(self) -> dict[str, int]:
+        """Counters and pending gauges; never waits for a send in progress."""
+    @property
+    def nonce(self) -> int:
+        """This process's random node-instance nonce."""
+    @property
+    def last_error(self) -> str:
+        """The last failure ("" if none yet), kept after later successes."""
+    @property
+    def failing_since(self) -> float | None:
+        """Start of the current run of failed sends (seconds since the
+        epoch), None if the last send went through."""
+    @property
+    def node_id(self) -> str: ...
 
 @final
 class Span:

@@ -22,9 +22,14 @@ from .enums import FunctionExitStatus, FunctionTime, TelemetryLogLevel
 
 
 class SimulatedNode:
-    def __init__(self, node: TelemetryHandle, functions: int, rate: float, seed: int = 1) -> None:
+    def __init__(self, node: TelemetryHandle, functions: int, rate: float,
+                 seed: int | None = None) -> None:
+        """``seed=None`` draws fresh function ids (two nodes, or two runs, never share
+        Redis keys); a seed repeats the ids and the workload exactly."""
         if functions < 1 or rate <= 0:
             raise ValueError("functions must be at least 1 and rate positive")
+        if seed is None:
+            seed = random.SystemRandom().getrandbits(64)
         self._rng = np.random.default_rng(seed)
         ids = random.Random(seed)
         self.function_ids = [str(uuid.UUID(int=ids.getrandbits(128), version=4)) for _ in range(functions)]
@@ -110,6 +115,9 @@ class Progress:
             f"shipped={r['batches_sent']} batches ({r['samples_sent']:,} samples)  "
             f"pending={r['pending_batches']}  drops={self.drops()}"
         )
+        since = getattr(self._reporter, "failing_since", None)
+        if since is not None:  # a run of failed sends: say what and for how long
+            line += f"  failing for {max(0.0, time.time() - since):.0f}s: {self._reporter.last_error}"  # type: ignore[attr-defined]
         if self._tty:
             print("\r" + line, end="\n" if final else "", flush=True)
         else:

@@ -27,21 +27,11 @@ pub fn push_f64(buf: &mut Vec<u8>, x: f64) {
     write!(buf, "{x}").expect("writing to a Vec cannot fail");
 }
 
-/// Appends one CSV field, quoted per RFC 4180 when it holds a comma, a
-/// quote, CR or LF (quotes doubled).
+/// Appends one CSV field, by the library's one quoting rule (the tracer's
+/// too).
+#[inline]
 pub fn push_csv_field(buf: &mut Vec<u8>, field: &str) {
-    if field.contains([',', '"', '\r', '\n']) {
-        buf.push(b'"');
-        for part in field.split('"').enumerate() {
-            if part.0 > 0 {
-                buf.extend_from_slice(b"\"\"");
-            }
-            buf.extend_from_slice(part.1.as_bytes());
-        }
-        buf.push(b'"');
-    } else {
-        buf.extend_from_slice(field.as_bytes());
-    }
+    crate::csv_field::push_field(buf, field.as_bytes());
 }
 
 /// RESP encoding of commands, written straight into one pipeline buffer.

@@ -2,12 +2,15 @@
 //! where overflow checks are on (the wheel is built without them, so the
 //! hypothesis fuzzing in `tests/test_fuzz_collector.py` cannot see an
 //! overflow): seed bodies from the real encoder, byte-level mutations,
-//! then decode, check, render and de-duplicate as `ingest_body` does.
+//! then pre-scan, decode, check, render and de-duplicate as `ingest_body`
+//! does, checking that what is rendered stays within the pre-scan's bound.
 
+use super::admission::estimate;
 use super::dedup::Dedup;
-use super::{render, RedisMode};
+use super::{render_reserved, RedisMode};
 use crate::events::FunctionTime;
 use crate::performance::{Drained, LogEntry, Sample};
+use crate::wire::scan::scan;
 use crate::wire::{decode_checked, encode_drained, Sender};
 use uuid::Uuid;
 
@@ -107,13 +110,31 @@ fn mutated_bodies_never_panic() {
         body.extend_from_slice(&[0xc0, 0x3e]);
         let seq = [1, u64::MAX, u64::MAX - 1, rng.next()][rng.below(4)];
         varint(seq, &mut body);
+        let scanned = scan(&body);
         match decode_checked(&body) {
             Ok(msg) => {
                 accepted += 1;
                 let perf = msg.performance_samples.unwrap_or_default();
                 let mode = [RedisMode::Single, RedisMode::Cluster][rng.below(2)];
-                let r = render(&perf, mode, Some("a,b,"), 1 + rng.below(5));
+                let per_command = 1 + rng.below(5);
+                let counts = scanned.expect("the scan accepts what decodes");
+                let est = estimate(&counts, mode, Some(4), per_command);
+                let r = render_reserved(&perf, mode, Some("a,b,"), per_command, &est);
                 let (samples, logs) = (perf.sample_count(), perf.log_count());
+                assert_eq!(
+                    (counts.samples, counts.log_entries),
+                    (samples as u64, logs as u64)
+                );
+                // Within the bound, so the buffers never grew past it.
+                assert!(
+                    r.resp.len() as u64 <= est.resp,
+                    "{} > {}",
+                    r.resp.len(),
+                    est.resp
+                );
+                assert!(r.routes.len() as u64 <= est.routes);
+                assert!(r.samples_csv.len() as u64 <= est.samples_csv);
+                assert!(r.logs_csv.len() as u64 <= est.logs_csv);
                 assert_eq!(r.members, (samples + logs) as u64);
                 if mode == RedisMode::Cluster {
                     assert_eq!(r.routes.len(), r.commands);

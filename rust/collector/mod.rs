@@ -3,10 +3,14 @@
 //!
 //! `CollectorCore.ingest(body)` does all of it without the GIL and answers
 //! with an HTTP status: 200 stored (or already stored), 400 malformed
-//! (nothing written), 503 not taken now (Redis queue full or closing; the
-//! node keeps the batch and retries), 500 the dataset file failed. The HTTP
+//! (nothing written), 413 more entries or decoded work than one body may
+//! hold (nothing written, see `admission`), 503 not taken now (Redis queue
+//! full, closing, or the decoded-work budget in use; the node keeps the
+//! batch and retries), 507 / 500 the dataset files are full / failed
+//! (nothing of the batch kept; the node retries). The HTTP
 //! server around it is `http` (tokens in `tokens`).
 
+pub mod admission;
 pub mod cluster;
 pub mod dataset;
 pub mod dedup;
@@ -17,7 +21,9 @@ pub mod http;
 pub mod redis;
 pub mod tokens;
 
+use crate::wire::scan::scan;
 use crate::wire::{decode_checked, Malformed, NodePerformanceSamples};
+use admission::{estimate, Budget, Estimate, Permit};
 use dataset::Dataset;
 use dedup::Dedup;
 use format::{push_csv_field, push_f64, score, Resp};
@@ -43,6 +49,9 @@ struct Stats {
     samples_stored: AtomicU64,
     log_entries_stored: AtomicU64,
     dataset_errors: AtomicU64,
+    refused_too_many_entries: AtomicU64,
+    refused_too_large_decoded: AtomicU64,
+    busy_decoded_budget: AtomicU64,
 }
 
 struct State {
@@ -103,9 +112,44 @@ pub fn render(
     csv_prefix: Option<&str>,
     members_per_command: usize,
 ) -> Rendered {
+    render_into(
+        Rendered::default(),
+        perf,
+        mode,
+        csv_prefix,
+        members_per_command,
+    )
+}
+
+/// `render` into buffers allocated at once at their bound (`est`, from the
+/// pre-scan), so they never grow by doubling past what was reserved.
+pub fn render_reserved(
+    perf: &NodePerformanceSamples,
+    mode: RedisMode,
+    csv_prefix: Option<&str>,
+    members_per_command: usize,
+    est: &Estimate,
+) -> Rendered {
+    let cap = |n: u64| usize::try_from(n).unwrap_or(0);
+    let out = Rendered {
+        resp: Vec::with_capacity(cap(est.resp)),
+        routes: Vec::with_capacity(cap(est.routes)),
+        samples_csv: Vec::with_capacity(cap(est.samples_csv)),
+        logs_csv: Vec::with_capacity(cap(est.logs_csv)),
+        ..Rendered::default()
+    };
+    render_into(out, perf, mode, csv_prefix, members_per_command)
+}
+
+fn render_into(
+    mut out: Rendered,
+    perf: &NodePerformanceSamples,
+    mode: RedisMode,
+    csv_prefix: Option<&str>,
+    members_per_command: usize,
+) -> Rendered {
     let redis = mode != RedisMode::None;
     let cluster = mode == RedisMode::Cluster;
-    let mut out = Rendered::default();
     let mut score_text = Vec::with_capacity(32);
     let mut value_text = Vec::with_capacity(32);
     let mut key = Vec::with_capacity(128);
@@ -201,6 +245,10 @@ pub struct CollectorCore {
     row_prefix: Option<String>,
     members_per_command: usize,
     stats: Stats,
+    /// Most samples plus log entries one body may hold (413 past it).
+    max_entries: u64,
+    /// Decoded work of all requests in flight; see `admission`.
+    budget: Budget,
 }
 
 impl CollectorCore {
@@ -208,6 +256,10 @@ impl CollectorCore {
     /// that node's), checked before anything is written.
     pub fn ingest_body(&self, body: &[u8], node: Option<&str>) -> (u16, String) {
         self.stats.batches_received.fetch_add(1, Relaxed);
+        let admitted = match self.admit(body) {
+            Ok(admitted) => admitted,
+            Err(answer) => return answer,
+        };
         let msg = match decode_checked(body) {
             Ok(m) => m,
             Err(Malformed(why)) => {
@@ -237,13 +289,15 @@ impl CollectorCore {
             .dedup
             .seen(node, nonce, seq)
         {
-            return self.duplicate(&perf, (node.clone(), nonce, seq));
+            return self.duplicate(perf, (node.clone(), nonce, seq), admitted);
         }
-        let rendered = render(
+        let (permit, est) = admitted;
+        let rendered = render_reserved(
             &perf,
             self.redis_mode,
             self.row_prefix.as_deref(),
             self.members_per_command,
+            &est,
         );
         // Under the lock: check again (a concurrent retry), check Redis
         // room, write the dataset, then queue for Redis (which cannot fail
@@ -254,8 +308,8 @@ impl CollectorCore {
             return (503, "collector is closing".into());
         }
         if st.dedup.seen(node, nonce, seq) {
-            drop(st);
-            return self.duplicate(&perf, (node.clone(), nonce, seq));
+            drop((st, rendered));
+            return self.duplicate(perf, (node.clone(), nonce, seq), (permit, est));
         }
         if let Some(redis) = &self.redis {
             if !redis.has_room(rendered.resp.len()) {
@@ -264,18 +318,17 @@ impl CollectorCore {
             }
         }
         if let Some(ds) = st.dataset.as_mut() {
-            let result = ds
-                .samples
-                .write_all(&rendered.samples_csv)
-                .and_then(|_| ds.logs.write_all(&rendered.logs_csv));
-            if let Err(e) = result {
+            // All or nothing (rows of both files and the journal line): on
+            // failure nothing of the batch stays, nothing goes to Redis, and
+            // the node sends it again.
+            let written =
+                ds.write_batch(&rendered.samples_csv, &rendered.logs_csv, node, nonce, seq);
+            if let Err(e) = written {
                 self.stats.dataset_errors.fetch_add(1, Relaxed);
-                return (500, format!("writing the dataset failed: {e}"));
-            }
-            // The rows are in: a failed journal line only weakens the
-            // de-duplication after a restart, so it is counted, not refused.
-            if ds.record(node, nonce, seq).is_err() {
-                self.stats.dataset_errors.fetch_add(1, Relaxed);
+                return (
+                    e.status(),
+                    format!("writing the dataset failed, nothing kept, send again: {e}"),
+                );
             }
         }
         // A batch with nothing for Redis (no samples) queues nothing.
@@ -296,6 +349,11 @@ impl CollectorCore {
             st.unacked.push_back(((node.clone(), nonce, seq), id));
         }
         drop(st);
+        // Everything decoded and rendered is gone (the Redis commands now
+        // count against the queue's own limit): give the budget back
+        // before waiting for Redis.
+        drop((perf, rendered.samples_csv, rendered.logs_csv));
+        drop(permit);
         self.stats.batches_stored.fetch_add(1, Relaxed);
         self.stats.samples_stored.fetch_add(samples as u64, Relaxed);
         self.stats
@@ -323,9 +381,14 @@ impl CollectorCore {
             ("samples_stored", &s.samples_stored),
             ("log_entries_stored", &s.log_entries_stored),
             ("dataset_errors", &s.dataset_errors),
+            ("refused_too_many_entries", &s.refused_too_many_entries),
+            ("refused_too_large_decoded", &s.refused_too_large_decoded),
+            ("busy_decoded_budget", &s.busy_decoded_budget),
         ] {
             out.push((name, v.load(Relaxed)));
         }
+        out.push(("decoded_budget_bytes_in_use", self.budget.in_use()));
+        out.push(("decoded_budget_bytes", self.budget.limit()));
         if let Some(r) = &self.redis {
             let rs = r.stats();
             for (name, v) in [
@@ -350,6 +413,57 @@ impl CollectorCore {
         out
     }
 
+    /// Pre-scans a body and reserves what decoding it will take, or says
+    /// why not: 400 malformed, 413 never (too many entries, or more decoded
+    /// work than the whole budget), 503 not now (the budget is in use).
+    fn admit(&self, body: &[u8]) -> Result<(Permit<'_>, Estimate), (u16, String)> {
+        let counts = match scan(body) {
+            Ok(c) => c,
+            Err(Malformed(why)) => {
+                self.stats.batches_malformed.fetch_add(1, Relaxed);
+                return Err((400, why));
+            }
+        };
+        if counts.entries() > self.max_entries {
+            self.stats.refused_too_many_entries.fetch_add(1, Relaxed);
+            return Err((
+                413,
+                format!(
+                    "body holds {} samples and log entries, over max_entries_per_body ({})",
+                    counts.entries(),
+                    self.max_entries
+                ),
+            ));
+        }
+        let est = estimate(
+            &counts,
+            self.redis_mode,
+            self.row_prefix.as_ref().map(String::len),
+            self.members_per_command,
+        );
+        let bytes = est.total();
+        if bytes > self.budget.limit() {
+            self.stats.refused_too_large_decoded.fetch_add(1, Relaxed);
+            return Err((
+                413,
+                format!(
+                    "body would take up to {bytes} bytes decoded, over max_decoded_bytes ({})",
+                    self.budget.limit()
+                ),
+            ));
+        }
+        match self.budget.try_reserve(bytes) {
+            Some(permit) => Ok((permit, est)),
+            None => {
+                self.stats.busy_decoded_budget.fetch_add(1, Relaxed);
+                Err((
+                    503,
+                    "busy: max_decoded_bytes of decoded work in flight, send again".into(),
+                ))
+            }
+        }
+    }
+
     /// 200 once Redis has job `id`; 202 if it still waits in the queue
     /// (Redis down or slow): taken, and the CSV rows written, but the node
     /// should keep the batch and send it again until it gets a 200, since
@@ -370,7 +484,12 @@ impl CollectorCore {
     /// collector process (we cannot tell which): then its ZADDs are queued
     /// again (resending a member stores nothing twice) and the CSV is left
     /// alone.
-    fn duplicate(&self, perf: &NodePerformanceSamples, key: BatchKey) -> (u16, String) {
+    fn duplicate(
+        &self,
+        perf: NodePerformanceSamples,
+        key: BatchKey,
+        (permit, est): (Permit<'_>, Estimate),
+    ) -> (u16, String) {
         self.stats.batches_duplicate.fetch_add(1, Relaxed);
         let done = "duplicate batch, already stored".to_string();
         let Some(redis) = &self.redis else {
@@ -382,9 +501,22 @@ impl CollectorCore {
             .expect("state lock")
             .unacked_job(redis, &key);
         if let Some(id) = queued {
+            drop((perf, permit));
             return self.answer_when_acked(id, done);
         }
-        let rendered = render(perf, self.redis_mode, None, self.members_per_command);
+        let no_csv = Estimate {
+            samples_csv: 0,
+            logs_csv: 0,
+            ..est
+        };
+        let rendered = render_reserved(
+            &perf,
+            self.redis_mode,
+            None,
+            self.members_per_command,
+            &no_csv,
+        );
+        drop(perf);
         if rendered.commands == 0 {
             return (200, done);
         }
@@ -403,15 +535,18 @@ impl CollectorCore {
         });
         st.prune(redis);
         st.unacked.push_back((key, id));
-        drop(st);
+        drop((st, permit));
         self.answer_when_acked(id, done)
     }
 }
 
 #[pymethods]
 impl CollectorCore {
+    // The limits' defaults are literals for the text signature (stubtest
+    // reads it): `admission::DEFAULT_MAX_ENTRIES` and
+    // `DEFAULT_MAX_DECODED_BYTES`, checked by a test there.
     #[new]
-    #[pyo3(signature = (*, redis_url = None, dataset_path = None, append = false, additional_header = None, additional_fields = None, max_redis_queue_bytes = 268435456, members_per_command = 1000, redis_ack_timeout_s = 2.0))]
+    #[pyo3(signature = (*, redis_url = None, dataset_path = None, append = false, additional_header = None, additional_fields = None, max_redis_queue_bytes = 268435456, members_per_command = 1000, redis_ack_timeout_s = 2.0, max_entries_per_body = 1048576, max_decoded_bytes = 268435456))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         redis_url: Option<String>,
@@ -422,6 +557,8 @@ impl CollectorCore {
         max_redis_queue_bytes: usize,
         members_per_command: usize,
         redis_ack_timeout_s: f64,
+        max_entries_per_body: u64,
+        max_decoded_bytes: u64,
     ) -> PyResult<Self> {
         if !(redis_ack_timeout_s.is_finite() && redis_ack_timeout_s >= 0.0) {
             return Err(PyValueError::new_err(
@@ -443,6 +580,11 @@ impl CollectorCore {
         if members_per_command == 0 || max_redis_queue_bytes == 0 {
             return Err(PyValueError::new_err(
                 "members_per_command and max_redis_queue_bytes must be at least 1",
+            ));
+        }
+        if max_entries_per_body == 0 || max_decoded_bytes == 0 {
+            return Err(PyValueError::new_err(
+                "max_entries_per_body and max_decoded_bytes must be at least 1",
             ));
         }
         let mut redis_mode = RedisMode::None;
@@ -472,7 +614,14 @@ impl CollectorCore {
                     &additional_fields,
                     &mut dedup,
                 )
-                .map_err(|e| PyOSError::new_err(format!("opening the dataset: {e}")))?,
+                .map_err(|e| {
+                    // Name the prefix: the error alone ("No such file or
+                    // directory") does not say which path the user gave.
+                    PyErr::from(std::io::Error::new(
+                        e.kind(),
+                        format!("cannot open the CSV dataset at prefix {prefix:?}: {e}"),
+                    ))
+                })?,
             ),
         };
         let row_prefix = dataset.as_ref().map(|d| d.row_prefix.clone());
@@ -489,6 +638,8 @@ impl CollectorCore {
             row_prefix,
             members_per_command,
             stats: Stats::default(),
+            max_entries: max_entries_per_body,
+            budget: Budget::new(max_decoded_bytes),
         })
     }
 

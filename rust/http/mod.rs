@@ -7,6 +7,7 @@
 //! for threads that do not exist.
 
 pub mod admission;
+pub mod client;
 pub mod pool;
 pub mod runtime;
 pub mod server;

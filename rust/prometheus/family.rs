@@ -7,13 +7,16 @@
 //!
 //! The mutex is only taken to create or look up a series (once per handle)
 //! and by a scrape to copy the list of series; observations go straight to
-//! the series' atomics through the `Arc` a route holds.
+//! the series' atomics through the `Arc` a route holds. A scrape thread may
+//! hold it at the moment another thread forks, so it is a `fork::Mutex`:
+//! the child never inherits it held.
 
+use crate::fork;
 use std::borrow::Borrow;
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 pub struct Series<M> {
     /// Escaped label set, as written between the braces.
@@ -53,7 +56,7 @@ struct Inner<M> {
 
 pub struct Family<M> {
     max_series: usize,
-    inner: Mutex<Inner<M>>,
+    inner: fork::Mutex<Inner<M>>,
     refused: AtomicU64,
 }
 
@@ -61,7 +64,7 @@ impl<M> Family<M> {
     pub fn new(max_series: usize) -> Self {
         Self {
             max_series,
-            inner: Mutex::new(Inner {
+            inner: fork::Mutex::new(Inner {
                 index: HashSet::new(),
                 list: Vec::new(),
             }),
@@ -69,10 +72,10 @@ impl<M> Family<M> {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner<M>> {
-        // A panic while holding the lock leaves the maps consistent (they
-        // are only extended after the series is built), so go on.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    /// A panic while holding the lock leaves the maps consistent (they
+    /// are only extended after the series is built); `fork::Mutex` goes on.
+    fn lock(&self) -> fork::Guard<'_, Inner<M>> {
+        self.inner.lock()
     }
 
     /// The series for `labels`, created with `make` if new; `None` (and
@@ -106,7 +109,13 @@ impl<M> Family<M> {
         self.lock().list.len()
     }
 
-    /// Label sets refused because the family was full (cumulative).
+    /// Counts a label set refused for another reason (a label value too
+    /// long, see `registry`).
+    pub fn refuse(&self) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Label sets refused (cumulative).
     pub fn refused(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)
     }

@@ -7,15 +7,19 @@ use super::encoding::{
 use super::family::{Family, Series};
 use super::gauge::Gauge;
 use super::histogram::{Buckets, Histogram};
-use crate::chain::{function_type, ChainResult, Route, Tags, Target, FUNCTION_ID, NODE_ID};
+use crate::chain::{
+    execution_function_type, ChainResult, Invocation, Route, Tags, Target, FUNCTION_ID,
+    FUNCTION_TYPE, NODE_ID,
+};
 use crate::clock::EventClock;
 use crate::counters::DropSource;
 use crate::events::{EventRef, FunctionTime};
+use crate::fork;
 use pyo3::prelude::*;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Weak;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 const FUNCTION_COUNT: &str = "function_count";
 const EXECUTION_TIMES: &str = "execution_times";
@@ -25,6 +29,28 @@ const DROPPED: &str = "edgeless_telemetry_dropped";
 /// series); larger expositions use fresh memory each time.
 const MAX_SPARE_BYTES: usize = 32 << 20;
 const SERIES_REFUSED: &str = "edgeless_telemetry_series_refused";
+
+/// Longest label value a series may carry, counted as written in the
+/// exposition (after escaping: `\`, `"` and a newline count two). Tags may
+/// be 4,096 bytes, and 10,000 series of such values rendered to about
+/// 550 MiB per scrape; with this cap `max_series` bounds a rendering (see
+/// the README for the worst case per family). EDGELESS values are UUIDs
+/// (36 bytes) and short type names; 256 leaves room for an image
+/// reference with a digest. A label set with a longer value is refused and
+/// counted like one past `max_series` (cutting it could merge two
+/// functions into one series).
+pub const MAX_LABEL_VALUE_BYTES: usize = 256;
+// The refused family's HELP names the cap.
+const _: () = assert!(MAX_LABEL_VALUE_BYTES == 256);
+
+/// Bytes `value` takes in the exposition (see `encoding::push_label`).
+fn escaped_len(value: &str) -> usize {
+    value.len()
+        + value
+            .bytes()
+            .filter(|b| matches!(b, b'\\' | b'"' | b'\n'))
+            .count()
+}
 
 /// Label names the families use; const labels may not reuse them.
 pub const RESERVED_LABELS: [&str; 6] = [
@@ -59,11 +85,21 @@ pub struct Registry {
     last_render_bytes: AtomicUsize,
     /// Scrapes served: all, in OpenMetrics, gzip-compressed.
     pub scrapes: [AtomicU64; 3],
-    spare: Mutex<Vec<u8>>,
+    /// `fork::Mutex`es: scrape threads take these two without the GIL.
+    spare: fork::Mutex<Vec<u8>>,
     /// Drop counters of the other chain members (attached by each
     /// processor this target serves). Weak: a dropped processor's counters
     /// go with it.
-    drop_sources: Mutex<Vec<Weak<dyn DropSource>>>,
+    drop_sources: fork::Mutex<Vec<Weak<dyn DropSource>>>,
+    /// Label sets refused for a value over `MAX_LABEL_VALUE_BYTES` (also
+    /// in their family's `refused`); the first one is logged once, after
+    /// the series slot is resolved (never from inside its `OnceLock`).
+    long_labels: AtomicU64,
+    warn_long_label: AtomicBool,
+    /// Events EDGELESS's target ignores for a missing tag (`NODE_ID`,
+    /// `FUNCTION_TYPE` for `function_count`, `FUNCTION_ID`, `EVENT_TYPE`):
+    /// ignored here too, but counted, so the loss is visible.
+    missing_tag: AtomicU64,
 }
 
 impl Registry {
@@ -106,14 +142,17 @@ impl Registry {
             transfer_times: Family::new(config.max_series),
             last_render_bytes: AtomicUsize::new(0),
             scrapes: Default::default(),
-            spare: Mutex::new(Vec::new()),
-            drop_sources: Mutex::new(Vec::new()),
+            spare: fork::Mutex::new(Vec::new()),
+            drop_sources: fork::Mutex::new(Vec::new()),
+            long_labels: AtomicU64::new(0),
+            warn_long_label: AtomicBool::new(false),
+            missing_tag: AtomicU64::new(0),
         }
     }
 
     /// Serves `source`'s drop counters from now on (once per source).
     pub fn attach_drops(&self, source: &Arc<dyn DropSource>) {
-        let mut sources = self.drop_sources.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sources = self.drop_sources.lock();
         sources.retain(|w| w.strong_count() > 0);
         let weak = Arc::downgrade(source);
         if !sources.iter().any(|w| Weak::ptr_eq(w, &weak)) {
@@ -127,11 +166,11 @@ impl Registry {
         let sources: Vec<_> = self
             .drop_sources
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
             .iter()
             .filter_map(Weak::upgrade)
             .collect();
         let mut out = BTreeMap::new();
+        out.insert(("prometheus", "missing_tag"), self.missing_tags());
         for (target, reason, n) in sources.iter().flat_map(|s| s.drops()) {
             *out.entry((target, reason)).or_insert(0) += n;
         }
@@ -146,34 +185,109 @@ impl Registry {
         s
     }
 
-    fn gauge_for(&self, tags: &Tags) -> Option<Arc<Series<Gauge>>> {
-        let node = tags.get(NODE_ID)?;
-        let ftype = function_type(tags)?;
-        let labels = self.labels(&[("node_id", node), ("function_type", ftype)]);
-        self.function_count.get_or_create(&labels, Gauge::default)
+    /// The series of `family` for these labels, or `None` (counted) when
+    /// a value is over `MAX_LABEL_VALUE_BYTES` or the family is full.
+    fn series_for<M>(
+        &self,
+        family: &Family<M>,
+        pairs: &[(&str, &str)],
+        make: impl FnOnce() -> M,
+    ) -> Option<Arc<Series<M>>> {
+        if pairs
+            .iter()
+            .any(|(_, v)| escaped_len(v) > MAX_LABEL_VALUE_BYTES)
+        {
+            family.refuse();
+            if self.long_labels.fetch_add(1, Ordering::Relaxed) == 0 {
+                self.warn_long_label.store(true, Ordering::Relaxed);
+            }
+            return None;
+        }
+        family.get_or_create(&self.labels(pairs), make)
     }
 
+    /// Logs the first label set refused for a long value, once (a load on
+    /// the path of every event whose handle has no series).
+    #[inline]
+    fn warn_long_label(&self, py: Python<'_>) {
+        if self.warn_long_label.load(Ordering::Relaxed) {
+            self.warn_long_label_now(py);
+        }
+    }
+
+    #[cold]
+    fn warn_long_label_now(&self, py: Python<'_>) {
+        if self.warn_long_label.swap(false, Ordering::Relaxed) {
+            crate::counters::warn(
+                py,
+                &format!(
+                    "edgeless_telemetry: a PrometheusTarget refused a series whose label value is over {MAX_LABEL_VALUE_BYTES} bytes; its events are not in Prometheus. Further refusals are only counted (edgeless_telemetry_series_refused_total, PrometheusTarget.stats())"
+                ),
+            );
+        }
+    }
+
+    /// Series refused for a label value over `MAX_LABEL_VALUE_BYTES`.
+    pub fn long_labels(&self) -> u64 {
+        self.long_labels.load(Ordering::Relaxed)
+    }
+
+    /// Events ignored for a missing tag, as EDGELESS ignores them.
+    pub fn missing_tags(&self) -> u64 {
+        self.missing_tag.load(Ordering::Relaxed)
+    }
+
+    /// Why a handle has no series for an event: a tag EDGELESS requires is
+    /// missing (counted per event), or the series was refused (counted
+    /// once, when refused). Off the hot path: only handles without series.
+    #[cold]
+    fn no_series(&self, py: Python<'_>, tags: &Tags, needs: &[&str], typed: bool) {
+        if !typed || needs.iter().any(|t| !tags.contains_key(*t)) {
+            self.missing_tag.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.warn_long_label(py);
+        }
+    }
+
+    /// EDGELESS: `function_count` needs `NODE_ID` and `FUNCTION_TYPE`
+    /// (no `RESOURCE_CLASS_TYPE` fallback there).
+    fn gauge_for(&self, tags: &Tags) -> Option<Arc<Series<Gauge>>> {
+        let node = tags.get(NODE_ID)?;
+        let ftype = tags.get(FUNCTION_TYPE)?;
+        self.series_for(
+            &self.function_count,
+            &[("node_id", node), ("function_type", ftype)],
+            Gauge::default,
+        )
+    }
+
+    /// EDGELESS: `execution_times` needs `NODE_ID`, `FUNCTION_ID` and an
+    /// `EVENT_TYPE`; the function type may be empty.
     fn execution_for(&self, tags: &Tags, call: bool) -> Option<Arc<Series<Histogram>>> {
         let node = tags.get(NODE_ID)?;
         let fid = tags.get(FUNCTION_ID)?;
-        let ftype = function_type(tags)?;
+        let ftype = execution_function_type(tags);
         let kind = if call { "Call" } else { "Cast" };
-        let labels = self.labels(&[
-            ("node_id", node),
-            ("function_id", fid),
-            ("function_type", ftype),
-            ("invocation_type", kind),
-        ]);
-        self.execution_times
-            .get_or_create(&labels, || Histogram::new(&self.buckets))
+        self.series_for(
+            &self.execution_times,
+            &[
+                ("node_id", node),
+                ("function_id", fid),
+                ("function_type", ftype),
+                ("invocation_type", kind),
+            ],
+            || Histogram::new(&self.buckets),
+        )
     }
 
     fn transfer_for(&self, tags: &Tags) -> Option<Arc<Series<Histogram>>> {
         let node = tags.get(NODE_ID)?;
         let fid = tags.get(FUNCTION_ID)?;
-        let labels = self.labels(&[("node_id", node), ("function_id", fid)]);
-        self.transfer_times
-            .get_or_create(&labels, || Histogram::new(&self.buckets))
+        self.series_for(
+            &self.transfer_times,
+            &[("node_id", node), ("function_id", fid)],
+            || Histogram::new(&self.buckets),
+        )
     }
 
     /// (series, refused) per family, in exposition order.
@@ -202,21 +316,16 @@ impl Registry {
     /// pages. Only one buffer of at most `MAX_SPARE_BYTES` is kept.
     pub fn recycle(&self, buffer: Vec<u8>) {
         if buffer.capacity() <= MAX_SPARE_BYTES {
-            if let Ok(mut spare) = self.spare.lock() {
-                if spare.capacity() < buffer.capacity() {
-                    *spare = buffer;
-                }
+            let mut spare = self.spare.lock();
+            if spare.capacity() < buffer.capacity() {
+                *spare = buffer;
             }
         }
     }
 
     /// Renders every family. Reads atomics only; never needs the GIL.
     pub fn render(&self, format: Format) -> Vec<u8> {
-        let mut out = self
-            .spare
-            .lock()
-            .map(|mut s| std::mem::take(&mut *s))
-            .unwrap_or_default();
+        let mut out = std::mem::take(&mut *self.spare.lock());
         out.clear();
         out.reserve(self.last_render_bytes.load(Ordering::Relaxed) + 4096);
         let [count_name, exec_name, transfer_name, refused_name, dropped_name] = &self.names;
@@ -258,7 +367,7 @@ impl Registry {
             format,
             refused_name,
             Kind::Counter,
-            "Label sets refused because their family had max_series series.",
+            "Label sets refused: their family had max_series series, or a label value was over 256 bytes.",
         );
         for (family, _, refused) in self.stats() {
             let labels = self.labels(&[("family", family)]);
@@ -274,7 +383,7 @@ impl Registry {
                 format,
                 dropped_name,
                 Kind::Counter,
-                "Events, samples and functions the node's other targets dropped or refused.",
+                "Events, samples and functions the node's targets dropped, refused or ignored (missing_tag: as EDGELESS, no series without the tags its family needs).",
             );
             for ((target, reason), n) in drops {
                 let labels = self.labels(&[("target", target), ("reason", reason)]);
@@ -343,7 +452,8 @@ type Slot<M> = OnceLock<Option<Arc<Series<M>>>>;
 struct PromRoute {
     registry: Arc<Registry>,
     gauge: Slot<Gauge>,
-    /// Indexed by `call as usize`: Cast, Call.
+    /// Indexed by `call as usize`: Cast, Call (an `Untyped` invocation
+    /// has no series, as in EDGELESS).
     execution: [Slot<Histogram>; 2],
     transfer: Slot<Histogram>,
 }
@@ -351,8 +461,11 @@ struct PromRoute {
 impl PromRoute {
     #[inline]
     fn count(&self, py: Python<'_>, tags: &Tags, delta: i64) -> ChainResult {
-        if let Some(g) = self.gauge.get_or_init(|| self.registry.gauge_for(tags)) {
-            g.metric.add(py, delta);
+        match self.gauge.get_or_init(|| self.registry.gauge_for(tags)) {
+            Some(g) => g.metric.add(py, delta),
+            None => self
+                .registry
+                .no_series(py, tags, &[NODE_ID, FUNCTION_TYPE], true),
         }
         ChainResult::Final
     }
@@ -380,11 +493,25 @@ impl Route for PromRoute {
             EventRef::Duration {
                 kind: FunctionTime::Execution,
                 seconds,
-                call,
+                invocation,
             } => {
-                let slot = &self.execution[call as usize];
-                if let Some(h) = slot.get_or_init(|| r.execution_for(tags, call)) {
-                    h.metric.observe(py, &r.buckets, seconds);
+                let series = match invocation {
+                    Invocation::Untyped => None,
+                    typed => {
+                        let call = typed == Invocation::Call;
+                        self.execution[call as usize]
+                            .get_or_init(|| r.execution_for(tags, call))
+                            .as_ref()
+                    }
+                };
+                match series {
+                    Some(h) => h.metric.observe(py, &r.buckets, seconds),
+                    None => r.no_series(
+                        py,
+                        tags,
+                        &[NODE_ID, FUNCTION_ID],
+                        invocation != Invocation::Untyped,
+                    ),
                 }
                 ChainResult::Final
             }
@@ -393,12 +520,28 @@ impl Route for PromRoute {
                 seconds,
                 ..
             } => {
-                if let Some(h) = self.transfer.get_or_init(|| r.transfer_for(tags)) {
-                    h.metric.observe(py, &r.buckets, seconds);
+                match self.transfer.get_or_init(|| r.transfer_for(tags)) {
+                    Some(h) => h.metric.observe(py, &r.buckets, seconds),
+                    None => r.no_series(py, tags, &[NODE_ID, FUNCTION_ID], true),
                 }
                 ChainResult::Final
             }
             _ => ChainResult::Passed,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_measured_as_written() {
+        assert_eq!(escaped_len("abc"), 3);
+        assert_eq!(escaped_len("é"), 2);
+        assert_eq!(escaped_len("a\"b\\c\n"), 9);
+        let mut written = String::new();
+        encoding::push_label(&mut written, "x", "a\"b\\c\n");
+        assert_eq!(written.len(), "x=\"\"".len() + 9);
     }
 }

@@ -1,5 +1,6 @@
-//! RFC 4180 row formatting for the tracer CSV, appended straight into the
-//! writer's pending buffer (no per-row `String`, no `fmt` machinery).
+//! Row formatting for the tracer CSV, appended straight into the writer's
+//! pending buffer (no per-row `String`, no `fmt` machinery); fields are
+//! quoted by `crate::csv_field`, the rule the collector's dataset uses too.
 
 use crate::clock::split_ns;
 
@@ -23,26 +24,10 @@ impl EventType {
     }
 }
 
-/// Appends `value` as one CSV field: quoted (inner quotes doubled) only when
-/// it holds a comma, a quote, CR or LF, so plain names stay readable.
+/// Appends `value` as one CSV field, by the library's one quoting rule.
+#[inline]
 pub fn push_field(out: &mut Vec<u8>, value: &str) {
-    let bytes = value.as_bytes();
-    if !bytes
-        .iter()
-        .any(|&b| matches!(b, b',' | b'"' | b'\r' | b'\n'))
-    {
-        out.extend_from_slice(bytes);
-        return;
-    }
-    out.reserve(bytes.len() + 2);
-    out.push(b'"');
-    for part in bytes.split_inclusive(|&b| b == b'"') {
-        out.extend_from_slice(part);
-        if part.last() == Some(&b'"') {
-            out.push(b'"');
-        }
-    }
-    out.push(b'"');
+    crate::csv_field::push_field(out, value.as_bytes());
 }
 
 /// Appends a decimal integer without going through `fmt`.

@@ -1,5 +1,5 @@
 //! `ControlPlaneTracer`: spans for the EDGELESS control plane, written as CSV
-//! (see DESIGN.md for the format) by a background thread.
+//! (the format is in docs/formats.md) by a background thread.
 //!
 //! - `csv`: RFC 4180 row formatting into the pending buffer.
 //! - `ids`: fast UUID v4 correlation ids.

@@ -6,14 +6,24 @@
 //! and writes the whole batch with one `write` call. A per-row channel would
 //! cost a send and an allocation per row; a swapped buffer costs a memcpy.
 //!
-//! - Bounded: a row that would take `buf` past `max_pending_bytes` is dropped
-//!   and counted (`rows_dropped`); callers never wait for the disk or a
-//!   blocked stdout pipe.
+//! - Bounded: a row that would take `buf` plus the bytes in the writer's
+//!   hands (being written, or held after a failed write) past
+//!   `max_pending_bytes` is dropped and counted (`rows_dropped`); callers
+//!   never wait for the disk or a blocked stdout pipe.
 //! - Latency: the writer wakes every `WAKE_INTERVAL`, when the buffer passes
 //!   `HIGH_WATER`, or when someone flushes, so rows reach the OS within
 //!   tens of milliseconds even when nobody flushes.
-//! - A batch is written with `write_all` and ends with a row's newline, so the
-//!   file only ever holds whole rows (unless the write itself fails).
+//! - Whole rows only, counted exactly: a batch is written with plain
+//!   `write(2)` calls, and when one fails (disk full, file size limit, I/O
+//!   error) after part of the batch went out, the rows wholly written are
+//!   counted `rows_written` and a row cut in the middle is cut off the file
+//!   again (`ftruncate` to the last row boundary; on stdout, which cannot be
+//!   cut, its tail is kept and finished first). The unwritten rows are held
+//!   and tried again every `RETRY_INTERVAL` (or at once on a flush) within
+//!   the same `max_pending_bytes`, so the writer resumes when space returns;
+//!   rows still held when the sink closes are counted `rows_lost`. So
+//!   `rows_queued == rows_written + rows_lost + rows_pending`, and the file
+//!   holds exactly `rows_written` rows of this tracer.
 //! - After interpreter exit has begun (`enter_exit_mode`, from atexit), every
 //!   append also waits until it is written, so spans ended while Python tears
 //!   down its modules still reach the file before the process exits.
@@ -33,6 +43,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 const WAKE_INTERVAL: Duration = Duration::from_millis(20);
+/// How often held rows are tried again while the output refuses them.
+const RETRY_INTERVAL: Duration = Duration::from_millis(100);
 const HIGH_WATER: usize = 64 << 10;
 /// How long flushes and closes nobody asked for (a tracer or its last span
 /// dropped, interpreter exit) wait for a writer that is stuck, e.g. on
@@ -50,10 +62,17 @@ impl Output {
     /// header is refused rather than silently mixed with other data.
     pub fn open(path: Option<&Path>, append: bool) -> io::Result<Self> {
         let Some(path) = path else {
-            let mut out = io::stdout().lock();
-            out.write_all(HEADER.as_bytes())?;
-            out.flush()?;
-            return Ok(Output::Stdout);
+            let mut out = Output::Stdout;
+            let mut header = HEADER.as_bytes();
+            while !header.is_empty() {
+                match out.write_some(header) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => header = &header[n..],
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            return Ok(out);
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
@@ -86,16 +105,86 @@ impl Output {
         Ok(Output::File(file))
     }
 
-    fn write_batch(&mut self, batch: &[u8]) -> io::Result<()> {
+    /// One `write(2)` of `buf`, unbuffered, so the count says what reached
+    /// the file or pipe.
+    fn write_some(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Output::Stdout => {
-                let mut out = io::stdout().lock();
-                out.write_all(batch)?;
-                out.flush()
+                // Straight to fd 1, not through Rust's `io::stdout()`: its
+                // lock, held by a writer thread at the moment of a fork,
+                // would never be released in the child (and nothing in the
+                // extension prints through Rust's stdout buffer).
+                // SAFETY: fd 1 stays open for the process's life; `buf` is
+                // valid for `buf.len()` bytes.
+                let n = unsafe { libc::write(1, buf.as_ptr().cast(), buf.len()) };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
             }
-            Output::File(f) => f.write_all(batch),
+            Output::File(file) => file.write(buf),
         }
     }
+
+    /// Writes as much of `buf` as the output takes; the bytes written and
+    /// the error that stopped it, if any.
+    fn write_most(&mut self, buf: &[u8]) -> (usize, Option<io::Error>) {
+        let mut off = 0;
+        while off < buf.len() {
+            match self.write_some(&buf[off..]) {
+                Ok(0) => return (off, Some(io::ErrorKind::WriteZero.into())),
+                Ok(n) => off += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return (off, Some(e)),
+            }
+        }
+        (off, None)
+    }
+
+    /// Cuts the last `partial` bytes just written (part of a row) off the
+    /// file again; false where that cannot be done (stdout; another writer
+    /// appended to the file since; ftruncate failed): the partial row then
+    /// stays, to be finished.
+    fn cut_partial(&mut self, partial: usize) -> bool {
+        use std::io::Seek;
+        let Output::File(file) = self else {
+            return false;
+        };
+        let mut cut = || -> io::Result<bool> {
+            // Just past our last byte (with O_APPEND too).
+            let end = file.stream_position()?;
+            if file.metadata()?.len() != end {
+                return Ok(false); // not ours to cut: someone wrote after it
+            }
+            let keep = end - partial as u64;
+            file.set_len(keep)?;
+            // Without O_APPEND (a new file) the next write must not leave a
+            // hole where the cut bytes were.
+            file.seek(io::SeekFrom::Start(keep))?;
+            Ok(true)
+        };
+        cut().unwrap_or(false)
+    }
+}
+
+/// Rows that end in `bytes` (a row ends at a newline outside quotes), the
+/// offset just past the last of them, and whether `bytes` ends inside a
+/// quoted field, for rows that all follow the one CSV quoting rule.
+/// Called only after a failed write, never on the hot path.
+fn row_ends(bytes: &[u8], mut in_quotes: bool) -> (u64, usize, bool) {
+    let (mut rows, mut end) = (0, 0);
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'"' => in_quotes = !in_quotes,
+            b'\n' if !in_quotes => {
+                rows += 1;
+                end = i + 1;
+            }
+            _ => {}
+        }
+    }
+    (rows, end, in_quotes)
 }
 
 fn read_up_to(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
@@ -129,6 +218,10 @@ pub struct Pending {
     rows_after_close: u64,
     write_errors: u64,
     rows_lost: u64,
+    /// Bytes in the writer's hands (being written, or held after a failed
+    /// write to try again); they count against `max_pending_bytes` with
+    /// `buf`, so that bounds all the tracer holds.
+    held_bytes: usize,
 }
 
 /// State shared with the writer thread.
@@ -196,6 +289,7 @@ impl Sink {
                 rows_after_close: 0,
                 write_errors: 0,
                 rows_lost: 0,
+                held_bytes: 0,
             }),
             work: Condvar::new(),
             progress: Condvar::new(),
@@ -283,7 +377,7 @@ impl Shared {
         }
         let start = p.buf.len();
         row(&mut p);
-        if p.buf.len() > self.max_pending_bytes {
+        if p.buf.len() + p.held_bytes > self.max_pending_bytes {
             p.buf.truncate(start);
             p.rows_dropped += 1;
             return false;
@@ -356,13 +450,19 @@ impl Shared {
         crate::fork::inherited(self.fork_generation)
     }
 
-    /// An id drawn outside `append` (for spans made after close).
+    /// An id drawn outside `append` (for spans made after close). In a
+    /// forked child the lock may have been held by the parent's writer
+    /// thread at the fork, forever: ids come from a fresh generator there.
     pub fn next_id(&self) -> uuid::Uuid {
+        if self.forked() {
+            return crate::tracer::ids::IdGen::seeded().next_uuid();
+        }
         lock(&self.pending).ids.next_uuid()
     }
 
+    /// An inherited sink writes nothing in a child: closed there.
     pub fn is_closed(&self) -> bool {
-        lock(&self.pending).closing
+        self.forked() || lock(&self.pending).closing
     }
 
     pub fn enter_exit_mode(&self) {
@@ -370,16 +470,25 @@ impl Shared {
     }
 
     pub fn stats(&self) -> Vec<(&'static str, u64)> {
-        let p = lock(&self.pending);
+        // In a forked child the parent's writer thread may have held the
+        // lock at the fork, for good: the counts as inherited are not worth
+        // a hang, so they read 0 there if the lock is not free.
+        let guard = if self.forked() {
+            self.pending.try_lock().ok()
+        } else {
+            Some(lock(&self.pending))
+        };
+        let of = |f: fn(&Pending) -> u64| guard.as_deref().map_or(0, f);
         vec![
-            ("rows_queued", p.seq),
-            ("rows_written", p.rows_written),
-            ("bytes_written", p.bytes_written),
-            ("pending_bytes", p.buf.len() as u64),
-            ("rows_dropped", p.rows_dropped),
-            ("rows_after_close", p.rows_after_close),
-            ("write_errors", p.write_errors),
-            ("rows_lost", p.rows_lost),
+            ("rows_queued", of(|p| p.seq)),
+            ("rows_written", of(|p| p.rows_written)),
+            ("rows_pending", of(|p| p.seq - p.rows_written - p.rows_lost)),
+            ("bytes_written", of(|p| p.bytes_written)),
+            ("pending_bytes", of(|p| (p.buf.len() + p.held_bytes) as u64)),
+            ("rows_dropped", of(|p| p.rows_dropped)),
+            ("rows_after_close", of(|p| p.rows_after_close)),
+            ("write_errors", of(|p| p.write_errors)),
+            ("rows_lost", of(|p| p.rows_lost)),
             (
                 "messages_truncated",
                 self.messages_truncated.load(Ordering::Relaxed),
@@ -414,52 +523,109 @@ pub fn flush_all_at_exit() {
     }
 }
 
+/// What the writer thread holds between attempts: rows taken from the
+/// pending buffer and not yet written.
+struct Batch {
+    bytes: Vec<u8>,
+    /// Rows that end in `bytes` (the first may have begun in an earlier,
+    /// partly written, piece on stdout).
+    rows: u64,
+    /// `bytes` begins inside a quoted field (that partly written row).
+    in_quotes: bool,
+    /// Where a new pending buffer lands when rows are held, to be appended.
+    incoming: Vec<u8>,
+}
+
+impl Batch {
+    /// Writes the batch; returns the rows and bytes that went out whole
+    /// and whether it failed. What failed stays in `bytes` for next time.
+    fn write(&mut self, output: &mut Output) -> (u64, u64, bool) {
+        if self.bytes.is_empty() {
+            return (0, 0, false);
+        }
+        let (sent, error) = output.write_most(&self.bytes);
+        if error.is_none() {
+            let rows = std::mem::take(&mut self.rows);
+            self.bytes.clear();
+            self.in_quotes = false;
+            return (rows, sent as u64, false);
+        }
+        let (rows, end, in_quotes) = row_ends(&self.bytes[..sent], self.in_quotes);
+        let keep_from = if end < sent && !output.cut_partial(sent - end) {
+            self.in_quotes = in_quotes; // the partial row stays: finish it
+            sent
+        } else {
+            self.in_quotes = false;
+            end
+        };
+        self.bytes.drain(..keep_from);
+        self.rows -= rows;
+        (rows, keep_from as u64, true)
+    }
+}
+
 fn writer_loop(s: &Shared, output: &mut Output) {
-    let mut batch: Vec<u8> = Vec::new();
+    let mut batch = Batch {
+        bytes: Vec::new(),
+        rows: 0,
+        in_quotes: false,
+        incoming: Vec::new(),
+    };
     loop {
-        let (upto, taken, closing) = {
+        let (upto, closing) = {
             let mut p = lock(&s.pending);
             if !p.kick && !p.closing {
+                let wait = if batch.bytes.is_empty() {
+                    WAKE_INTERVAL
+                } else {
+                    RETRY_INTERVAL
+                };
                 p = s
                     .work
-                    .wait_timeout(p, WAKE_INTERVAL)
+                    .wait_timeout(p, wait)
                     .unwrap_or_else(|e| e.into_inner())
                     .0;
             }
             p.kick = false;
-            std::mem::swap(&mut p.buf, &mut batch);
-            let taken = p.seq - p.done_seq;
-            (p.seq, taken, p.closing)
+            if batch.bytes.is_empty() {
+                std::mem::swap(&mut p.buf, &mut batch.bytes);
+            } else {
+                std::mem::swap(&mut p.buf, &mut batch.incoming);
+            }
+            batch.rows += p.seq - p.done_seq;
+            // In the writer's hands now, and still bounded with `buf`.
+            p.held_bytes = batch.bytes.len() + batch.incoming.len();
+            (p.seq, p.closing)
         };
-        let result = if batch.is_empty() {
-            Ok(())
-        } else {
-            output.write_batch(&batch)
-        };
-        let bytes = batch.len() as u64;
-        batch.clear();
-        if batch.capacity() > 4 * HIGH_WATER {
-            batch.shrink_to(HIGH_WATER); // give back memory after a burst
+        if !batch.incoming.is_empty() {
+            batch.bytes.extend_from_slice(&batch.incoming);
+            batch.incoming.clear();
+        }
+        let (rows, bytes, failed) = batch.write(output);
+        for buf in [&mut batch.bytes, &mut batch.incoming] {
+            if buf.is_empty() && buf.capacity() > 4 * HIGH_WATER {
+                buf.shrink_to(HIGH_WATER); // give back memory after a burst
+            }
         }
         let mut p = lock(&s.pending);
-        match result {
-            Ok(()) => {
-                p.rows_written += taken;
-                p.bytes_written += bytes;
-            }
-            Err(_) => {
-                p.write_errors += 1;
-                p.rows_lost += taken;
-            }
+        p.rows_written += rows;
+        p.bytes_written += bytes;
+        if failed {
+            p.write_errors += 1;
         }
+        if closing {
+            // No later attempt: what is still held is lost, and counted.
+            p.rows_lost += batch.rows;
+            batch.rows = 0;
+            batch.bytes.clear();
+        }
+        p.held_bytes = batch.bytes.len();
         p.done_seq = upto;
         if closing {
             p.writer_alive = false;
         }
         drop(p);
-        if taken > 0 || closing {
-            s.progress.notify_all();
-        }
+        s.progress.notify_all();
         if closing {
             return; // `output` (the file) is closed by the caller's drop
         }
@@ -519,6 +685,17 @@ mod tests {
         assert_eq!(text.lines().count(), 1001);
         assert_eq!(text.lines().last(), Some("999"));
         let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn row_ends_skip_newlines_inside_quotes() {
+        let rows = b"1,a\n2,\"x\ny\"\n3,\"q\"\"\"\n";
+        assert_eq!(row_ends(rows, false), (3, rows.len(), false));
+        // cut inside the quoted newline of row 2: one whole row
+        assert_eq!(row_ends(&rows[..9], false), (1, 4, true));
+        // the rest, begun inside quotes, ends two rows
+        assert_eq!(row_ends(&rows[9..], true), (2, rows.len() - 9, false));
+        assert_eq!(row_ends(b"", false), (0, 0, false));
     }
 
     #[test]

@@ -31,7 +31,9 @@ def add_workload_args(p: argparse.ArgumentParser, duration: float) -> None:
                    help="seconds between shipments (default 1)")
     p.add_argument("--metrics-url", default="",
                    help="serve Prometheus /metrics here, e.g. http://127.0.0.1:7003 (default: no server)")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seed", type=int, default=None,
+                   help="repeat the function ids and workload of an earlier run (default: fresh"
+                        " ids each run, so runs and nodes never share Redis keys)")
 
 
 def register(subparsers: Any) -> None:

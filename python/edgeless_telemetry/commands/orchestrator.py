@@ -10,6 +10,7 @@ from typing import Any
 
 from ..auth import TOKEN_ENV, check_token, load_node_tokens, token_from_env
 from ..collector import OrchestratorCollector
+from ..paths import DATASET_HELP, dataset_prefix
 
 
 def register(subparsers: Any) -> None:
@@ -19,11 +20,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--redis-url", default=None,
                    help="e.g. redis://127.0.0.1:6379/0, or redis+cluster://HOST:PORT[,HOST:PORT]"
                         " for a Redis Cluster")
-    p.add_argument("--dataset-path", default=None, help="CSV dataset prefix, e.g. out/run1_")
+    p.add_argument("--dataset-path", default=None, help=DATASET_HELP)
     p.add_argument("--append", action="store_true", help="append to existing dataset files")
     p.add_argument("--additional-header", default="", help="leading CSV header column(s)")
     p.add_argument("--additional-fields", default="", help="leading CSV field(s) of every row")
-    p.add_argument("--max-body-bytes", type=int, default=64 << 20)
+    p.add_argument("--max-body-bytes", type=int, default=16 << 20,
+                   help="largest request body taken; larger ones get 413 (default 16 MiB; a"
+                        " node's batches are at most 4 MiB)")
     p.add_argument("--token", default=None,
                    help=f"bearer token every node must send (default: ${TOKEN_ENV}; prefer"
                         " that, argv is visible to other users)")
@@ -54,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     collector = OrchestratorCollector(
         args.listen,
         redis_url=args.redis_url,
-        dataset_path=args.dataset_path,
+        dataset_path=dataset_prefix(args.dataset_path) if args.dataset_path else None,
         append=args.append,
         additional_header=args.additional_header,
         additional_fields=args.additional_fields,

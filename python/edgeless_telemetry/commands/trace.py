@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 import sys
+from pathlib import Path
 from typing import Any
 
 from .. import trace_analysis
@@ -63,6 +64,7 @@ def run_chrome(args: argparse.Namespace) -> int:
         json.dump(trace, sys.stdout)
         sys.stdout.write("\n")
     else:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)  # as the tracer does
         with open(args.output, "w", encoding="utf-8") as f:
             json.dump(trace, f)
         print(f"wrote {len(trace['traceEvents'])} events to {args.output}", file=sys.stderr)

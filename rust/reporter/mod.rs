@@ -1,6 +1,19 @@
-//! The NodeReporter's Rust half: drain a PerformanceTarget and encode the
-//! drained samples as protobuf bodies. The background thread, retries and
-//! the memory budget live in `python/edgeless_telemetry/reporter.py`.
+//! The NodeReporter's Rust side: drain a PerformanceTarget, encode the
+//! samples as protobuf bodies, keep them pending within a byte budget and
+//! POST them to the collector (`crate::http::client`), all in one call per
+//! period with the GIL released for everything but the drain. The Python
+//! `NodeReporter` keeps the thread, the timing, token loading and the
+//! process-life hooks.
+//!
+//! `drain_encode` (drain and encode only) stays for tests and benchmarks
+//! that build bodies by hand.
+
+mod life;
+mod pending;
+mod reporter_core;
+mod stats;
+
+pub use reporter_core::ReporterCore;
 
 use crate::performance::PerformanceTarget;
 use crate::wire::{encode_drained, Sender};
