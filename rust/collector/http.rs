@@ -255,10 +255,6 @@ impl Collect {
         if path.is_empty() || path == "/health" {
             return text(StatusCode::OK, "ok");
         }
-        self.not_found_counted()
-    }
-
-    fn not_found_counted(&self) -> Response<Full<Bytes>> {
         self.refused.not_found.fetch_add(1, Relaxed);
         text(StatusCode::NOT_FOUND, "not found")
     }
