@@ -36,6 +36,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<performance::PerformanceTarget>()?;
     prometheus::register(m)?;
     m.add_class::<collector::CollectorCore>()?;
+    m.add_class::<collector::http::CollectorServer>()?;
     m.add_function(wrap_pyfunction!(reporter::drain_encode, m)?)?;
     m.add_class::<reporter::ReporterCore>()?;
     tracer::register(m)?;

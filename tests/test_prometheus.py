@@ -255,7 +255,11 @@ def test_endpoint_formats_and_gzip(served: PrometheusTarget) -> None:
 def test_endpoint_survives_garbage(served: PrometheusTarget) -> None:
     port = served.port
     with socket.create_connection(("127.0.0.1", port)) as s:
-        s.sendall(b"x" * 20000)
+        s.sendall(b"x" * 20000)  # a head past 8 KiB
+        s.settimeout(10)
+        assert s.recv(100).startswith(b"HTTP/1.1 431")
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"GET /metrics \x01\r\n\r\n")  # not HTTP
         s.settimeout(10)
         assert s.recv(100).startswith(b"HTTP/1.1 400")
     with socket.create_connection(("127.0.0.1", port)) as s:

@@ -209,6 +209,29 @@ class CollectorCore:
     def stats(self) -> dict[str, int]: ...
     def redis_last_error(self) -> str: ...
 
+@final
+class CollectorServer:
+    def __new__(
+        cls,
+        core: CollectorCore,
+        host: str,
+        port: int,
+        *,
+        token: str | None = None,
+        node_tokens: dict[str, str] | None = None,
+        max_body_bytes: int = 16777216,
+        max_inflight_bytes: int = 67108864,
+        read_timeout_s: float = 10.0,
+        max_connections: int = 256,
+    ) -> Self: ...
+    @property
+    def url(self) -> str: ...
+    @property
+    def token_required(self) -> bool: ...
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def stats(self) -> dict[str, int]: ...
+
 def drain_encode(
     target: PerformanceTarget,
     node_id: str,

@@ -1,19 +1,12 @@
-"""Bearer tokens between nodes and the collector.
-
-A collector may take one shared token (any node may send with it) and/or
-one token per node (a batch sent with it must carry that node's id). Tokens
-are kept as SHA-256 digests and a presented token is compared with every
-one of them by `hmac.compare_digest`, so the time taken says nothing about
-how much of a token was right, nor which token matched.
-"""
+"""Bearer tokens between nodes and the collector: checking one, reading
+them from the environment or a file (the CLI). The collector checks
+presented tokens in Rust (`rust/collector/tokens.rs`: SHA-256 digests,
+compared in constant time with every one)."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import os
-from collections.abc import Mapping
 from pathlib import Path
 
 TOKEN_ENV = "EDGELESS_TELEMETRY_TOKEN"
@@ -52,42 +45,3 @@ def load_node_tokens(path: str | Path) -> dict[str, str]:
     if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
         raise ValueError(f"{str(path)!r} must hold a JSON object of node_id -> token strings")
     return data
-
-
-def _digest(token: str) -> bytes:
-    return hashlib.sha256(token.encode("utf-8", "replace")).digest()
-
-
-class Tokens:
-    """Who may send: `node_for(header)` answers for one request."""
-
-    def __init__(self, token: str | None, node_tokens: Mapping[str, str] | None) -> None:
-        self._entries: list[tuple[bytes, str | None]] = []
-        if token is not None:
-            self._entries.append((_digest(check_token(token)), None))
-        for node, t in (node_tokens or {}).items():
-            if not isinstance(node, str) or not node:
-                raise ValueError(f"node_tokens keys must be node ids, got {node!r}")
-            self._entries.append((_digest(check_token(t, f"token of node {node!r}")), node))
-        digests = [d for d, _ in self._entries]
-        if len(set(digests)) != len(digests):
-            raise ValueError("every token must be different (shared and per-node ones)")
-
-    @property
-    def required(self) -> bool:
-        return bool(self._entries)
-
-    def node_for(self, authorization: str | None) -> tuple[bool, str | None]:
-        """(allowed, node the body must be for, None meaning any) for an
-        ``Authorization`` header value."""
-        if not self._entries:
-            return True, None
-        scheme, _, presented = (authorization or "").strip().partition(" ")
-        if scheme.lower() != "bearer" or not presented:
-            return False, None
-        digest = _digest(presented.strip())
-        found: tuple[bool, str | None] = (False, None)
-        for known, node in self._entries:  # every one, whatever matched
-            if hmac.compare_digest(known, digest):
-                found = (True, node)
-        return found

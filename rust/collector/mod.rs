@@ -8,7 +8,7 @@
 //! full, closing, or the decoded-work budget in use; the node keeps the
 //! batch and retries), 507 / 500 the dataset files are full / failed
 //! (nothing of the batch kept; the node retries). The HTTP
-//! server around it lives in `python/edgeless_telemetry/collector.py`.
+//! server around it is `http` (tokens in `tokens`).
 
 pub mod admission;
 #[cfg(test)]
@@ -20,8 +20,10 @@ pub mod dedup;
 pub mod format;
 #[cfg(test)]
 mod fuzz;
+pub mod http;
 pub mod redis;
 mod replies;
+pub mod tokens;
 
 use crate::events::FunctionTime;
 use crate::wire::scan::scan;
@@ -399,6 +401,61 @@ impl CollectorCore {
         }
     }
 
+    /// Every count, by its `stats()` name (also served on `GET /stats`).
+    pub(crate) fn stats_pairs(&self) -> Vec<(&'static str, u64)> {
+        let mut out = Vec::with_capacity(32);
+        let s = &self.stats;
+        for (name, v) in [
+            ("batches_received", &s.batches_received),
+            ("batches_stored", &s.batches_stored),
+            ("batches_duplicate", &s.batches_duplicate),
+            ("batches_unsequenced", &s.batches_unsequenced),
+            ("log_keys_renamed", &s.log_keys_renamed),
+            ("batches_malformed", &s.batches_malformed),
+            ("batches_refused", &s.batches_refused),
+            ("batches_forbidden", &s.batches_forbidden),
+            ("batches_queued", &s.batches_queued),
+            ("samples_stored", &s.samples_stored),
+            ("log_entries_stored", &s.log_entries_stored),
+            ("dataset_errors", &s.dataset_errors),
+            ("refused_too_many_entries", &s.refused_too_many_entries),
+            ("refused_too_large_decoded", &s.refused_too_large_decoded),
+            ("busy_decoded_budget", &s.busy_decoded_budget),
+        ] {
+            out.push((name, v.load(Relaxed)));
+        }
+        out.push(("decoded_budget_bytes_in_use", self.budget.in_use()));
+        out.push(("decoded_budget_bytes", self.budget.limit()));
+        if let Some(r) = &self.redis {
+            let rs = r.stats();
+            for (name, v) in [
+                ("redis_entries_written", &rs.samples_written),
+                ("redis_members_added", &rs.members_added),
+                ("redis_members_existing", &rs.members_existing),
+                ("redis_error_replies", &rs.error_replies),
+                ("redis_connects", &rs.connects),
+                ("redis_connection_failures", &rs.connection_failures),
+                ("redis_entries_abandoned", &rs.samples_abandoned),
+                ("redis_cluster_moved", &rs.moved),
+                ("redis_cluster_asked", &rs.asked),
+                ("redis_cluster_map_reads", &rs.map_reads),
+                ("redis_entries_rejected", &rs.entries_rejected),
+                ("redis_faults", &rs.faults),
+                ("redis_failing_since", &rs.failing_since),
+            ] {
+                out.push((name, v.load(Relaxed)));
+            }
+            for (name, v) in replies::ERROR_STAT_NAMES.iter().zip(&rs.error_kinds) {
+                out.push((name, v.load(Relaxed)));
+            }
+            let (bytes, jobs) = r.queued();
+            out.push(("redis_queue_bytes", bytes as u64));
+            out.push(("redis_queue_batches", jobs as u64));
+            out.push(("redis_connected", rs.connected.load(Relaxed) as u64));
+        }
+        out
+    }
+
     /// Pre-scans a body and reserves what decoding it will take, or says
     /// why not: 400 malformed, 413 never (too many entries, or more decoded
     /// work than the whole budget), 503 not now (the budget is in use).
@@ -660,55 +717,8 @@ impl CollectorCore {
 
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
-        let s = &self.stats;
-        for (name, v) in [
-            ("batches_received", &s.batches_received),
-            ("batches_stored", &s.batches_stored),
-            ("batches_duplicate", &s.batches_duplicate),
-            ("batches_unsequenced", &s.batches_unsequenced),
-            ("log_keys_renamed", &s.log_keys_renamed),
-            ("batches_malformed", &s.batches_malformed),
-            ("batches_refused", &s.batches_refused),
-            ("batches_forbidden", &s.batches_forbidden),
-            ("batches_queued", &s.batches_queued),
-            ("samples_stored", &s.samples_stored),
-            ("log_entries_stored", &s.log_entries_stored),
-            ("dataset_errors", &s.dataset_errors),
-            ("refused_too_many_entries", &s.refused_too_many_entries),
-            ("refused_too_large_decoded", &s.refused_too_large_decoded),
-            ("busy_decoded_budget", &s.busy_decoded_budget),
-        ] {
-            d.set_item(name, v.load(Relaxed))?;
-        }
-        d.set_item("decoded_budget_bytes_in_use", self.budget.in_use())?;
-        d.set_item("decoded_budget_bytes", self.budget.limit())?;
-        if let Some(r) = &self.redis {
-            let rs = r.stats();
-            for (name, v) in [
-                ("redis_entries_written", &rs.samples_written),
-                ("redis_members_added", &rs.members_added),
-                ("redis_members_existing", &rs.members_existing),
-                ("redis_error_replies", &rs.error_replies),
-                ("redis_connects", &rs.connects),
-                ("redis_connection_failures", &rs.connection_failures),
-                ("redis_entries_abandoned", &rs.samples_abandoned),
-                ("redis_cluster_moved", &rs.moved),
-                ("redis_cluster_asked", &rs.asked),
-                ("redis_cluster_map_reads", &rs.map_reads),
-                ("redis_entries_rejected", &rs.entries_rejected),
-                ("redis_faults", &rs.faults),
-                ("redis_failing_since", &rs.failing_since),
-            ] {
-                d.set_item(name, v.load(Relaxed))?;
-            }
-            for (kind, v) in replies::ERROR_KINDS.iter().zip(&rs.error_kinds) {
-                let name = format!("redis_error_replies_{}", kind.to_ascii_lowercase());
-                d.set_item(name, v.load(Relaxed))?;
-            }
-            let (bytes, jobs) = r.queued();
-            d.set_item("redis_queue_bytes", bytes)?;
-            d.set_item("redis_queue_batches", jobs)?;
-            d.set_item("redis_connected", rs.connected.load(Relaxed) as u64)?;
+        for (name, v) in self.stats_pairs() {
+            d.set_item(name, v)?;
         }
         Ok(d)
     }

@@ -29,6 +29,18 @@ pub const ERROR_KINDS: [&str; 8] = [
     "other",
 ];
 
+/// `stats()` names of `ERROR_KINDS`, in the same order.
+pub const ERROR_STAT_NAMES: [&str; 8] = [
+    "redis_error_replies_oom",
+    "redis_error_replies_misconf",
+    "redis_error_replies_readonly",
+    "redis_error_replies_loading",
+    "redis_error_replies_busy",
+    "redis_error_replies_tryagain",
+    "redis_error_replies_wrongtype",
+    "redis_error_replies_other",
+];
+
 /// One command's fate in one attempt.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum Outcome {
@@ -240,6 +252,16 @@ fn keep(payload: &mut Vec<u8>, routes: &mut Vec<Route>, job: &Job, i: usize, byt
 mod tests {
     use super::*;
     use crate::collector::format::Resp;
+
+    #[test]
+    fn stat_names_follow_the_kinds() {
+        for (kind, name) in ERROR_KINDS.iter().zip(ERROR_STAT_NAMES) {
+            assert_eq!(
+                name,
+                format!("redis_error_replies_{}", kind.to_ascii_lowercase())
+            );
+        }
+    }
 
     fn zadd(buf: &mut Vec<u8>, key: &str, members: usize) {
         let mut r = Resp { buf };

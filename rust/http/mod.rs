@@ -6,5 +6,8 @@
 //! copy is leaked in the child, never dropped, since dropping it would wait
 //! for threads that do not exist.
 
+pub mod admission;
 pub mod client;
+pub mod pool;
 pub mod runtime;
+pub mod server;

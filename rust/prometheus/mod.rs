@@ -1,28 +1,34 @@
 //! PrometheusTarget: the EDGELESS families (`function_count`,
 //! `execution_times`, `transfer_times`) as lock-free series, rendered in
-//! Rust and served on `GET /metrics` from threads that never need the GIL.
+//! Rust and served on `GET /metrics` by the extension's HTTP server
+//! (`crate::http`), whose threads never need the GIL.
 //!
 //! Split like prometheus/client_rust: `histogram` and `gauge` hold the
 //! atomics, `family` maps label sets to series, `registry` ties the
 //! families to the event chain and renders them, `encoding` knows the two
-//! exposition formats, `server` is the endpoint.
+//! exposition formats, `server` is the endpoint (on `crate::http`) and
+//! `scrape` shares renderings between concurrent scrapes.
 
 pub mod encoding;
 pub mod family;
 pub mod gauge;
 pub mod histogram;
 pub mod registry;
+pub mod scrape;
 pub mod server;
 
+use crate::gil::GilCell;
+use crate::http::admission::Counters;
+use crate::http::server::Server;
 use encoding::{valid_name, Format};
 use histogram::Buckets;
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use registry::{Config, Registry, RESERVED_LABELS};
-use server::{parse_metrics_url, Server};
+use server::parse_metrics_url;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// Longest const label value accepted (they are copied into every series).
 const MAX_CONST_LABEL_BYTES: usize = 1024;
@@ -31,7 +37,14 @@ const MAX_CONST_LABEL_BYTES: usize = 1024;
 pub struct PrometheusTarget {
     registry: Arc<Registry>,
     /// Running or not (stopped, or inherited through fork: see `serve`).
-    server: Mutex<Option<Server>>,
+    /// Guarded by the GIL, not a mutex: a Python thread reading `url`
+    /// while another one stops the server must never wait for a lock whose
+    /// holder waits for the GIL. Only taking the server in or out happens
+    /// under the GIL; binding and stopping (which never need the GIL) run
+    /// with it released, outside the cell.
+    server: GilCell<Option<Server>>,
+    /// The HTTP counters of every server this target ran.
+    http: Arc<Counters>,
 }
 
 impl PrometheusTarget {
@@ -42,27 +55,32 @@ impl PrometheusTarget {
 
     /// Where the server listens in this process, as bound (port 0
     /// resolved).
-    fn running_addr(&self) -> Option<std::net::SocketAddr> {
-        self.server
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .filter(|s| s.running())
-            .map(Server::local_addr)
+    fn running_addr(&self, py: Python<'_>) -> Option<std::net::SocketAddr> {
+        self.server.with(py, |server| {
+            server
+                .as_ref()
+                .filter(|s| s.running())
+                .map(Server::local_addr)
+        })
     }
 
     fn stop_server(&self, py: Python<'_>) {
-        let server = self.server.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(mut server) = server {
+        // An inherited server is only forgotten (`Server::stop`).
+        if let Some(mut server) = self.server.with(py, Option::take) {
             crate::gil::allow_threads(py, move || server.stop());
         }
     }
 }
 
-fn start_server(py: Python<'_>, registry: &Arc<Registry>, metrics_url: &str) -> PyResult<Server> {
+fn start_server(
+    py: Python<'_>,
+    registry: &Arc<Registry>,
+    counters: &Arc<Counters>,
+    metrics_url: &str,
+) -> PyResult<Server> {
     let addr = parse_metrics_url(metrics_url).map_err(PyValueError::new_err)?;
-    let reg = registry.clone();
-    crate::gil::allow_threads(py, || Server::start(reg, addr)).map_err(|e| {
+    let (reg, counters) = (registry.clone(), counters.clone());
+    crate::gil::allow_threads(py, || server::start(reg, addr, counters)).map_err(|e| {
         PyOSError::new_err((
             e.raw_os_error().unwrap_or(0),
             format!("PrometheusTarget cannot listen on {addr} ({metrics_url}): {e}"),
@@ -151,33 +169,48 @@ impl PrometheusTarget {
             const_labels: const_labels_from(const_labels)?,
             max_series,
         }));
+        let http = Arc::new(Counters::default());
         let server = if metrics_url.is_empty() {
             None
         } else {
-            Some(start_server(py, &registry, metrics_url)?)
+            Some(start_server(py, &registry, &http, metrics_url)?)
         };
         Ok(Self {
-            server: Mutex::new(server),
+            server: GilCell::new(server),
             registry,
+            http,
         })
     }
 
     /// Starts serving `GET /metrics` on `metrics_url` when no server runs
     /// in this process: for a target made with `""`, after `close()`, or in
-    /// a forked child (the parent's server thread and socket are not
+    /// a forked child (the parent's server, its runtime and socket are not
     /// inherited; the child's series are its own). Raises `RuntimeError`
     /// if one is running, else as the constructor does.
     fn serve(&self, py: Python<'_>, metrics_url: &str) -> PyResult<()> {
-        let mut slot = self.server.lock().unwrap_or_else(|e| e.into_inner());
-        if slot.as_ref().is_some_and(Server::running) {
-            return Err(PyRuntimeError::new_err(format!(
-                "PrometheusTarget is already serving on {}; close() it first",
-                slot.as_ref().map(Server::local_addr).expect("running")
-            )));
+        let already = |addr| {
+            PyRuntimeError::new_err(format!(
+                "PrometheusTarget is already serving on {addr}; close() it first"
+            ))
+        };
+        if let Some(addr) = self.running_addr(py) {
+            return Err(already(addr));
         }
-        let server = start_server(py, &self.registry, metrics_url)?;
-        // An inherited (or stopped) server is only forgotten.
-        *slot = Some(server);
+        let server = start_server(py, &self.registry, &self.http, metrics_url)?;
+        // Another thread may have started one meanwhile (the GIL was
+        // released while binding): then ours goes.
+        let clash = self.server.with(py, |slot| match slot {
+            Some(running) if running.running() => Some((server, running.local_addr())),
+            _ => {
+                // An inherited (or stopped) server is only forgotten.
+                *slot = Some(server);
+                None
+            }
+        });
+        if let Some((mut ours, addr)) = clash {
+            crate::gil::allow_threads(py, move || ours.stop());
+            return Err(already(addr));
+        }
         Ok(())
     }
 
@@ -200,18 +233,21 @@ impl PrometheusTarget {
     /// `http://host:port/metrics` as bound, or `None` without a server (or
     /// after `close()`).
     #[getter]
-    fn url(&self) -> Option<String> {
-        self.running_addr().map(|a| format!("http://{a}/metrics"))
+    fn url(&self, py: Python<'_>) -> Option<String> {
+        self.running_addr(py).map(|a| format!("http://{a}/metrics"))
     }
 
     /// The bound port (useful with port 0), or `None` without a server (or
     /// after `close()`).
     #[getter]
-    fn port(&self) -> Option<u16> {
-        self.running_addr().map(|a| a.port())
+    fn port(&self, py: Python<'_>) -> Option<u16> {
+        self.running_addr(py).map(|a| a.port())
     }
 
-    /// Series and refused label sets per family, and scrapes served.
+    /// Series and refused label sets per family, scrapes served, and the
+    /// HTTP server's counts: requests, connections cut at their deadline
+    /// (`http_timeouts`), refused with 503 (`http_503_busy`), closed to admit
+    /// a newer one (`http_evictions`).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
         for (family, series, refused) in self.registry.stats() {
@@ -222,6 +258,16 @@ impl PrometheusTarget {
         d.set_item("scrapes", all.load(Ordering::Relaxed))?;
         d.set_item("scrapes_openmetrics", openmetrics.load(Ordering::Relaxed))?;
         d.set_item("scrapes_gzip", gzip.load(Ordering::Relaxed))?;
+        let http = &self.http;
+        for (name, v) in [
+            ("http_connections", &http.accepted),
+            ("http_requests", &http.requests),
+            ("http_timeouts", &http.timeouts),
+            ("http_503_busy", &http.busy),
+            ("http_evictions", &http.evictions),
+        ] {
+            d.set_item(name, v.load(Ordering::Relaxed))?;
+        }
         Ok(d)
     }
 
@@ -245,8 +291,8 @@ impl PrometheusTarget {
         self.stop_server(py);
     }
 
-    fn __repr__(&self) -> String {
-        match self.url() {
+    fn __repr__(&self, py: Python<'_>) -> String {
+        match self.url(py) {
             Some(url) => format!("PrometheusTarget({url:?})"),
             None => "PrometheusTarget(no server)".to_owned(),
         }

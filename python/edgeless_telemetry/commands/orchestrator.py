@@ -34,10 +34,11 @@ def register(subparsers: Any) -> None:
                    help='JSON {"<node_id>": "<token>"}: a node sending with its token may only'
                         " send its own node_id")
     p.add_argument("--read-timeout", type=float, default=10.0,
-                   help="seconds a request (or an idle kept-alive connection) may take to"
-                        " arrive (default 10)")
+                   help="seconds a whole request (head and body, from accept or the previous"
+                        " response) may take to arrive (default 10)")
     p.add_argument("--max-connections", type=int, default=256,
-                   help="connections served at once; more get 503 (default 256)")
+                   help="connections open at once; past it the oldest one without a complete"
+                        " request is closed, 503 if all are busy (default 256)")
     p.add_argument("--stats-interval", type=float, default=10.0,
                    help="seconds between stats lines on stderr, 0 = none")
     p.set_defaults(run=run)

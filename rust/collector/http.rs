@@ -1,0 +1,461 @@
+//! The collector's HTTP side on the shared server (`crate::http`):
+//! `POST /performance` (a node's batch), `GET /health`, `GET /stats`.
+//!
+//! Checks run in the order that reads least: token (401, or 403 later
+//! when the body's node is not the token's), path (404), method (405),
+//! declared length (411, 413 without reading), content type (415), then
+//! the in-flight budget (503) before a byte of the body is read. Every
+//! refusal, and every request that needs no body, is answered without
+//! reading what the client declared and closes the connection; only a
+//! body that was read whole leaves it open for the next batch. The body
+//! goes to `CollectorCore::ingest_body` on a blocking thread, whose status
+//! is the answer.
+//!
+//! `read_timeout_s` is the whole-request deadline (head and body, from
+//! accept or the previous response; an idle kept-alive connection is
+//! closed at it too), `max_connections` the connection cap (see
+//! `crate::http::admission` for who gives way when it is reached).
+
+use super::tokens::{Access, Tokens};
+use super::CollectorCore;
+use crate::gil::GilCell;
+use crate::http::admission::{Counters, Limits};
+use crate::http::pool::Pool;
+use crate::http::server::{closing, has_body, response, Conn, Handler, Listener, Server, TEXT};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE};
+use hyper::{Method, Request, Response, StatusCode};
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+const PROTOBUF: &str = "application/x-protobuf";
+
+/// Batches stored at once (each may wait up to `redis_ack_timeout_s`);
+/// more wait for a thread, their bodies counted in flight.
+const STORERS: usize = 64;
+
+/// Refusals by status, as `stats()` names them.
+#[derive(Default)]
+struct Refused {
+    unauthorized: AtomicU64,
+    forbidden: AtomicU64,
+    not_found: AtomicU64,
+    bad_method: AtomicU64,
+    no_length: AtomicU64,
+    too_large: AtomicU64,
+    bad_type: AtomicU64,
+    /// Over the in-flight budget (the connection cap counts in `http`).
+    inflight_full: AtomicU64,
+}
+
+struct Collect {
+    core: Py<CollectorCore>,
+    tokens: Tokens,
+    max_body_bytes: usize,
+    max_inflight_bytes: usize,
+    inflight: AtomicUsize,
+    refused: Refused,
+    http: Arc<Counters>,
+    /// Where bodies are stored (blocking: decoding, the dataset, waiting
+    /// for Redis' ack); see `Pool` for why not `spawn_blocking`.
+    storers: Pool,
+}
+
+/// Bytes of a body being read or stored, given back on drop: when the
+/// blocking ingest ends, even if the connection is gone by then, or when
+/// the connection is cut mid-body.
+struct Reservation {
+    owner: Arc<Collect>,
+    bytes: usize,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.owner.inflight.fetch_sub(self.bytes, Relaxed);
+    }
+}
+
+fn text(status: StatusCode, reason: impl Into<String>) -> Response<Full<Bytes>> {
+    response(status, TEXT, reason.into())
+}
+
+impl Collect {
+    fn core(&self) -> &CollectorCore {
+        self.core.get()
+    }
+
+    fn reserve(self: &Arc<Self>, bytes: usize) -> Option<Reservation> {
+        self.inflight
+            .fetch_update(Relaxed, Relaxed, |now| {
+                (now + bytes <= self.max_inflight_bytes).then_some(now + bytes)
+            })
+            .ok()
+            .map(|_| Reservation {
+                owner: self.clone(),
+                bytes,
+            })
+    }
+
+    fn refuse(
+        &self,
+        counter: &AtomicU64,
+        status: StatusCode,
+        reason: &str,
+    ) -> Response<Full<Bytes>> {
+        counter.fetch_add(1, Relaxed);
+        closing(text(status, reason))
+    }
+
+    fn access(&self, req: &Request<Incoming>) -> Access {
+        self.tokens
+            .access(req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes))
+    }
+
+    fn unauthorized(&self) -> Response<Full<Bytes>> {
+        let mut resp = self.refuse(
+            &self.refused.unauthorized,
+            StatusCode::UNAUTHORIZED,
+            "bearer token missing or wrong",
+        );
+        resp.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"edgeless-telemetry\""),
+        );
+        resp
+    }
+
+    /// Every count `stats()` and `GET /stats` show.
+    fn stats(&self) -> Vec<(&'static str, u64)> {
+        let mut out = self.core().stats_pairs();
+        let (r, h) = (&self.refused, &self.http);
+        for (name, v) in [
+            ("http_401", &r.unauthorized),
+            ("http_403", &r.forbidden),
+            ("http_404", &r.not_found),
+            ("http_405", &r.bad_method),
+            ("http_411", &r.no_length),
+            ("http_413", &r.too_large),
+            ("http_415", &r.bad_type),
+            ("http_connections", &h.accepted),
+            ("http_requests", &h.requests),
+            ("http_timeouts", &h.timeouts),
+            ("http_evictions", &h.evictions),
+        ] {
+            out.push((name, v.load(Relaxed)));
+        }
+        let busy = r.inflight_full.load(Relaxed) + h.busy.load(Relaxed);
+        out.push(("http_503_busy", busy));
+        out.push(("http_inflight_bytes", self.inflight.load(Relaxed) as u64));
+        out
+    }
+
+    async fn post(self: Arc<Self>, req: Request<Incoming>, conn: Conn) -> Response<Full<Bytes>> {
+        let node = match self.access(&req) {
+            Access::Denied => return self.unauthorized(),
+            Access::AnyNode => None,
+            Access::Node(node) => Some(node),
+        };
+        let path = req.uri().path().trim_end_matches('/');
+        if !path.is_empty() && path != "/performance" {
+            return self.refuse(
+                &self.refused.not_found,
+                StatusCode::NOT_FOUND,
+                "POST to /performance",
+            );
+        }
+        let length = req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+            .map(|v| v.parse::<usize>().unwrap_or(usize::MAX));
+        let Some(length) = length else {
+            return self.refuse(
+                &self.refused.no_length,
+                StatusCode::LENGTH_REQUIRED,
+                "Content-Length required",
+            );
+        };
+        if length > self.max_body_bytes {
+            let reason = format!("body over {} bytes", self.max_body_bytes);
+            return self.refuse(
+                &self.refused.too_large,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &reason,
+            );
+        }
+        let ctype = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap_or("?"))
+            .unwrap_or(PROTOBUF);
+        if ctype.split(';').next().unwrap_or("").trim() != PROTOBUF {
+            let reason = format!("Content-Type must be {PROTOBUF}");
+            return self.refuse(
+                &self.refused.bad_type,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                &reason,
+            );
+        }
+        let Some(reservation) = self.reserve(length) else {
+            let mut resp = self.refuse(
+                &self.refused.inflight_full,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy: too many bytes in flight, send again",
+            );
+            resp.headers_mut()
+                .insert("retry-after", HeaderValue::from_static("1"));
+            return resp;
+        };
+        let Some(body) = read_body(req.into_body(), length).await else {
+            // The client went away or sent a body of another length.
+            return closing(text(
+                StatusCode::BAD_REQUEST,
+                "body shorter than Content-Length",
+            ));
+        };
+        conn.request_complete();
+        let stored = self.storers.run(move || {
+            let held = reservation;
+            held.owner.core().ingest_body(&body, node.as_deref())
+        });
+        let (status, reason) = stored
+            .await
+            .unwrap_or_else(|| (500, "storing the batch failed".into()));
+        if status == 403 {
+            self.refused.forbidden.fetch_add(1, Relaxed);
+        }
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        text(status, reason)
+    }
+
+    fn get(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+        let path = req.uri().path().trim_end_matches('/');
+        if path == "/stats" {
+            if self.access(req) == Access::Denied {
+                return self.unauthorized();
+            }
+            let mut json = String::from("{");
+            for (i, (name, v)) in self.stats().into_iter().enumerate() {
+                let sep = if i == 0 { "" } else { ", " };
+                json.push_str(&format!("{sep}\"{name}\": {v}"));
+            }
+            json.push('}');
+            return response(StatusCode::OK, "application/json", json);
+        }
+        if path.is_empty() || path == "/health" {
+            return text(StatusCode::OK, "ok");
+        }
+        self.refused.not_found.fetch_add(1, Relaxed);
+        text(StatusCode::NOT_FOUND, "not found")
+    }
+}
+
+/// Reads exactly `length` bytes of body into one buffer; `None` if the
+/// stream ends early or fails.
+async fn read_body(mut body: Incoming, length: usize) -> Option<Vec<u8>> {
+    let mut buf = Vec::with_capacity(length);
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.ok()?.into_data() {
+            if buf.len() + data.len() > length {
+                return None;
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    (buf.len() == length).then_some(buf)
+}
+
+impl Handler for Collect {
+    async fn handle(self: Arc<Self>, req: Request<Incoming>, conn: Conn) -> Response<Full<Bytes>> {
+        if req.method() == Method::POST {
+            return self.post(req, conn).await;
+        }
+        // Nothing else needs a body: none is read.
+        conn.request_complete();
+        let declared_body = has_body(&req);
+        let resp = if req.method() == Method::GET || req.method() == Method::HEAD {
+            self.get(&req)
+        } else {
+            self.refused.bad_method.fetch_add(1, Relaxed);
+            let mut resp = text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "POST /performance, GET /health or /stats",
+            );
+            resp.headers_mut()
+                .insert("allow", HeaderValue::from_static("GET, HEAD, POST"));
+            resp
+        };
+        if declared_body || resp.status() != StatusCode::OK {
+            closing(resp)
+        } else {
+            resp
+        }
+    }
+}
+
+enum Phase {
+    Bound(Listener),
+    Serving(Server),
+    Stopped,
+}
+
+/// The collector's HTTP server: binds at construction, serves from
+/// `start()` until `stop()`; the Python `OrchestratorCollector` wraps it.
+#[pyclass(module = "edgeless_telemetry._core", frozen)]
+pub struct CollectorServer {
+    addr: SocketAddr,
+    handler: Arc<Collect>,
+    limits: Limits,
+    /// Guarded by the GIL, never held while waiting: binding and stopping
+    /// run with the GIL released, outside the cell.
+    phase: GilCell<Phase>,
+}
+
+/// `host:port` resolved, IPv4 first (as the standard library's server did).
+fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {host:?}: {e}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| format!("{host:?} resolves to no address"))
+}
+
+#[pymethods]
+impl CollectorServer {
+    #[new]
+    #[pyo3(signature = (core, host, port, *, token = None, node_tokens = None, max_body_bytes = 16_777_216, max_inflight_bytes = 67_108_864, read_timeout_s = 10.0, max_connections = 256))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        core: Py<CollectorCore>,
+        host: &str,
+        port: u16,
+        token: Option<String>,
+        node_tokens: Option<HashMap<String, String>>,
+        max_body_bytes: usize,
+        max_inflight_bytes: usize,
+        read_timeout_s: f64,
+        max_connections: usize,
+    ) -> PyResult<Self> {
+        if max_body_bytes < 1 || max_connections < 1 || max_inflight_bytes < max_body_bytes {
+            return Err(PyValueError::new_err(
+                "max_body_bytes and max_connections must be at least 1, max_inflight_bytes at least max_body_bytes",
+            ));
+        }
+        if !(read_timeout_s.is_finite() && read_timeout_s > 0.0) {
+            return Err(PyValueError::new_err(format!(
+                "read_timeout_s must be a positive number, got {read_timeout_s}"
+            )));
+        }
+        let mut per_node: Vec<(String, String)> =
+            node_tokens.unwrap_or_default().into_iter().collect();
+        per_node.sort();
+        let tokens = Tokens::new(token.as_deref(), &per_node).map_err(PyValueError::new_err)?;
+        let addr = resolve(host, port).map_err(PyValueError::new_err)?;
+        let listener = crate::gil::allow_threads(py, || Listener::bind(addr)).map_err(|e| {
+            PyOSError::new_err((
+                e.raw_os_error().unwrap_or(0),
+                format!("OrchestratorCollector cannot listen on {addr}: {e}"),
+            ))
+        })?;
+        let request_timeout = Duration::from_secs_f64(read_timeout_s.min(1e6));
+        let limits = Limits {
+            request_timeout,
+            // A node reads its answer at once; as long as a request may take.
+            response_timeout: request_timeout.max(Duration::from_secs(10)),
+            max_connections,
+            max_pending: max_connections,
+            max_head_bytes: 16 << 10,
+        };
+        Ok(Self {
+            addr: listener.local_addr(),
+            handler: Arc::new(Collect {
+                core,
+                tokens,
+                max_body_bytes,
+                max_inflight_bytes,
+                inflight: AtomicUsize::new(0),
+                refused: Refused::default(),
+                http: Arc::new(Counters::default()),
+                storers: Pool::new("edgeless-collect", STORERS),
+            }),
+            limits,
+            phase: GilCell::new(Phase::Bound(listener)),
+        })
+    }
+
+    /// `http://host:port` as bound (the real port when 0 was asked).
+    #[getter]
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Whether requests need a bearer token.
+    #[getter]
+    fn token_required(&self) -> bool {
+        self.handler.tokens.required()
+    }
+
+    /// Starts serving. RuntimeError if started before (or stopped).
+    fn start(&self, py: Python<'_>) -> PyResult<()> {
+        let listener =
+            self.phase
+                .with(py, |phase| match std::mem::replace(phase, Phase::Stopped) {
+                    Phase::Bound(listener) => Ok(listener),
+                    other => {
+                        *phase = other;
+                        Err(PyRuntimeError::new_err(
+                            "OrchestratorCollector already started (or stopped)",
+                        ))
+                    }
+                })?;
+        let (handler, limits, counters) = (
+            self.handler.clone(),
+            self.limits.clone(),
+            self.handler.http.clone(),
+        );
+        let server = crate::gil::allow_threads(py, move || {
+            Server::start(listener, handler, limits, counters)
+        })
+        .map_err(|e| PyOSError::new_err(format!("OrchestratorCollector cannot serve: {e}")))?;
+        self.phase.with(py, |phase| *phase = Phase::Serving(server));
+        Ok(())
+    }
+
+    /// Stops serving and frees the port (waiting connections are closed,
+    /// requests being stored finish); idempotent.
+    fn stop(&self, py: Python<'_>) {
+        match self
+            .phase
+            .with(py, |phase| std::mem::replace(phase, Phase::Stopped))
+        {
+            Phase::Serving(mut server) => crate::gil::allow_threads(py, move || server.stop()),
+            Phase::Bound(listener) => drop(listener),
+            Phase::Stopped => {}
+        }
+    }
+
+    /// The core's counts and the HTTP ones (see the README).
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for (name, v) in self.handler.stats() {
+            d.set_item(name, v)?;
+        }
+        Ok(d)
+    }
+}
