@@ -41,9 +41,14 @@ def test_attack1_reading_the_url_while_another_thread_restarts_never_hangs() -> 
     # again, 20,000 rounds. Before: one held the GIL waiting for the
     # server's mutex, the other held the mutex waiting for the GIL.
     out = run_bounded("""
+        import sys
         import threading
         from edgeless_telemetry import PrometheusTarget
 
+        # Hand the GIL over quickly: each round releases it twice, and at
+        # the default 5 ms switch interval 20,000 rounds against a busy
+        # reader take minutes without any hang.
+        sys.setswitchinterval(1e-4)
         prom = PrometheusTarget("http://127.0.0.1:0")
         stop = threading.Event()
         seen = {"url": 0, "none": 0}

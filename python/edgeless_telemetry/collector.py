@@ -59,6 +59,12 @@ class OrchestratorCollector:
     Bearer <token>``); ``node_tokens``: ``{node_id: token}``, a batch sent
     with one of these must be for that node. Without either, anyone who
     can reach ``listen_url`` may write, hence its default on 127.0.0.1.
+
+    ``max_entries_per_body``: samples plus log entries one body may hold
+    (more: 413, nothing written); ``max_decoded_bytes``: what all bodies
+    being decoded and stored may take together (past it: 503, the node
+    resends). ``layout="edgeless"`` writes EDGELESS's leading empty CSV
+    column when ``additional_header``/``additional_fields`` are empty.
     """
 
     def __init__(
@@ -78,6 +84,9 @@ class OrchestratorCollector:
         read_timeout_s: float = 10.0,
         max_connections: int = 256,
         redis_ack_timeout_s: float = 2.0,
+        max_entries_per_body: int = 1 << 20,
+        max_decoded_bytes: int = 256 << 20,
+        layout: str = "plain",
     ) -> None:
         parts = urlsplit(listen_url)
         if parts.scheme != "http" or parts.hostname is None:
@@ -101,6 +110,9 @@ class OrchestratorCollector:
             additional_fields=additional_fields,
             max_redis_queue_bytes=max_redis_queue_bytes,
             redis_ack_timeout_s=redis_ack_timeout_s,
+            max_entries_per_body=max_entries_per_body,
+            max_decoded_bytes=max_decoded_bytes,
+            layout=layout,
         )
         port = parts.port if parts.port is not None else 80
         self._server = _core.CollectorServer(

@@ -22,6 +22,9 @@ def register(subparsers: Any) -> None:
                         " for a Redis Cluster")
     p.add_argument("--dataset-path", default=None, help=DATASET_HELP)
     p.add_argument("--append", action="store_true", help="append to existing dataset files")
+    p.add_argument("--csv-layout", choices=("plain", "edgeless"), default="plain",
+                   help="edgeless: write a leading empty column when there are no additional"
+                        " header/fields, as EDGELESS's orchestrator does (default plain)")
     p.add_argument("--additional-header", default="", help="leading CSV header column(s)")
     p.add_argument("--additional-fields", default="", help="leading CSV field(s) of every row")
     p.add_argument("--max-body-bytes", type=int, default=16 << 20,
@@ -59,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         redis_url=args.redis_url,
         dataset_path=dataset_prefix(args.dataset_path) if args.dataset_path else None,
         append=args.append,
+        layout=args.csv_layout,
         additional_header=args.additional_header,
         additional_fields=args.additional_fields,
         max_body_bytes=args.max_body_bytes,
