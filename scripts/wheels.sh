@@ -23,7 +23,7 @@ while [ $# -gt 0 ]; do
         --out) OUT="$(cd "$CALLER_PWD" && mkdir -p "$2" && cd "$2" && pwd)"; shift 2 ;;
         --fast) FAST=1; shift ;;
         x86_64|aarch64|sdist) KINDS+=("$1"); shift ;;
-        -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         *) echo "error: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
