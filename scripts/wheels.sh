@@ -66,7 +66,7 @@ for kind in "${KINDS[@]}"; do
         built+=("$(ls -t "$OUT"/edgeless_telemetry-*.tar.gz | head -n1)")
     else
         rm -f "$OUT"/edgeless_telemetry-*_"$kind".whl
-        step "wheel for $kind (maturin --zig, manylinux2014; a cold fat-LTO build takes minutes)"
+        step "wheel for $kind (maturin --zig, manylinux2014; $([ "$FAST" = 1 ] && echo "no LTO" || echo "fat LTO, minutes when cold"))"
         maturin build --release --strip --zig --compatibility manylinux2014 \
             --target "$kind-unknown-linux-gnu" --out "$OUT"
         wheel="$(ls -t "$OUT"/edgeless_telemetry-*_"$kind".whl | head -n1)"
