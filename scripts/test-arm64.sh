@@ -91,6 +91,7 @@ exec qemu-aarch64-static -L "$ARM_ROOT" -0 "\$0" "$REAL_PY" "\$@"
 EOF
 chmod +x "$PYA"
 read -r PYVER GLIBC < <("$PYA" -c 'import platform; print(platform.python_version(), platform.libc_ver()[1])')
+[ -n "${GLIBC:-}" ] || { echo "error: the arm64 root's python3 does not run under qemu-aarch64-static (see above)" >&2; exit 1; }
 step "arm64 root: Python $PYVER, glibc $GLIBC"
 
 # pip of the host venv fetches for the root: aarch64 wheels only, for the
@@ -103,7 +104,7 @@ packages=("$WHEEL")
 # redis-py needs async-timeout below 3.11.3 (bookworm has 3.11.2).
 [ "$(printf '%s\n' "$PYVER" 3.11.3 | sort -V | head -n1)" = 3.11.3 ] || packages+=("async-timeout>=4.0.3")
 [ "$SMOKE" = 1 ] || packages+=("pytest>=7" "hypothesis>=6" "prometheus-client>=0.17" "pyyaml>=6")
-step "pip install --target $SITE: $(basename "$WHEEL") and its dependencies for aarch64${PYTEST_ARGS:+}"
+step "pip install --target $SITE: $(basename "$WHEEL") and its dependencies for aarch64"
 [ -x "$PY" ] || ensure_venv
 rm -rf "$SITE"
 "$PY" -m pip install -q --target "$SITE" --only-binary=:all: --implementation cp \
