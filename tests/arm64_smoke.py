@@ -14,6 +14,7 @@ import argparse
 import csv
 import math
 import platform
+import re
 import sys
 import tempfile
 import threading
@@ -47,6 +48,10 @@ def check(fn: Callable[[Path], str]) -> Callable[[Path], str]:
 
 @check
 def version_and_platform(_: Path) -> str:
+    cargo = Path(__file__).resolve().parent.parent / "Cargo.toml"  # the one source of the version
+    if cargo.exists():
+        want = re.search(r'^version = "([^"]+)"', cargo.read_text(), re.M)
+        assert want and edgeless_telemetry.__version__ == want.group(1), edgeless_telemetry.__version__
     assert edgeless_telemetry.__version__.count(".") >= 2, edgeless_telemetry.__version__
     so = Path(edgeless_telemetry._core.__file__)  # type: ignore[attr-defined]
     return f"{edgeless_telemetry.__version__} on {platform.machine()}, Python {platform.python_version()}, {so.name}"
