@@ -29,7 +29,7 @@ while [ $# -gt 0 ]; do
 done
 [ ${#KINDS[@]} -gt 0 ] || KINDS=(x86_64 aarch64 sdist)
 # A wheel over this many bytes fails the release build (an edge node's
-# download; the stripped, fat-LTO wheels are about 0.6 MB).
+# download; the stripped, fat-LTO wheels are 0.6-0.9 MB).
 MAX_WHEEL_BYTES=1000000
 
 ensure_venv
