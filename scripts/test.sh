@@ -27,4 +27,16 @@ LIBDIR="$("$PY" -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))'
 LD_LIBRARY_PATH="$LIBDIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" PYO3_PYTHON="$PY" cargo test --quiet
 
 "$PY" -m pytest -q tests "$@"
+
+# Packaging smoke (a few minutes): the manylinux_2_17 wheels for x86_64 and
+# aarch64, cross-built with zig but without LTO (wheels.sh --fast; it adds
+# the Rust target and pip-installs ziglang and auditwheel), checked by
+# auditwheel and by reading their ELF files; the x86_64 one installed alone
+# into fresh venvs (each of Python 3.10 and 3.11 found here), the aarch64
+# one run on a Debian arm64 root under qemu (test-arm64.sh --smoke; it
+# apt-installs qemu-user-static and mmdebstrap). The release build and the
+# full checks: see "Building from source" in the README.
+SMOKE_WHEELS="$ROOT/target/wheelhouse-smoke"
+"$ROOT/scripts/wheels.sh" --fast --out "$SMOKE_WHEELS" x86_64 aarch64
+EDGELESS_WHEELHOUSE="$SMOKE_WHEELS" "$PY" -m pytest -q tests/test_wheels.py
 "$PY" -m pytest -q benches --benchmark-disable
