@@ -162,6 +162,13 @@ class OrchestratorCollector:
         ``http_inflight_bytes``."""
         return dict(self._server.stats())
 
+    @property
+    def redis_last_error(self) -> str:
+        """What Redis (or the connection to it) last answered in error, in
+        full; empty if nothing went wrong yet. ``stats()["redis_failing_since"]``
+        says whether it still does (Unix seconds, 0 while Redis takes writes)."""
+        return str(self.core.redis_last_error())
+
     def __enter__(self) -> OrchestratorCollector:
         return self.start()
 

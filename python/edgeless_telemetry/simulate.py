@@ -88,10 +88,12 @@ class SimulatedNode:
 class Progress:
     """A live status line: events/s, batches shipped, drops."""
 
-    def __init__(self, processor: object, perf: object, reporter: object) -> None:
+    def __init__(self, processor: object, perf: object, reporter: object,
+                 collector: object | None = None) -> None:
         self._processor = processor
         self._perf = perf
         self._reporter = reporter
+        self._collector = collector
         self._last_t = time.monotonic()
         self._last_events = 0
         self._tty = sys.stdout.isatty()
@@ -118,6 +120,12 @@ class Progress:
         since = getattr(self._reporter, "failing_since", None)
         if since is not None:  # a run of failed sends: say what and for how long
             line += f"  failing for {max(0.0, time.time() - since):.0f}s: {self._reporter.last_error}"  # type: ignore[attr-defined]
+        if self._collector is not None:
+            stats = self._collector.stats()  # type: ignore[attr-defined]
+            failing = stats.get("redis_failing_since", 0)
+            if failing:
+                error = " ".join(self._collector.redis_last_error.split())[:100]  # type: ignore[attr-defined]
+                line += f"  REDIS FAILING for {max(0.0, time.time() - failing):.0f}s (CSV goes on): {error}"
         if self._tty:
             print("\r" + line, end="\n" if final else "", flush=True)
         else:

@@ -11,6 +11,7 @@ from typing import Any
 from ..auth import TOKEN_ENV, check_token, load_node_tokens, token_from_env
 from ..collector import OrchestratorCollector
 from ..paths import DATASET_HELP, dataset_prefix
+from ..status import CollectorStatus
 
 
 def register(subparsers: Any) -> None:
@@ -43,7 +44,10 @@ def register(subparsers: Any) -> None:
                    help="connections open at once; past it the oldest one without a complete"
                         " request is closed, 503 if all are busy (default 256)")
     p.add_argument("--stats-interval", type=float, default=10.0,
-                   help="seconds between stats lines on stderr, 0 = none")
+                   help="seconds between status lines on stderr (what was stored, refused, whether"
+                        " Redis takes writes), 0 = none (default 10)")
+    p.add_argument("--verbose-stats", action="store_true",
+                   help="also print every counter of stats() at exit")
     p.set_defaults(run=run)
 
 
@@ -75,8 +79,11 @@ def run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     print(f"listening on {collector.url}", flush=True)
+    status = CollectorStatus(collector)
     while not stop.wait(args.stats_interval or None):
-        print(f"collector: {collector.stats()}", file=sys.stderr, flush=True)
+        status.show()
     collector.stop()
-    print(f"collector: {collector.stats()}", file=sys.stderr, flush=True)
+    status.show()
+    if args.verbose_stats:
+        print(f"collector: {collector.stats()}", file=sys.stderr, flush=True)
     return 0
