@@ -34,6 +34,9 @@ class RedisServer:
         self.exe = exe
         self.workdir = workdir
         self.port = port or free_port()
+        # A port we picked may be taken by another process (free_port only
+        # saw it free a moment ago): then we pick again, once per attempt.
+        self.port_is_ours_to_pick = port is None
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -41,6 +44,17 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, extra: list[str] | None = None) -> None:
+        for _ in range(5):
+            if self._start_once(extra):
+                return
+            if not self.port_is_ours_to_pick:
+                break
+            self.port = free_port()
+        raise RuntimeError(f"redis-server did not start on port {self.port}")
+
+    def _start_once(self, extra: list[str] | None) -> bool:
+        """True once our own redis-server answers on the port (not another
+        process's: two test runs at once may pick one free port)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             [
@@ -53,17 +67,18 @@ class RedisServer:
             stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and self.proc.poll() is None:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(64).startswith(b"+PONG"):
-                        return
+                    s.sendall(b"INFO server\r\n")
+                    reply = s.recv(65536)
+                    if f"process_id:{self.proc.pid}\r".encode() in reply:
+                        return True
             except OSError:
                 pass
             time.sleep(0.02)
         self.stop()
-        raise RuntimeError(f"redis-server did not start on port {self.port}")
+        return False
 
     def stop(self) -> None:
         if self.proc is not None:

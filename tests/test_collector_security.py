@@ -309,7 +309,7 @@ def test_orchestrator_and_node_commands_use_the_token(tmp_path: Path) -> None:
     orc = subprocess.Popen(
         [sys.executable, "-m", "edgeless_telemetry.cli", "orchestrator",
          "--listen", f"http://127.0.0.1:{port}", "--dataset-path", prefix,
-         "--node-tokens", str(tokens), "--stats-interval", "0"],
+         "--node-tokens", str(tokens), "--stats-interval", "0", "--verbose-stats"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )
     try:
