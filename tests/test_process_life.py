@@ -171,3 +171,60 @@ def test_node_reporter_in_forked_child(tmp_path: Path) -> None:
         values = sorted(float(row[3]) for row in list(csv.reader(f))[1:])
     assert values == [0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 10.0, 11.0, 12.0]
     assert col.stats()["batches_duplicate"] == 0
+
+
+def test_inherited_collector_refuses_in_the_child_never_hangs(tmp_path: Path) -> None:
+    # A collector belongs to the process that made it: in a forked child its
+    # Redis writer thread is gone (and may have held its queue lock at the
+    # fork). The child gets a clear RuntimeError, stop() and exit return.
+    import subprocess
+    import sys
+    import textwrap
+
+    from redis_fixture import RedisServer
+
+    redis = RedisServer(tmp_path / "redis")
+    redis.start()
+    code = textwrap.dedent(f"""
+        import os, sys, threading, time
+        from edgeless_telemetry import NodeReporter, OrchestratorCollector, PerformanceTarget, TelemetryProcessor
+        col = OrchestratorCollector("http://127.0.0.1:0", redis_url={redis.url!r},
+                                    dataset_path={str(tmp_path / "d_")!r}).start()
+        perf = PerformanceTarget()
+        h = TelemetryProcessor([perf], log=False).get_handle(
+            {{"NODE_ID": "n", "FUNCTION_ID": "1c6e8f0e-6b0a-4b5e-9d4e-2f1f2f6a1b11"}})
+        rep = NodeReporter(perf, col.url, "n", interval_s=0.01).start()
+        stop = threading.Event()
+        def load():
+            while not stop.is_set():
+                for _ in range(2000):
+                    h.invocation_completed(0.001)
+                time.sleep(0.001)
+        t = threading.Thread(target=load); t.start()
+        for i in range(20):
+            time.sleep(0.02)
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    col.stats()
+                    os._exit(3)  # must not work
+                except RuntimeError as e:
+                    assert "fork" in str(e)
+                col.stop()
+                os._exit(0)
+            deadline = time.monotonic() + 5
+            while True:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+                    break
+                assert time.monotonic() < deadline, "child hung"
+                time.sleep(0.01)
+        stop.set(); t.join(); rep.stop(); col.stop()
+        print("ok")
+    """)
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    finally:
+        redis.stop()
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]

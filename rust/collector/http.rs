@@ -452,6 +452,7 @@ impl CollectorServer {
 
     /// The core's counts and the HTTP ones (see the README).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        self.handler.core().usable()?;
         let d = PyDict::new(py);
         for (name, v) in self.handler.stats() {
             d.set_item(name, v)?;

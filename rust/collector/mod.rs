@@ -262,6 +262,9 @@ fn render_into(
 /// The collector's storage half; see the module doc.
 #[pyclass(module = "edgeless_telemetry._core", frozen)]
 pub struct CollectorCore {
+    /// The fork generation that made it: its Redis writer thread and the
+    /// locks that thread takes belong to that process (see `usable`).
+    generation: u64,
     state: Mutex<State>,
     redis: Option<RedisSink>,
     redis_mode: RedisMode,
@@ -402,6 +405,20 @@ impl CollectorCore {
     }
 
     /// Every count, by its `stats()` name (also served on `GET /stats`).
+    /// A collector does not survive `fork()`: in a child its Redis writer
+    /// thread is gone, and a lock that thread held at the fork would never
+    /// be released there. So an inherited one refuses clearly instead of
+    /// hanging; the child makes its own.
+    pub(crate) fn usable(&self) -> PyResult<()> {
+        if crate::fork::inherited(self.generation) {
+            return Err(pyo3::exceptions::PyRuntimeError::new_err(
+                "this OrchestratorCollector was made before fork(): it belongs to the parent \
+                 process; make a new one in the child",
+            ));
+        }
+        Ok(())
+    }
+
     pub(crate) fn stats_pairs(&self) -> Vec<(&'static str, u64)> {
         let mut out = Vec::with_capacity(32);
         let s = &self.stats;
@@ -672,6 +689,7 @@ impl CollectorCore {
         };
         let row_prefix = dataset.as_ref().map(|d| d.row_prefix.clone());
         Ok(Self {
+            generation: crate::fork::generation(),
             state: Mutex::new(State {
                 dedup,
                 dataset,
@@ -692,20 +710,34 @@ impl CollectorCore {
     /// Stores one received body; returns (HTTP status, reason). With
     /// `node_id`, a body for any other node is refused (403).
     #[pyo3(signature = (body, node_id = None))]
-    fn ingest(&self, py: Python<'_>, body: &[u8], node_id: Option<String>) -> (u16, String) {
-        crate::gil::allow_threads(py, || self.ingest_body(body, node_id.as_deref()))
+    fn ingest(
+        &self,
+        py: Python<'_>,
+        body: &[u8],
+        node_id: Option<String>,
+    ) -> PyResult<(u16, String)> {
+        self.usable()?;
+        Ok(crate::gil::allow_threads(py, || {
+            self.ingest_body(body, node_id.as_deref())
+        }))
     }
 
     /// Waits until Redis has acknowledged everything queued; False on
     /// timeout. True at once without Redis.
-    fn flush(&self, py: Python<'_>, timeout_s: f64) -> bool {
+    fn flush(&self, py: Python<'_>, timeout_s: f64) -> PyResult<bool> {
+        self.usable()?;
         let timeout = Duration::from_secs_f64(timeout_s.clamp(0.0, 1e9));
-        crate::gil::allow_threads(py, || self.redis.as_ref().is_none_or(|r| r.flush(timeout)))
+        Ok(crate::gil::allow_threads(py, || {
+            self.redis.as_ref().is_none_or(|r| r.flush(timeout))
+        }))
     }
 
     /// Refuses further batches, flushes Redis for at most `timeout_s`, and
     /// stops the writer (what is left is counted as abandoned).
     fn close(&self, py: Python<'_>, timeout_s: f64) {
+        if self.usable().is_err() {
+            return; // the parent's to close
+        }
         let timeout = Duration::from_secs_f64(timeout_s.clamp(0.0, 1e9));
         crate::gil::allow_threads(py, || {
             self.state.lock().expect("state lock").closed = true;
@@ -716,6 +748,7 @@ impl CollectorCore {
     }
 
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        self.usable()?;
         let d = PyDict::new(py);
         for (name, v) in self.stats_pairs() {
             d.set_item(name, v)?;
@@ -726,10 +759,24 @@ impl CollectorCore {
     /// What Redis last answered instead of storing (an error reply, or why
     /// it could not be reached), "" if nothing yet; `stats()` says since
     /// when it refuses (`redis_failing_since`, 0 while it takes writes).
-    fn redis_last_error(&self) -> String {
-        self.redis
+    fn redis_last_error(&self) -> PyResult<String> {
+        self.usable()?;
+        Ok(self
+            .redis
             .as_ref()
             .map(|r| r.last_error())
-            .unwrap_or_default()
+            .unwrap_or_default())
+    }
+}
+
+impl Drop for CollectorCore {
+    /// In a forked child the Redis writer's locks may be held for good by
+    /// the parent's thread: leak the sink there rather than touch them.
+    fn drop(&mut self) {
+        if crate::fork::inherited(self.generation) {
+            if let Some(redis) = self.redis.take() {
+                std::mem::forget(redis);
+            }
+        }
     }
 }
