@@ -336,7 +336,7 @@ class PrometheusTarget:
     def __enter__(self) -> Self:
         """Returns the target itself."""
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        """``close()``."""
+        """Calls ``close()``; an exception propagates."""
 
 @final
 class CollectorCore:
@@ -627,7 +627,7 @@ class ControlPlaneTracer:
         exc_value: BaseException | None = None,
         traceback: TracebackType | None = None,
     ) -> bool:
-        """``close()``; never swallows an exception (returns ``False``)."""
+        """Calls ``close()``; never swallows an exception (returns ``False``)."""
 
 @final
 class SpanScope:

@@ -176,7 +176,7 @@ class OrchestratorCollector:
         return str(self.core.redis_last_error())
 
     def __enter__(self) -> OrchestratorCollector:
-        """`start()`; returns the collector."""
+        """Starts the collector (`start()`) and returns it, for ``with ... as c:``."""
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

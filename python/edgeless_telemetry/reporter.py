@@ -175,7 +175,7 @@ class NodeReporter:
         return self._core.stats()
 
     def __enter__(self) -> NodeReporter:
-        """`start()`; returns the reporter."""
+        """Starts the reporter (`start()`) and returns it, for ``with ... as r:``."""
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
