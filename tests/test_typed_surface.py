@@ -166,7 +166,8 @@ def _exported(from_rust: bool) -> list[tuple[str, Any]]:
         out.append((name, obj))
         if inspect.isclass(obj):
             members = _python_members(obj) if not from_rust else {
-                k: v for k, v in vars(obj).items() if not k.startswith("_")}
+                k: v.__func__ if isinstance(v, staticmethod) else v
+                for k, v in vars(obj).items() if _public(k) and k != "__new__"}
             out += [(f"{name}.{k}", v) for k, v in members.items()]
     return out
 
