@@ -279,22 +279,17 @@ def test_stats_keys_equal_the_declared_keys(tmp_path: Path) -> None:
         plain.close(0.5)
 
 
-def test_stats_keys_with_redis_are_all_the_declared_ones(tmp_path: Path) -> None:
-    server = RedisServer(tmp_path / "redis")
-    server.start()
+def test_stats_keys_with_redis_are_all_the_declared_ones(redis_server: RedisServer) -> None:
+    collector = edgeless_telemetry.OrchestratorCollector("http://127.0.0.1:0", redis_url=redis_server.url)
     try:
-        collector = edgeless_telemetry.OrchestratorCollector("http://127.0.0.1:0", redis_url=server.url)
-        try:
-            _assert_keys(collector.stats(), OrchestratorCollectorStats, exact_optional=True)
-        finally:
-            collector.stop(1.0)
-        core = _core.CollectorCore(redis_url=server.url)
-        try:
-            _assert_keys(core.stats(), CollectorCoreStats, exact_optional=True)
-        finally:
-            core.close(1.0)
+        _assert_keys(collector.stats(), OrchestratorCollectorStats, exact_optional=True)
     finally:
-        server.stop()
+        collector.stop(1.0)
+    core = _core.CollectorCore(redis_url=redis_server.url)
+    try:
+        _assert_keys(core.stats(), CollectorCoreStats, exact_optional=True)
+    finally:
+        core.close(1.0)
 
 
 USER_CODE = """\

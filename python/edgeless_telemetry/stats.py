@@ -235,8 +235,9 @@ class _CollectorCoreAlways(TypedDict):
 
 
 class CollectorCoreStats(_CollectorCoreAlways, total=False):
-    """``CollectorCore.stats()``: the keys of ``_CollectorCoreAlways`` and,
-    only with a ``redis_url``, the ``redis_*`` keys."""
+    """``CollectorCore.stats()``: batches, samples, refusals and the decoding
+    budget, always; the ``redis_*`` keys only with a ``redis_url`` (so a
+    type checker wants ``.get(key, 0)`` or an ``in`` test for them)."""
 
     redis_entries_written: int
     """Samples and log entries Redis acknowledged."""
