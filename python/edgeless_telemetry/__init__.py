@@ -1,7 +1,8 @@
 """Low-overhead telemetry for EDGELESS nodes and control plane.
 
 The event path, targets and tracer live in the Rust extension ``_core``;
-this package adds the enums, the drained-metrics types and the CLI.
+this package adds the enums, the drained-metrics types, the typed
+``stats()`` dicts (`edgeless_telemetry.stats`) and the CLI.
 """
 
 from __future__ import annotations
@@ -21,18 +22,33 @@ from .collector import OrchestratorCollector
 from .enums import ChainResult, FunctionExitStatus, FunctionTime, TelemetryLogLevel
 from .performance import FunctionLogEntry, Metrics, PerformanceTarget, Samples
 from .reporter import NodeReporter
+from .stats import (
+    CollectorCoreStats,
+    ControlPlaneTracerStats,
+    NodeReporterStats,
+    OrchestratorCollectorStats,
+    PerformanceTargetStats,
+    PrometheusTargetStats,
+    TelemetryProcessorStats,
+)
 
 __all__ = [
     "ChainResult",
+    "CollectorCoreStats",
     "ControlPlaneTracer",
+    "ControlPlaneTracerStats",
     "FunctionExitStatus",
     "FunctionLogEntry",
     "FunctionTime",
     "Metrics",
     "NodeReporter",
+    "NodeReporterStats",
     "OrchestratorCollector",
+    "OrchestratorCollectorStats",
     "PerformanceTarget",
+    "PerformanceTargetStats",
     "PrometheusTarget",
+    "PrometheusTargetStats",
     "Samples",
     "Span",
     "SpanScope",
@@ -40,6 +56,7 @@ __all__ = [
     "TelemetryHandle",
     "TelemetryLogLevel",
     "TelemetryProcessor",
+    "TelemetryProcessorStats",
     "Timer",
     "__version__",
 ]

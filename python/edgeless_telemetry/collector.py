@@ -39,6 +39,7 @@ from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from . import _core
+from .stats import OrchestratorCollectorStats
 
 log = logging.getLogger("edgeless_telemetry")
 
@@ -138,29 +139,34 @@ class OrchestratorCollector:
         return self._server.url
 
     def start(self) -> OrchestratorCollector:
-        """Starts serving; RuntimeError if started before."""
+        """Starts serving (Rust threads, no Python thread) and returns the
+        collector; ``RuntimeError`` if started before."""
         self._server.start()
         self._started = True
         return self
 
     def stop(self, timeout_s: float = 5.0) -> None:
-        """Stops serving (the port is free on return), then gives Redis up
-        to ``timeout_s`` to take what is queued (the rest is counted in
-        ``redis_entries_abandoned``)."""
+        """Stops serving (the port is free on return; batches being stored
+        finish first), then gives Redis up to ``timeout_s`` to take what is
+        queued (the rest is counted in ``redis_entries_abandoned``; their
+        nodes hold them). Waits with the GIL released."""
         self._server.stop()
         self._started = False
         self.core.close(timeout_s)
 
     def flush(self, timeout_s: float = 10.0) -> bool:
-        """Waits until Redis holds everything accepted so far."""
+        """Waits (GIL released) until Redis holds everything accepted so far;
+        False if ``timeout_s`` passed first, True at once without Redis."""
         return bool(self.core.flush(timeout_s))
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> OrchestratorCollectorStats:
         """The core's counts (batches, samples, Redis) and the HTTP ones:
         ``http_<status>`` refusals, ``http_503_busy``, ``http_timeouts``,
         ``http_evictions``, ``http_connections`` (accepted), ``http_requests``,
-        ``http_inflight_bytes``."""
-        return dict(self._server.stats())
+        ``http_inflight_bytes``; every key is documented in
+        `OrchestratorCollectorStats` (the ``redis_*`` ones only with a
+        ``redis_url``). A fresh dict; reads atomics, never waits."""
+        return self._server.stats()
 
     @property
     def redis_last_error(self) -> str:
@@ -170,9 +176,11 @@ class OrchestratorCollector:
         return str(self.core.redis_last_error())
 
     def __enter__(self) -> OrchestratorCollector:
+        """Starts the collector (`start()`) and returns it, for ``with ... as c:``."""
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
+        """`stop()` with its default ``timeout_s``; the exception propagates."""
         self.stop()
 
 

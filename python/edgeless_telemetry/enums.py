@@ -9,6 +9,9 @@ from enum import IntEnum
 
 
 class TelemetryLogLevel(IntEnum):
+    """Log level of ``log`` calls (EDGELESS ``TelemetryLogLevel``); methods
+    taking a level also accept its value (0..4) or its name."""
+
     ERROR = 0
     WARN = 1
     INFO = 2
@@ -17,6 +20,10 @@ class TelemetryLogLevel(IntEnum):
 
 
 class FunctionExitStatus(IntEnum):
+    """How a function instance ended (``function_exit``; EDGELESS
+    ``FunctionExitStatus``): ``OK``, ``INTERNAL_ERROR`` (the runtime failed),
+    ``CODE_ERROR`` (the function's own code failed)."""
+
     OK = 0
     INTERNAL_ERROR = 1
     CODE_ERROR = 2

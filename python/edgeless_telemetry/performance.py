@@ -21,14 +21,20 @@ class Samples:
     """Durations in seconds."""
 
     def __len__(self) -> int:
+        """The number of samples."""
         return len(self.values)
 
 
 @dataclass(frozen=True)
 class FunctionLogEntry:
+    """One function log entry, as ``TelemetryHandle.log`` recorded it."""
+
     timestamp_ns: int
+    """Wall-clock time of the entry, ns since the Unix epoch."""
     target: str
+    """The log target (e.g. a logger name)."""
     message: str
+    """The message, cut at the target's ``max_message_bytes``."""
 
 
 @dataclass(frozen=True)
@@ -42,7 +48,9 @@ class Metrics:
     function_times: dict[FunctionTime, dict[str, Samples]] = field(
         default_factory=lambda: {kind: {} for kind in FunctionTime}
     )
+    """Per `FunctionTime`, the samples of each function id."""
     function_log_entries: dict[str, list[FunctionLogEntry]] = field(default_factory=dict)
+    """Per function id, its log entries, oldest first."""
 
     @classmethod
     def _from_raw(cls, raw: tuple[list[list[tuple[str, bytearray, bytearray]]],
@@ -62,9 +70,11 @@ class Metrics:
         )
 
     def sample_count(self) -> int:
+        """Samples of every kind and function together."""
         return sum(len(s) for per_kind in self.function_times.values() for s in per_kind.values())
 
     def is_empty(self) -> bool:
+        """True when there is no sample and no log entry."""
         return self.sample_count() == 0 and not self.function_log_entries
 
 
@@ -81,5 +91,12 @@ class PerformanceTarget(_core.PerformanceTarget):
     """
 
     def get_metrics(self) -> Metrics:
-        """Drain everything recorded so far and reset (EDGELESS ``get_metrics``)."""
+        """Drain everything recorded so far and reset (EDGELESS ``get_metrics``).
+
+        Runs with the GIL held (writers need it too, so nothing is torn or
+        lost): moves the buffers out and copies each column once into a
+        buffer that numpy wraps without another copy, about 2.4-4 ns a
+        sample (the README's bench table). Never raises; `stats()` counts
+        what was overwritten before the drain.
+        """
         return Metrics._from_raw(self._drain_raw())

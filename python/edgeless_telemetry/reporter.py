@@ -46,6 +46,7 @@ import weakref
 from . import _core
 from .auth import check_token
 from .performance import PerformanceTarget
+from .stats import NodeReporterStats
 
 log = logging.getLogger("edgeless_telemetry")
 
@@ -137,6 +138,10 @@ class NodeReporter:
         return self._core.failing_since
 
     def start(self) -> NodeReporter:
+        """Starts the reporter's daemon thread, which drains and sends every
+        ``interval_s`` (one call into Rust, the GIL held only for the
+        drain), and returns the reporter. ``RuntimeError`` if started
+        before."""
         if self._thread is not None:
             raise RuntimeError("NodeReporter already started")
         self._thread = threading.Thread(
@@ -147,7 +152,8 @@ class NodeReporter:
 
     def stop(self) -> bool:
         """Stops the thread, then drains and sends once more within
-        ``timeout_s``; True if nothing is left pending."""
+        ``timeout_s`` (GIL released but for the drain) and closes the
+        connection; True if nothing is left pending."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
@@ -157,17 +163,23 @@ class NodeReporter:
 
     def flush(self, *, deadline: float | None = None) -> bool:
         """Drains now and sends everything pending, by ``deadline``
-        (`time.monotonic()`) if given; True if all went."""
+        (`time.monotonic()`) if given, each request within ``timeout_s``
+        (GIL released but for the drain); True if all went. Never raises for
+        a failed send: see `last_error` and ``stats()``."""
         return self._core.flush(None if deadline is None else deadline - time.monotonic())
 
-    def stats(self) -> dict[str, int]:
-        """Counters and pending gauges; never waits for a send in progress."""
+    def stats(self) -> NodeReporterStats:
+        """Counters and pending gauges, every key documented in
+        `NodeReporterStats`; a fresh dict, never waits for a send in
+        progress."""
         return self._core.stats()
 
     def __enter__(self) -> NodeReporter:
+        """Starts the reporter (`start()`) and returns it, for ``with ... as r:``."""
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
+        """`stop()`: one last drain and send within ``timeout_s``."""
         self.stop()
 
     def _after_fork_in_child(self) -> None:
