@@ -232,31 +232,40 @@ impl TelemetryEvent {
 
 #[pymethods]
 impl TelemetryEvent {
+    /// A FunctionInstantiate event (seconds); `ValueError` for NaN, infinite
+    /// or negative durations.
     #[staticmethod]
     fn function_instantiate(seconds: f64) -> PyResult<Self> {
         Self::duration(FunctionTime::Instantiate, seconds)
     }
 
+    /// A FunctionInit event (seconds); `ValueError` for a bad duration.
     #[staticmethod]
     fn function_init(seconds: f64) -> PyResult<Self> {
         Self::duration(FunctionTime::Init, seconds)
     }
 
+    /// A FunctionInvocationCompleted event (seconds); `ValueError` for a bad
+    /// duration.
     #[staticmethod]
     fn function_invocation_completed(seconds: f64) -> PyResult<Self> {
         Self::duration(FunctionTime::Execution, seconds)
     }
 
+    /// A FunctionStop event (seconds); `ValueError` for a bad duration.
     #[staticmethod]
     fn function_stop(seconds: f64) -> PyResult<Self> {
         Self::duration(FunctionTime::Stop, seconds)
     }
 
+    /// A FunctionTransfer event (seconds); `ValueError` for a bad duration.
     #[staticmethod]
     fn function_transfer(seconds: f64) -> PyResult<Self> {
         Self::duration(FunctionTime::Transfer, seconds)
     }
 
+    /// A FunctionExit event with a `FunctionExitStatus`; `ValueError` for
+    /// another value.
     #[staticmethod]
     fn function_exit(status: i64) -> PyResult<Self> {
         let status = ExitStatus::from_index(status).ok_or_else(|| {
@@ -267,6 +276,7 @@ impl TelemetryEvent {
         })
     }
 
+    /// A FunctionLogEntry event (level, target, message).
     #[staticmethod]
     fn function_log_entry(
         level: &Bound<'_, PyAny>,
@@ -297,6 +307,7 @@ impl TelemetryEvent {
         }
     }
 
+    /// The duration in seconds, or `None` for an exit or log event.
     #[getter]
     fn duration_s(&self) -> Option<f64> {
         match &self.payload {
@@ -305,6 +316,7 @@ impl TelemetryEvent {
         }
     }
 
+    /// The exit status, or `None` for other events.
     #[getter]
     fn status(&self) -> Option<u8> {
         match &self.payload {
@@ -313,6 +325,7 @@ impl TelemetryEvent {
         }
     }
 
+    /// The log level, or `None` for other events.
     #[getter]
     fn level(&self) -> Option<u8> {
         match &self.payload {
@@ -321,6 +334,7 @@ impl TelemetryEvent {
         }
     }
 
+    /// The log entry's target, or `None` for other events.
     #[getter]
     fn target(&self) -> Option<&str> {
         match &self.payload {
@@ -329,6 +343,7 @@ impl TelemetryEvent {
         }
     }
 
+    /// The log entry's message, or `None` for other events.
     #[getter]
     fn message(&self) -> Option<&str> {
         match &self.payload {

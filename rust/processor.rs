@@ -134,6 +134,7 @@ impl TelemetryProcessor {
         TelemetryHandle::new(py, self.core.clone(), tags)
     }
 
+    /// The targets, in chain order.
     #[getter]
     fn targets(&self, py: Python<'_>) -> Py<PyTuple> {
         self.target_objects.clone_ref(py)
@@ -365,6 +366,7 @@ impl TelemetryHandle {
         TelemetryHandle::new(py, self.core.clone(), tags)
     }
 
+    /// A copy of the handle's tags.
     #[getter]
     fn tags(&self) -> Tags {
         (*self.tags).clone()
@@ -435,10 +437,14 @@ impl TelemetryHandle {
         }
     }
 
+    /// Records a FunctionInstantiate duration (seconds); a bad value is
+    /// dropped and counted, never raised.
     fn function_instantiate(&self, py: Python<'_>, seconds: &Bound<'_, PyAny>) {
         self.emit_duration(py, FunctionTime::Instantiate, seconds, self.invocation)
     }
 
+    /// Records a FunctionInit duration (seconds); a bad value is dropped and
+    /// counted.
     fn function_init(&self, py: Python<'_>, seconds: &Bound<'_, PyAny>) {
         self.emit_duration(py, FunctionTime::Init, seconds, self.invocation)
     }
@@ -458,14 +464,20 @@ impl TelemetryHandle {
         }
     }
 
+    /// Records a FunctionStop duration (seconds); a bad value is dropped and
+    /// counted.
     fn function_stop(&self, py: Python<'_>, seconds: &Bound<'_, PyAny>) {
         self.emit_duration(py, FunctionTime::Stop, seconds, self.invocation)
     }
 
+    /// Records a FunctionTransfer duration (seconds); a bad value is dropped
+    /// and counted.
     fn function_transfer(&self, py: Python<'_>, seconds: &Bound<'_, PyAny>) {
         self.emit_duration(py, FunctionTime::Transfer, seconds, self.invocation)
     }
 
+    /// Records a FunctionExit with a `FunctionExitStatus`; another value is
+    /// dropped and counted.
     fn function_exit(&self, py: Python<'_>, status: &Bound<'_, PyAny>) {
         match status
             .extract::<i64>()

@@ -33,6 +33,9 @@ use std::sync::Arc;
 /// Longest const label value accepted (they are copied into every series).
 const MAX_CONST_LABEL_BYTES: usize = 1024;
 
+/// The EDGELESS Prometheus families (`function_count`, `execution_times`,
+/// `transfer_times`) as lock-free series, served on `GET /metrics` from
+/// threads that never take the GIL; `render()` gives the exposition.
 #[pyclass(module = "edgeless_telemetry._core", subclass, frozen)]
 pub struct PrometheusTarget {
     registry: Arc<Registry>,
@@ -277,10 +280,12 @@ impl PrometheusTarget {
         self.stop_server(py);
     }
 
+    /// `with PrometheusTarget(...) as prom:` stops its server at the end.
     fn __enter__(slf: Py<Self>) -> Py<Self> {
         slf
     }
 
+    /// Stops the `/metrics` server (the port is free on return).
     fn __exit__(
         &self,
         py: Python<'_>,

@@ -35,6 +35,8 @@ fn tracer_flush_at_exit(py: Python<'_>) {
     crate::gil::allow_threads(py, writer::flush_all_at_exit);
 }
 
+/// Records control-plane spans (start, end, logs) as CSV rows, written
+/// by a background thread; `start_span` makes a root span.
 #[pyclass(module = "edgeless_telemetry._core", frozen)]
 pub struct ControlPlaneTracer {
     sink: Arc<Sink>,
@@ -250,6 +252,7 @@ impl ControlPlaneTracer {
         crate::gil::allow_threads(py, || sink.close());
     }
 
+    /// Whether `close()` was called (later rows are counted, not written).
     #[getter]
     fn closed(&self) -> bool {
         self.sink.is_closed()
@@ -271,10 +274,12 @@ impl ControlPlaneTracer {
         Ok(d)
     }
 
+    /// `with ControlPlaneTracer(...) as tracer:` closes it at the end.
     fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
         slf
     }
 
+    /// Closes the tracer (writes what is pending); never swallows an exception.
     #[pyo3(signature = (exc_type = None, exc_value = None, traceback = None))]
     fn __exit__(
         &self,

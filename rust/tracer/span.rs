@@ -18,6 +18,9 @@ use uuid::Uuid;
 /// Longest span name accepted (it is repeated in every row of the span).
 pub const MAX_NAME_BYTES: usize = 4096;
 
+/// One span of a trace: a context manager and a guard; it ends (one
+/// `span_end` row) on `end()`, at the end of a `with` block, or when the
+/// last reference to it goes, whichever comes first.
 #[pyclass(module = "edgeless_telemetry._core", frozen)]
 pub struct Span {
     sink: Arc<Sink>,
@@ -231,26 +234,31 @@ impl Span {
         self.finish();
     }
 
+    /// This span's id (a UUID string), the `parent_id` of its children.
     #[getter]
     fn correlation_id(&self) -> String {
         self.id.hyphenated().to_string()
     }
 
+    /// The parent's correlation id, or `None` for a root span.
     #[getter]
     fn parent_id(&self) -> Option<String> {
         self.parent.map(|p| p.hyphenated().to_string())
     }
 
+    /// The name given when the span was started.
     #[getter]
     fn name(&self) -> &str {
         &self.name
     }
 
+    /// Whether its `span_end` row was written.
     #[getter]
     fn ended(&self) -> bool {
         self.ended.load(Ordering::Relaxed)
     }
 
+    /// `with tracer.start_span(...) as span:` ends it at the end of the block.
     fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
         slf
     }
