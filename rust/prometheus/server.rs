@@ -107,14 +107,19 @@ impl Metrics {
                 .get(name)
                 .and_then(|v: &HeaderValue| v.to_str().ok())
         };
-        let format = Format::negotiate(header(ACCEPT));
-        let gzip = accepts_gzip(header(ACCEPT_ENCODING));
         let registry = self.scrapes.registry();
+        let format = Format::negotiate(header(ACCEPT), registry.native_on());
+        let gzip = accepts_gzip(header(ACCEPT_ENCODING));
         for (counter, counted) in
             registry
                 .scrapes
                 .iter()
-                .zip([true, format == Format::OpenMetrics, gzip])
+                .zip([
+                    true,
+                    format == Format::OpenMetrics,
+                    gzip,
+                    format == Format::Protobuf,
+                ])
         {
             if counted {
                 counter.fetch_add(1, Ordering::Relaxed);
