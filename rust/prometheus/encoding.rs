@@ -266,7 +266,10 @@ mod tests {
             Format::Text
         );
         assert_eq!(
-            Format::negotiate(Some("text/plain;q=0.9, application/openmetrics-text;q=0.5"), false),
+            Format::negotiate(
+                Some("text/plain;q=0.9, application/openmetrics-text;q=0.5"),
+                false
+            ),
             Format::Text
         );
     }

@@ -66,9 +66,7 @@ impl NativeConfig {
         let bounds = (0..=MAX_SCHEMA)
             .map(|s| {
                 let n = 1usize << s.max(0);
-                (0..n)
-                    .map(|j| (j as f64 / n as f64).exp2() / 2.0)
-                    .collect()
+                (0..n).map(|j| (j as f64 / n as f64).exp2() / 2.0).collect()
             })
             .collect();
         Ok(Self {
@@ -171,8 +169,8 @@ impl NativeHistogram {
     pub fn observe(&self, _py: Python<'_>, config: &NativeConfig, value: f64) {
         let sum = f64::from_bits(self.sum.load(Ordering::Relaxed)) + value;
         self.sum.store(sum.to_bits(), Ordering::Relaxed);
-        // Also true for NaN.
-        if !(value > config.zero_threshold) {
+        // NaN too (not greater than anything).
+        if value.partial_cmp(&config.zero_threshold) != Some(std::cmp::Ordering::Greater) {
             bump(&self.zero);
             return;
         }
@@ -200,7 +198,10 @@ impl NativeHistogram {
         let cap = self.counts.len() as i64;
         let mut schema = self.schema.load(Ordering::Relaxed);
         let mut offset = self.offset.load(Ordering::Relaxed);
-        let (mut lo, mut hi) = (self.lo.load(Ordering::Relaxed), self.hi.load(Ordering::Relaxed));
+        let (mut lo, mut hi) = (
+            self.lo.load(Ordering::Relaxed),
+            self.hi.load(Ordering::Relaxed),
+        );
         let empty = lo > hi;
         let g = self.generation.load(Ordering::Relaxed);
         self.generation.store(g + 1, Ordering::Relaxed);
@@ -348,7 +349,7 @@ mod tests {
             f * whole.exp2()
         };
         let mut i = guess - 2;
-        while !(v <= upper(i)) {
+        while v > upper(i) {
             i += 1;
         }
         i
@@ -356,7 +357,16 @@ mod tests {
 
     #[test]
     fn frexp_matches_definition() {
-        for v in [1.0, 0.5, 0.75, 3.0, 1e-310, f64::MIN_POSITIVE, 5e-324, f64::MAX] {
+        for v in [
+            1.0,
+            0.5,
+            0.75,
+            3.0,
+            1e-310,
+            f64::MIN_POSITIVE,
+            5e-324,
+            f64::MAX,
+        ] {
             let (f, e) = frexp(v);
             assert!((0.5..1.0).contains(&f), "{v}: {f}");
             let mut back = f;
@@ -467,7 +477,11 @@ mod tests {
         pyo3::prepare_freethreaded_python();
         let c = NativeConfig::new(0, 0.0, 16).unwrap();
         let h = NativeHistogram::new(&c);
-        observe_all(&h, &c, &[5e-324, f64::MAX, f64::INFINITY, 1.0, f64::NAN, -1.0]);
+        observe_all(
+            &h,
+            &c,
+            &[5e-324, f64::MAX, f64::INFINITY, 1.0, f64::NAN, -1.0],
+        );
         let s = h.snapshot(&mut Vec::new());
         assert_eq!(s.schema, MIN_SCHEMA);
         assert_eq!(s.count, 6);

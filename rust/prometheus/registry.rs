@@ -34,7 +34,8 @@ const HELP_COUNT: &str = "Function instances running on the node (+1 on instanti
 const HELP_EXECUTION: &str =
     "Function invocation durations in seconds, by invocation type (Call or Cast).";
 const HELP_TRANSFER: &str = "Function transfer durations in seconds.";
-const HELP_REFUSED: &str = "Label sets refused: their family had max_series series, or a label value was over 256 bytes.";
+const HELP_REFUSED: &str =
+    "Label sets refused: their family had max_series series, or a label value was over 256 bytes.";
 const HELP_DROPPED: &str = "Events, samples and functions the node's targets dropped, refused or ignored (missing_tag: as EDGELESS, no series without the tags its family needs).";
 
 /// Longest label value a series may carry, counted as written in the
@@ -351,13 +352,7 @@ impl Registry {
         }
         let [count_name, exec_name, transfer_name, refused_name, dropped_name] = &self.names;
 
-        push_header(
-            &mut out,
-            format,
-            count_name,
-            Kind::Gauge,
-            HELP_COUNT,
-        );
+        push_header(&mut out, format, count_name, Kind::Gauge, HELP_COUNT);
         for s in self.function_count.series() {
             push_series_start(&mut out, count_name, "", &s.labels);
             push_i64(&mut out, s.metric.get());
@@ -366,16 +361,8 @@ impl Registry {
 
         let mut scratch = Vec::with_capacity(self.le_labels.len());
         for (name, family, help) in [
-            (
-                exec_name,
-                &self.execution_times,
-                HELP_EXECUTION,
-            ),
-            (
-                transfer_name,
-                &self.transfer_times,
-                HELP_TRANSFER,
-            ),
+            (exec_name, &self.execution_times, HELP_EXECUTION),
+            (transfer_name, &self.transfer_times, HELP_TRANSFER),
         ] {
             push_header(&mut out, format, name, Kind::Histogram, help);
             for s in family.series() {
@@ -383,13 +370,7 @@ impl Registry {
             }
         }
 
-        push_header(
-            &mut out,
-            format,
-            refused_name,
-            Kind::Counter,
-            HELP_REFUSED,
-        );
+        push_header(&mut out, format, refused_name, Kind::Counter, HELP_REFUSED);
         for (family, _, refused) in self.stats() {
             let labels = self.labels(&[("family", family)]);
             push_series_start(&mut out, refused_name, "_total", &labels);
@@ -399,13 +380,7 @@ impl Registry {
 
         let drops = self.drops();
         if !drops.is_empty() {
-            push_header(
-                &mut out,
-                format,
-                dropped_name,
-                Kind::Counter,
-                HELP_DROPPED,
-            );
+            push_header(&mut out, format, dropped_name, Kind::Counter, HELP_DROPPED);
             for ((target, reason), n) in drops {
                 let labels = self.labels(&[("target", target), ("reason", reason)]);
                 push_series_start(&mut out, dropped_name, "_total", &labels);

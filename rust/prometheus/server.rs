@@ -110,17 +110,12 @@ impl Metrics {
         let registry = self.scrapes.registry();
         let format = Format::negotiate(header(ACCEPT), registry.native_on());
         let gzip = accepts_gzip(header(ACCEPT_ENCODING));
-        for (counter, counted) in
-            registry
-                .scrapes
-                .iter()
-                .zip([
-                    true,
-                    format == Format::OpenMetrics,
-                    gzip,
-                    format == Format::Protobuf,
-                ])
-        {
+        for (counter, counted) in registry.scrapes.iter().zip([
+            true,
+            format == Format::OpenMetrics,
+            gzip,
+            format == Format::Protobuf,
+        ]) {
             if counted {
                 counter.fetch_add(1, Ordering::Relaxed);
             }

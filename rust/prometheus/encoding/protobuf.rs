@@ -104,7 +104,13 @@ pub struct MetricFamily {
 
 /// Appends one family, length-delimited. A counter's `name` is the sample
 /// name (with `_total`), as client_golang writes it.
-pub fn push_family(out: &mut Vec<u8>, name: &str, help: &str, kind: MetricType, metric: Vec<Metric>) {
+pub fn push_family(
+    out: &mut Vec<u8>,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    metric: Vec<Metric>,
+) {
     let family = MetricFamily {
         name: Some(name.to_owned()),
         help: Some(help.to_owned()),
@@ -267,8 +273,14 @@ mod tests {
         assert_eq!(
             h.positive_span,
             [
-                BucketSpan { offset: Some(-2), length: Some(2) },
-                BucketSpan { offset: Some(5), length: Some(1) }
+                BucketSpan {
+                    offset: Some(-2),
+                    length: Some(2)
+                },
+                BucketSpan {
+                    offset: Some(5),
+                    length: Some(1)
+                }
             ]
         );
         assert_eq!(h.positive_delta, [2, 1, 1]);
