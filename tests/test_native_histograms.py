@@ -220,6 +220,41 @@ def test_bad_native_settings_are_refused(kw: dict[str, Any], match: str) -> None
 
 
 @needs_protoc
+@pytest.mark.parametrize("schema", [-4, -1, 0, 1, 3, 8])
+def test_bucket_boundaries_follow_the_schema_definition(schema: int) -> None:
+    """Random durations, powers of two (boundaries at every schema: a bound
+    is inclusive), subnormals and 0, each in the bucket the definition names."""
+    prom, h = node(True, native_schema=schema, native_max_buckets=4096, native_zero_threshold=0.0)
+    try:
+        rng = random.Random(schema)
+        # The window holds 4096 buckets: 4096 / 2^schema powers of two.
+        span = min(2000, 4000 >> max(schema, 0))
+        low = -1074 if schema <= 0 else -span // 2
+        values = [rng.uniform(0.5, 1.0) * 2.0 ** rng.randint(low + 1, low + span) for _ in range(3000)]
+        values += [2.0 ** e for e in range(low, low + span, 7)]
+        if schema <= 0:
+            values += [5e-324, 1e-310, 2.2250738585072014e-308]
+        values += [0.0, 0.0]
+        f = function(h, "f")
+        for v in values:
+            f.invocation_completed(v, event_type="CALL")
+        (m,) = decode(prom.render(protobuf=True))["execution_times"]["metrics"]
+        assert m["schema"] == schema
+        expected: dict[int, int] = {}
+        zero = 0
+        for v in values:
+            if v == 0.0:
+                zero += 1
+                continue
+            k = key_of(v, schema)
+            expected[k] = expected.get(k, 0) + 1
+        assert m["zero_count"] == zero
+        assert m["native"] == expected
+    finally:
+        prom.close()
+
+
+@needs_protoc
 def test_resolution_drops_when_a_series_spans_many_decades() -> None:
     prom, h = node(True, native_max_buckets=40)
     try:

@@ -31,6 +31,14 @@ use server::parse_metrics_url;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+// The constructor's signature spells the native defaults as literals (so
+// Python's introspection shows them); they are these.
+const _: () = assert!(
+    native::DEFAULT_SCHEMA == 3
+        && native::DEFAULT_MAX_BUCKETS == 100
+        && native::DEFAULT_ZERO_THRESHOLD.to_bits() == 2.938735877055719e-39f64.to_bits()
+);
+
 /// Longest const label value accepted (they are copied into every series).
 const MAX_CONST_LABEL_BYTES: usize = 1024;
 
@@ -148,7 +156,7 @@ impl PrometheusTarget {
     /// `execution_times` and `transfer_times` (see `native`), served in the
     /// protobuf format to scrapers that ask for it.
     #[new]
-    #[pyo3(signature = (metrics_url = "", *, buckets = None, namespace = None, const_labels = None, max_series = 10_000, native = false, native_schema = native::DEFAULT_SCHEMA, native_max_buckets = native::DEFAULT_MAX_BUCKETS, native_zero_threshold = native::DEFAULT_ZERO_THRESHOLD))]
+    #[pyo3(signature = (metrics_url = "", *, buckets = None, namespace = None, const_labels = None, max_series = 10_000, native = false, native_schema = 3, native_max_buckets = 100, native_zero_threshold = 2.938735877055719e-39))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,

@@ -286,7 +286,9 @@ impl NativeHistogram {
         loop {
             let g1 = self.generation.load(Ordering::Acquire);
             if g1 % 2 == 1 {
-                std::hint::spin_loop();
+                // The writer (holding the GIL) is moving the window: a
+                // few hundred stores at most, unless it was preempted.
+                std::thread::yield_now();
                 continue;
             }
             let schema = self.schema.load(Ordering::Relaxed);
@@ -412,6 +414,56 @@ mod tests {
             }
             for s in MIN_SCHEMA..=MAX_SCHEMA {
                 assert_eq!(c.key(v, s), reference_key(v, s), "v={v} s={s}");
+            }
+        }
+    }
+
+    #[test]
+    fn values_on_boundaries_are_in_the_lower_bucket() {
+        let c = NativeConfig::new(3, 0.0, 100).unwrap();
+        for s in MIN_SCHEMA..=MAX_SCHEMA {
+            for i in [-8000i32, -1074, -200, -17, -1, 0, 1, 5, 63, 700, 1000] {
+                // The boundary 2^(i/2^s) as the table spells it.
+                let n = 1i32 << s.max(0);
+                let (whole, j) = (i.div_euclid(n), i.rem_euclid(n));
+                let (bound, key) = if s > 0 {
+                    (c.bounds[s as usize][j as usize] * 2f64.powi(whole + 1), i)
+                } else {
+                    // Powers of two: boundary i is 2^(i·2^-s).
+                    let e = i64::from(i) << -s;
+                    if !(-1074..=1023).contains(&e) {
+                        continue;
+                    }
+                    (2f64.powi(e as i32), i)
+                };
+                if bound == 0.0 || !bound.is_finite() {
+                    continue;
+                }
+                assert_eq!(c.key(bound, s), key, "bound {bound:e} s={s}");
+                let above = f64::from_bits(bound.to_bits() + 1);
+                assert_eq!(c.key(above, s), key + 1, "above {bound:e} s={s}");
+            }
+        }
+    }
+
+    #[test]
+    fn subnormals_match_reference() {
+        let c = NativeConfig::new(3, 0.0, 100).unwrap();
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for _ in 0..5_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let v = f64::from_bits((x >> 12).max(1)); // subnormal
+            assert!(v > 0.0 && v < f64::MIN_POSITIVE);
+            for s in MIN_SCHEMA..=0 {
+                assert_eq!(c.key(v, s), reference_key(v, s), "v={v:e} s={s}");
+            }
+            // Positive schemas: the same index as the normal value 2^64 times
+            // larger, shifted by 64 powers of two.
+            for s in 1..=MAX_SCHEMA {
+                let scaled = c.key(v * 2f64.powi(64), s);
+                assert_eq!(c.key(v, s), scaled - (64 << s), "v={v:e} s={s}");
             }
         }
     }
