@@ -70,7 +70,7 @@ GOALS: tuple[Goal, ...] = (
          ("classic only",), more_at_most=10e-9, peer_role="baseline",
          design="at most 10 ns more than without native buckets, same run",
          ours=("native=True",)),
-    Goal("render 10,000 native series in protobuf", "bench", "render-10000-native",
+    Goal("protobuf rendering of 10,000 native series", "bench", "render-10000-native",
          ("generate_latest",), ratio=30,
          design="30x faster than prometheus_client generate_latest of 10,000 classic series"),
     Goal("memory per native histogram series", "memory", "series-native", ("series-ours",),
