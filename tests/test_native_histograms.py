@@ -171,8 +171,12 @@ def test_protobuf_scrape_carries_classic_and_native_buckets() -> None:
         (t,) = fams["transfer_times"]["metrics"]
         assert t["native"] == {key_of(0.4, 3): 1}
         assert prom.stats()["scrapes_protobuf"] == 1
-        # render(protobuf=True) is the same exposition.
+        # render(protobuf=True) is the same exposition; gzip works too.
         assert decode(prom.render(protobuf=True)) == fams
+        _, gz_headers, gz_body = http_get(
+            prom.port or 0, headers={"Accept": PB_ACCEPT, "Accept-Encoding": "gzip"})
+        assert gz_headers["content-encoding"] == "gzip"
+        assert decode(gz_body) == fams
     finally:
         prom.close()
 

@@ -4,10 +4,12 @@
 //! (`crate::http`), whose threads never need the GIL.
 //!
 //! Split like prometheus/client_rust: `histogram` and `gauge` hold the
-//! atomics, `family` maps label sets to series, `registry` ties the
-//! families to the event chain and renders them, `encoding` knows the two
-//! exposition formats, `server` is the endpoint (on `crate::http`) and
-//! `scrape` shares renderings between concurrent scrapes.
+//! atomics (`native` the optional native-histogram buckets), `family`
+//! maps label sets to series, `registry` ties the families to the event
+//! chain and renders them, `encoding` knows the exposition formats (the two
+//! text ones, and `encoding::protobuf`, the only one with native buckets),
+//! `server` is the endpoint (on `crate::http`) and `scrape` shares
+//! renderings between concurrent scrapes.
 
 pub mod encoding;
 pub mod family;
