@@ -99,3 +99,29 @@ def test_report_rows_ratios_and_missing_groups(tmp_path: Path, monkeypatch: pyte
     ingest_line = next(line for line in text.splitlines() if line.startswith("| event through both"))
     assert "provisional: yes" in ingest_line
     assert (tmp_path / "out" / "render_cost.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_rows_for_native_histograms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(report, "has_real_prometheus", lambda: True)
+    bench = tmp_path / "b.json"
+    bench.write_text(json.dumps({"benchmarks": [
+        _bench("ingest-native", "n", "ours", "PrometheusTarget(native=True)", 1000, 230e-6),
+        _bench("ingest-native", "c", "baseline", "PrometheusTarget (classic only)", 1000, 215e-6),
+        _bench("render-10000-native", "r", "ours", "render(protobuf=True)", 10000, 0.05),
+        _bench("render-10000-native", "p", "peer", "generate_latest", 10000, 1.0),
+    ]}))
+    mem = tmp_path / "m.json"
+    mem.write_text(json.dumps({
+        "series-ours": {"case": "series-ours", "n": 10, "kept": 10, "bytes_per_item": 385.0},
+        "series-native": {"case": "series-native", "n": 10, "kept": 10, "bytes_per_item": 1206.0},
+    }))
+    text = report.report(bench, mem, None, tmp_path / "out")
+    lines = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in
+             text.splitlines() if line.startswith("| ")}
+    ingest = next(v for k, v in lines.items() if k.startswith("event with native"))
+    # 15 ns more per event than the baseline: over the 10 ns bound.
+    assert ingest[4] == "15 ns more" and ingest[6].startswith("**no**")
+    render = next(v for k, v in lines.items() if k.startswith("protobuf rendering"))
+    assert render[4] == "20x" and render[6].startswith("**no**")
+    memory_row = next(v for k, v in lines.items() if k.startswith("memory per native"))
+    assert memory_row[1] == "1206.0 B" and memory_row[6].startswith("yes")

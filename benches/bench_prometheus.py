@@ -85,6 +85,29 @@ def test_ingest_peer_prometheus_client_bound_child(benchmark: Any) -> None:
     benchmark(run)
 
 
+@pytest.mark.benchmark(group="ingest-native")
+@pytest.mark.parametrize("native", [True, False], ids=["native", "classic"])
+def test_ingest_native_over_classic(benchmark: Any, native: bool) -> None:
+    """The cost native buckets add to an event: the same event through both
+    targets, with and without native=True, in the same run (durations
+    spread over 1 ms to 1.5 s so the bucket index varies)."""
+    proc = TelemetryProcessor([PerformanceTarget(capacity=100_000), PrometheusTarget(native=native)])
+    node = proc.get_handle({"NODE_ID": "node-1"})
+    h = node.fork({"FUNCTION_ID": fid(0), "FUNCTION_TYPE": "python"})
+    emit = h.invocation_completed
+    values = [0.001 * 1.007**i for i in range(EVENTS)]
+
+    def run() -> None:
+        for v in values:
+            emit(v)
+
+    if native:
+        info(benchmark, "ours", "PerformanceTarget + PrometheusTarget(native=True)", EVENTS)
+    else:
+        info(benchmark, "baseline", "PerformanceTarget + PrometheusTarget (classic only)", EVENTS)
+    benchmark(run)
+
+
 # --- render ---------------------------------------------------------------
 
 
@@ -93,10 +116,10 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * 4096
 
 
-def our_node(series: int) -> tuple[PrometheusTarget, list[Any], float]:
+def our_node(series: int, native: bool = False) -> tuple[PrometheusTarget, list[Any], float]:
     """A node with `series` execution_times series; also returns the bytes
     of memory each series took (RSS growth while the series were made)."""
-    prom = PrometheusTarget(max_series=series)
+    prom = PrometheusTarget(max_series=series, native=native)
     proc = TelemetryProcessor([prom], log=False)
     node = proc.get_handle({"NODE_ID": "node-1", "FUNCTION_TYPE": "python"})
     handles = [node.fork({"FUNCTION_ID": fid(i)}) for i in range(series)]
@@ -159,6 +182,19 @@ def test_render_10000_ours(benchmark: Any) -> None:
 
 @pytest.mark.benchmark(group="render-10000")
 def test_render_10000_peer(benchmark: Any) -> None:
+    bench_render_peer(benchmark, 10_000)
+
+
+@pytest.mark.benchmark(group="render-10000-native")
+def test_render_10000_native_protobuf_ours(benchmark: Any) -> None:
+    prom, _handles, _ = our_node(10_000, native=True)
+    info(benchmark, "ours", "PrometheusTarget.render(protobuf=True), native=True", 10_000)
+    body = benchmark(lambda: prom.render(protobuf=True))
+    assert body.count(b"\x0a\x07node_id") >= 10_000
+
+
+@pytest.mark.benchmark(group="render-10000-native")
+def test_render_10000_native_peer(benchmark: Any) -> None:
     bench_render_peer(benchmark, 10_000)
 
 

@@ -39,6 +39,9 @@ class Goal:
     # Our cost may be at most this many times the picked contender's
     # (for a convenience over a baseline of ours).
     cost_at_most: float | None = None
+    # Our cost may be at most this many seconds more than the picked
+    # contender's (per item, same run).
+    more_at_most: float | None = None
 
 
 GOALS: tuple[Goal, ...] = (
@@ -63,6 +66,16 @@ GOALS: tuple[Goal, ...] = (
     Goal("orchestrator into a real Redis", "bench", "redis-ingest",
          ("pipeline", "pipelined"), limit=500_000, kind="rate",
          design="500k samples/s or more", ours=("OrchestratorCollector",)),
+    Goal("event with native histograms on, over the same without", "bench", "ingest-native",
+         ("classic only",), more_at_most=10e-9, peer_role="baseline",
+         design="at most 10 ns more than without native buckets, same run",
+         ours=("native=True",)),
+    Goal("protobuf rendering of 10,000 native series", "bench", "render-10000-native",
+         ("generate_latest",), ratio=30,
+         design="30x faster than prometheus_client generate_latest of 10,000 classic series"),
+    Goal("memory per native histogram series", "memory", "series-native", ("series-ours",),
+         limit=1024 + 400, kind="bytes",
+         design="1 KB or less for the native buckets, over a classic series (400 B or less)"),
     Goal("memory per buffered sample", "memory", "sample-ours", ("sample-list",),
          limit=24, kind="bytes",
          design="24 B or less (a Python list of (timestamp, value) tuples: about 134)"),

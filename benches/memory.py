@@ -79,6 +79,22 @@ def _series_ours(n: int) -> tuple[Callable[[], None], Callable[[], dict[str, Any
     return work, check
 
 
+def _series_native(n: int) -> tuple[Callable[[], None], Callable[[], dict[str, Any]]]:
+    """As series-ours, with native=True at its default settings."""
+    from edgeless_telemetry import PrometheusTarget, TelemetryProcessor
+
+    prom = PrometheusTarget("", max_series=n + 1, native=True)
+    node = TelemetryProcessor([prom], log=False).get_handle({"NODE_ID": common.NODE_ID})
+    fid = common.function_id
+
+    def work() -> None:
+        for i in range(n):
+            node.fork({"FUNCTION_ID": fid(i), "FUNCTION_TYPE": "python"}).invocation_completed(
+                DURATION)
+
+    return work, lambda: {"kept": prom.stats()["execution_times_series"]}
+
+
 def _series_prom(n: int) -> tuple[Callable[[], None], Callable[[], dict[str, Any]]]:
     registry, hist = common.prom_client_histogram()
     fid = common.function_id
@@ -113,6 +129,7 @@ CASES: dict[str, Callable[[int], tuple[Callable[[], None], Callable[[], dict[str
     "sample-ours": _sample_ours,
     "sample-list": _sample_list,
     "series-ours": _series_ours,
+    "series-native": _series_native,
     "series-prom": _series_prom,
     "handle-ours": _handle_ours,
 }
@@ -136,7 +153,7 @@ def measure(case: str, n: int) -> dict[str, Any]:
 
 def run_all(samples: int = 1_000_000, series: int = 100_000) -> dict[str, dict[str, Any]]:
     sizes = {"sample-ours": samples, "sample-list": samples, "series-ours": series,
-             "series-prom": series, "handle-ours": series}
+             "series-native": series, "series-prom": series, "handle-ours": series}
     return {case: measure(case, n) for case, n in sizes.items()}
 
 

@@ -149,6 +149,8 @@ def goal_text(g: Goal) -> str:
         parts.append(f"≥{g.ratio:g}x")
     if g.cost_at_most is not None:
         parts.append(f"cost ≤{g.cost_at_most:g}x its")
+    if g.more_at_most is not None:
+        parts.append(f"≤{fmt_time(g.more_at_most)} more than its")
     if g.limit is not None:
         if g.kind == "rate":
             parts.append(f"≥{fmt_rate(g.limit)}")
@@ -161,13 +163,16 @@ def goal_text(g: Goal) -> str:
 
 def verdict(g: Goal, ours: float, ratio: float | None) -> str:
     """ours: seconds per item, items per second or bytes, per ``g.kind``."""
-    if (g.ratio is not None or g.cost_at_most is not None) and ratio is None:
+    if (g.ratio is not None or g.cost_at_most is not None
+            or g.more_at_most is not None) and ratio is None:
         return "no peer measured"
     ok = True
     if g.ratio is not None and ratio is not None:
         ok &= ratio >= g.ratio
     if g.cost_at_most is not None and ratio is not None:
         ok &= ratio >= 1 / g.cost_at_most  # ratio is theirs over ours
+    if g.more_at_most is not None and ratio is not None:
+        ok &= ours - ours * ratio <= g.more_at_most  # ours minus theirs
     if g.limit is not None:
         ok &= ours >= g.limit if g.kind == "rate" else ours <= g.limit
     return "yes" if ok else "**no**"
@@ -188,6 +193,8 @@ def bench_goal_row(g: Goal, groups: dict[str, list[Bench]]) -> tuple[Row, set[st
         row.ratio = fmt_ratio(ratio) if ratio is not None else "—"
         if g.cost_at_most is not None and ratio:
             row.ratio = f"costs {fmt_ratio(1 / ratio)} its"  # ours over the baseline
+        if g.more_at_most is not None:
+            row.ratio = f"{fmt_time(ours.per_item - peer.per_item)} more"
     row.met = verdict(g, ours.rate if g.kind == "rate" else ours.per_item, ratio)
     return row, {ours.name + "|" + (peer.name if peer else "")}
 
@@ -217,6 +224,7 @@ def case_row(g: Goal, data: dict[str, Any], fmt: Any, value: str) -> Row:
 PEER_LABELS = {
     "sample-list": "Python list of (time_ns, value) tuples",
     "series-prom": "prometheus_client, 4 labels, 11 buckets",
+    "series-ours": "PrometheusTarget series, classic buckets only",
 }
 
 

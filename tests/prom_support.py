@@ -119,7 +119,10 @@ class Prometheus:
 
 @contextlib.contextmanager
 def run_prometheus(tmp: Path, node_ports: list[int],
-                   other_jobs: dict[str, list[int]] | None = None) -> Iterator[Prometheus]:
+                   other_jobs: dict[str, list[int]] | None = None,
+                   extra_flags: list[str] | None = None) -> Iterator[Prometheus]:
+    """`extra_flags`: more command-line flags, such as
+    `--enable-feature=native-histograms`."""
     exe = shutil.which("prometheus")
     if exe is None:
         raise RuntimeError("Debian's prometheus is not installed (scripts/test.sh installs it)")
@@ -134,6 +137,7 @@ def run_prometheus(tmp: Path, node_ports: list[int],
             f"--storage.tsdb.path={tmp / 'data'}",
             f"--web.listen-address=127.0.0.1:{port}",
             "--log.level=warn",
+            *(extra_flags or []),
         ],
         stdout=log,
         stderr=subprocess.STDOUT,

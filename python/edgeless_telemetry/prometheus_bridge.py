@@ -13,6 +13,11 @@ Each collection renders the target in Rust and reads it back with
 ``prometheus_client``'s own parser, so the bridge adds no second copy of
 the metric logic. ``prometheus_client`` is only needed when this module is
 imported.
+
+Native histograms (``PrometheusTarget(native=True)``) do not pass through
+the bridge: ``prometheus_client`` has no native histograms, and the text
+formats it reads and serves cannot carry them, so only the classic buckets
+arrive. Serve native buckets from the target's own server (protobuf) instead.
 """
 
 from __future__ import annotations

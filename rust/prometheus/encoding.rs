@@ -4,7 +4,10 @@
 //! the text that goes between the braces; a scrape then only copies bytes
 //! and formats numbers, which is what makes rendering 10,000 series cheap.
 //! The two formats differ only in the details handled here: the counter
-//! family name, HELP escaping and the closing `# EOF`.
+//! family name, HELP escaping and the closing `# EOF`. The protobuf
+//! format (the one native histograms need) is in `protobuf`.
+
+pub mod protobuf;
 
 use std::io::Write;
 
@@ -12,6 +15,8 @@ use std::io::Write;
 pub enum Format {
     Text,
     OpenMetrics,
+    /// Length-delimited `io.prometheus.client.MetricFamily` messages.
+    Protobuf,
 }
 
 impl Format {
@@ -19,16 +24,21 @@ impl Format {
         match self {
             Format::Text => "text/plain; version=0.0.4; charset=utf-8",
             Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Format::Protobuf => protobuf::CONTENT_TYPE,
         }
     }
 
-    /// Picks the format from a scrape's `Accept` header: OpenMetrics when
-    /// the scraper asks for it (version 1.0.0 or unversioned) at least as
-    /// strongly as for anything else, else text.
-    pub fn negotiate(accept: Option<&str>) -> Format {
+    /// Picks the format from a scrape's `Accept` header: protobuf (only
+    /// offered when `protobuf` is true, that is with native histograms on)
+    /// when the scraper asks for the delimited `MetricFamily` stream at
+    /// least as strongly as for anything else; else OpenMetrics when it
+    /// asks for it (version 1.0.0 or unversioned) at least as strongly as
+    /// for text; else text.
+    pub fn negotiate(accept: Option<&str>, protobuf: bool) -> Format {
         let Some(accept) = accept else {
             return Format::Text;
         };
+        let mut best_pb = 0.0f64;
         let mut best_om = 0.0f64;
         let mut best_other = 0.0f64;
         for range in accept.split(',') {
@@ -36,16 +46,24 @@ impl Format {
             let media = parts.next().unwrap_or("").to_ascii_lowercase();
             let mut q = 1.0;
             let mut version = None;
+            let (mut proto, mut delimited) = (false, false);
             for p in parts {
                 if let Some((k, v)) = p.split_once('=') {
+                    let v = v.trim();
                     match k.trim().to_ascii_lowercase().as_str() {
-                        "q" => q = v.trim().parse().unwrap_or(0.0),
-                        "version" => version = Some(v.trim().to_owned()),
+                        "q" => q = v.parse().unwrap_or(0.0),
+                        "version" => version = Some(v.to_owned()),
+                        "proto" => proto = v == "io.prometheus.client.MetricFamily",
+                        "encoding" => delimited = v == "delimited",
                         _ => {}
                     }
                 }
             }
-            if media == "application/openmetrics-text" {
+            if media == "application/vnd.google.protobuf" {
+                if protobuf && proto && delimited {
+                    best_pb = best_pb.max(q);
+                }
+            } else if media == "application/openmetrics-text" {
                 if version.as_deref().is_none_or(|v| v == "1.0.0") {
                     best_om = best_om.max(q);
                 }
@@ -53,7 +71,9 @@ impl Format {
                 best_other = best_other.max(q);
             }
         }
-        if best_om > 0.0 && best_om >= best_other {
+        if best_pb > 0.0 && best_pb >= best_om && best_pb >= best_other {
+            Format::Protobuf
+        } else if best_om > 0.0 && best_om >= best_other {
             Format::OpenMetrics
         } else {
             Format::Text
@@ -225,15 +245,31 @@ mod tests {
     #[test]
     fn negotiation_follows_prometheus_headers() {
         let prom = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
-        assert_eq!(Format::negotiate(Some(prom)), Format::OpenMetrics);
-        assert_eq!(Format::negotiate(None), Format::Text);
-        assert_eq!(Format::negotiate(Some("*/*")), Format::Text);
+        assert_eq!(Format::negotiate(Some(prom), false), Format::OpenMetrics);
+        assert_eq!(Format::negotiate(None, false), Format::Text);
+        // Prometheus with native histograms on asks for protobuf first.
+        let native = "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.7,application/openmetrics-text;version=1.0.0;q=0.6,text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
+        assert_eq!(Format::negotiate(Some(native), true), Format::Protobuf);
+        assert_eq!(Format::negotiate(Some(native), false), Format::OpenMetrics);
+        assert_eq!(Format::negotiate(Some(prom), true), Format::OpenMetrics);
+        // The text-format protobuf variant and other messages are not ours.
         assert_eq!(
-            Format::negotiate(Some("application/openmetrics-text; version=0.0.1")),
+            Format::negotiate(
+                Some("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=text"),
+                true
+            ),
+            Format::Text
+        );
+        assert_eq!(Format::negotiate(Some("*/*"), false), Format::Text);
+        assert_eq!(
+            Format::negotiate(Some("application/openmetrics-text; version=0.0.1"), false),
             Format::Text
         );
         assert_eq!(
-            Format::negotiate(Some("text/plain;q=0.9, application/openmetrics-text;q=0.5")),
+            Format::negotiate(
+                Some("text/plain;q=0.9, application/openmetrics-text;q=0.5"),
+                false
+            ),
             Format::Text
         );
     }

@@ -12,6 +12,7 @@
 //! read-modify-write on the hot path. Readers (the scrape thread) never
 //! see a torn value because every cell is an `AtomicU64`.
 
+use super::native::{NativeConfig, NativeHistogram};
 use pyo3::exceptions::PyValueError;
 use pyo3::PyResult;
 use pyo3::Python;
@@ -93,6 +94,9 @@ pub struct Histogram {
     counts: Box<[AtomicU64]>,
     /// `f64` bits.
     sum: AtomicU64,
+    /// The native buckets, when the target has them on (boxed: 8 bytes
+    /// per series when off).
+    native: Option<Box<NativeHistogram>>,
 }
 
 /// What a scrape read from one series, already cumulative.
@@ -102,17 +106,31 @@ pub struct HistogramSnapshot<'a> {
 }
 
 impl Histogram {
-    pub fn new(buckets: &Buckets) -> Self {
+    pub fn new(buckets: &Buckets, native: Option<&NativeConfig>) -> Self {
         Self {
             counts: (0..=buckets.0.len()).map(|_| AtomicU64::new(0)).collect(),
             sum: AtomicU64::new(0f64.to_bits()),
+            native: native.map(|c| Box::new(NativeHistogram::new(c))),
         }
+    }
+
+    pub fn native(&self) -> Option<&NativeHistogram> {
+        self.native.as_deref()
     }
 
     /// Records one observation. The token proves the GIL is held, which
     /// serialises all writers (see the module doc).
     #[inline]
-    pub fn observe(&self, _py: Python<'_>, buckets: &Buckets, value: f64) {
+    pub fn observe(
+        &self,
+        py: Python<'_>,
+        buckets: &Buckets,
+        native: Option<&NativeConfig>,
+        value: f64,
+    ) {
+        if let (Some(h), Some(config)) = (&self.native, native) {
+            h.observe(py, config, value);
+        }
         let cell = &self.counts[buckets.index(value)];
         cell.store(cell.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         let sum = f64::from_bits(self.sum.load(Ordering::Relaxed)) + value;
@@ -137,6 +155,9 @@ impl Histogram {
     /// Heap bytes held by this series besides the struct itself.
     pub fn heap_bytes(&self) -> usize {
         self.counts.len() * std::mem::size_of::<AtomicU64>()
+            + self.native.as_ref().map_or(0, |n| {
+                std::mem::size_of::<NativeHistogram>() + n.heap_bytes()
+            })
     }
 }
 

@@ -4,15 +4,18 @@
 //! (`crate::http`), whose threads never need the GIL.
 //!
 //! Split like prometheus/client_rust: `histogram` and `gauge` hold the
-//! atomics, `family` maps label sets to series, `registry` ties the
-//! families to the event chain and renders them, `encoding` knows the two
-//! exposition formats, `server` is the endpoint (on `crate::http`) and
-//! `scrape` shares renderings between concurrent scrapes.
+//! atomics (`native` the optional native-histogram buckets), `family`
+//! maps label sets to series, `registry` ties the families to the event
+//! chain and renders them, `encoding` knows the exposition formats (the two
+//! text ones, and `encoding::protobuf`, the only one with native buckets),
+//! `server` is the endpoint (on `crate::http`) and `scrape` shares
+//! renderings between concurrent scrapes.
 
 pub mod encoding;
 pub mod family;
 pub mod gauge;
 pub mod histogram;
+pub mod native;
 pub mod registry;
 pub mod scrape;
 pub mod server;
@@ -29,6 +32,14 @@ use registry::{Config, Registry, RESERVED_LABELS};
 use server::parse_metrics_url;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+
+// The constructor's signature spells the native defaults as literals (so
+// Python's introspection shows them); they are these.
+const _: () = assert!(
+    native::DEFAULT_SCHEMA == 3
+        && native::DEFAULT_MAX_BUCKETS == 100
+        && native::DEFAULT_ZERO_THRESHOLD.to_bits() == 2.938735877055719e-39f64.to_bits()
+);
 
 /// Longest const label value accepted (they are copied into every series).
 const MAX_CONST_LABEL_BYTES: usize = 1024;
@@ -145,8 +156,13 @@ impl PrometheusTarget {
     /// one; `""` serves nothing, use `render()`). Raises `ValueError` for a
     /// malformed URL, bad buckets or names, `OSError` when the port cannot
     /// be bound (for example in use).
+    ///
+    /// `native=True` adds Prometheus native histogram buckets to
+    /// `execution_times` and `transfer_times` (see `native`), served in the
+    /// protobuf format to scrapers that ask for it.
     #[new]
-    #[pyo3(signature = (metrics_url = "", *, buckets = None, namespace = None, const_labels = None, max_series = 10_000))]
+    #[pyo3(signature = (metrics_url = "", *, buckets = None, namespace = None, const_labels = None, max_series = 10_000, native = false, native_schema = 3, native_max_buckets = 100, native_zero_threshold = 2.938735877055719e-39))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         metrics_url: &str,
@@ -154,8 +170,16 @@ impl PrometheusTarget {
         namespace: Option<String>,
         const_labels: Option<&Bound<'_, PyDict>>,
         max_series: usize,
+        native: bool,
+        native_schema: i32,
+        native_max_buckets: usize,
+        native_zero_threshold: f64,
     ) -> PyResult<Self> {
         let buckets = buckets_from(buckets)?;
+        // Checked also when off, so a typo is not silently ignored.
+        let native_config =
+            native::NativeConfig::new(native_schema, native_zero_threshold, native_max_buckets)
+                .map_err(PyValueError::new_err)?;
         if let Some(ns) = &namespace {
             if !valid_name(ns) {
                 return Err(PyValueError::new_err(format!(
@@ -168,6 +192,7 @@ impl PrometheusTarget {
         }
         let registry = Arc::new(Registry::new(Config {
             buckets,
+            native: native.then_some(native_config),
             namespace,
             const_labels: const_labels_from(const_labels)?,
             max_series,
@@ -218,19 +243,31 @@ impl PrometheusTarget {
     }
 
     /// The exposition as bytes: Prometheus text 0.0.4, or OpenMetrics
-    /// 1.0.0 (ending in `# EOF`). Renders with the GIL released.
-    #[pyo3(signature = (openmetrics = false))]
-    fn render<'py>(&self, py: Python<'py>, openmetrics: bool) -> Bound<'py, PyBytes> {
-        let format = if openmetrics {
-            Format::OpenMetrics
-        } else {
-            Format::Text
+    /// 1.0.0 (ending in `# EOF`), or with `protobuf=True` the delimited
+    /// protobuf stream (the only one with native buckets). Renders with
+    /// the GIL released.
+    #[pyo3(signature = (openmetrics = false, *, protobuf = false))]
+    fn render<'py>(
+        &self,
+        py: Python<'py>,
+        openmetrics: bool,
+        protobuf: bool,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let format = match (openmetrics, protobuf) {
+            (true, true) => {
+                return Err(PyValueError::new_err(
+                    "render() takes openmetrics=True or protobuf=True, not both",
+                ))
+            }
+            (true, false) => Format::OpenMetrics,
+            (false, true) => Format::Protobuf,
+            (false, false) => Format::Text,
         };
         let registry = &self.registry;
         let body = crate::gil::allow_threads(py, || registry.render(format));
         let bytes = PyBytes::new(py, &body);
         registry.recycle(body);
-        bytes
+        Ok(bytes)
     }
 
     /// `http://host:port/metrics` as bound, or `None` without a server (or
@@ -257,8 +294,9 @@ impl PrometheusTarget {
             d.set_item(format!("{family}_series"), series)?;
             d.set_item(format!("{family}_refused"), refused)?;
         }
-        let [all, openmetrics, gzip] = &self.registry.scrapes;
+        let [all, openmetrics, gzip, protobuf] = &self.registry.scrapes;
         d.set_item("scrapes", all.load(Ordering::Relaxed))?;
+        d.set_item("scrapes_protobuf", protobuf.load(Ordering::Relaxed))?;
         d.set_item("scrapes_openmetrics", openmetrics.load(Ordering::Relaxed))?;
         d.set_item("scrapes_gzip", gzip.load(Ordering::Relaxed))?;
         let http = &self.http;

@@ -7,6 +7,7 @@ use super::encoding::{
 use super::family::{Family, Series};
 use super::gauge::Gauge;
 use super::histogram::{Buckets, Histogram};
+use super::native::NativeConfig;
 use crate::chain::{
     execution_function_type, ChainResult, Invocation, Route, Tags, Target, FUNCTION_ID,
     FUNCTION_TYPE, NODE_ID,
@@ -29,6 +30,13 @@ const DROPPED: &str = "edgeless_telemetry_dropped";
 /// series); larger expositions use fresh memory each time.
 const MAX_SPARE_BYTES: usize = 32 << 20;
 const SERIES_REFUSED: &str = "edgeless_telemetry_series_refused";
+const HELP_COUNT: &str = "Function instances running on the node (+1 on instantiate, -1 on exit).";
+const HELP_EXECUTION: &str =
+    "Function invocation durations in seconds, by invocation type (Call or Cast).";
+const HELP_TRANSFER: &str = "Function transfer durations in seconds.";
+const HELP_REFUSED: &str =
+    "Label sets refused: their family had max_series series, or a label value was over 256 bytes.";
+const HELP_DROPPED: &str = "Events, samples and functions the node's targets dropped, refused or ignored (missing_tag: as EDGELESS, no series without the tags its family needs).";
 
 /// Longest label value a series may carry, counted as written in the
 /// exposition (after escaping: `\`, `"` and a newline count two). Tags may
@@ -64,6 +72,8 @@ pub const RESERVED_LABELS: [&str; 6] = [
 
 pub struct Config {
     pub buckets: Buckets,
+    /// Native buckets beside the classic ones (`None`: off).
+    pub native: Option<NativeConfig>,
     /// Prefix for every family name (`<namespace>_function_count`).
     pub namespace: Option<String>,
     /// Validated (name, value) pairs added to every series.
@@ -73,6 +83,7 @@ pub struct Config {
 
 pub struct Registry {
     buckets: Buckets,
+    native: Option<NativeConfig>,
     /// `le="0.1"` ... `le="+Inf"`, escaped once.
     le_labels: Box<[String]>,
     /// Escaped const labels, the start of every label set.
@@ -83,8 +94,8 @@ pub struct Registry {
     transfer_times: Family<Histogram>,
     /// Size of the last rendering, to size the next buffer in one go.
     last_render_bytes: AtomicUsize,
-    /// Scrapes served: all, in OpenMetrics, gzip-compressed.
-    pub scrapes: [AtomicU64; 3],
+    /// Scrapes served: all, in OpenMetrics, gzip-compressed, in protobuf.
+    pub scrapes: [AtomicU64; 4],
     /// `fork::Mutex`es: scrape threads take these two without the GIL.
     spare: fork::Mutex<Vec<u8>>,
     /// Drop counters of the other chain members (attached by each
@@ -135,6 +146,7 @@ impl Registry {
                 name(DROPPED),
             ],
             buckets: config.buckets,
+            native: config.native,
             le_labels,
             const_labels,
             function_count: Family::new(config.max_series),
@@ -276,7 +288,7 @@ impl Registry {
                 ("function_type", ftype),
                 ("invocation_type", kind),
             ],
-            || Histogram::new(&self.buckets),
+            || Histogram::new(&self.buckets, self.native.as_ref()),
         )
     }
 
@@ -286,7 +298,7 @@ impl Registry {
         self.series_for(
             &self.transfer_times,
             &[("node_id", node), ("function_id", fid)],
-            || Histogram::new(&self.buckets),
+            || Histogram::new(&self.buckets, self.native.as_ref()),
         )
     }
 
@@ -323,20 +335,24 @@ impl Registry {
         }
     }
 
+    /// Whether the histograms have native buckets (and protobuf is served).
+    pub fn native_on(&self) -> bool {
+        self.native.is_some()
+    }
+
     /// Renders every family. Reads atomics only; never needs the GIL.
     pub fn render(&self, format: Format) -> Vec<u8> {
         let mut out = std::mem::take(&mut *self.spare.lock());
         out.clear();
         out.reserve(self.last_render_bytes.load(Ordering::Relaxed) + 4096);
+        if format == Format::Protobuf {
+            self.render_protobuf(&mut out);
+            self.last_render_bytes.store(out.len(), Ordering::Relaxed);
+            return out;
+        }
         let [count_name, exec_name, transfer_name, refused_name, dropped_name] = &self.names;
 
-        push_header(
-            &mut out,
-            format,
-            count_name,
-            Kind::Gauge,
-            "Function instances running on the node (+1 on instantiate, -1 on exit).",
-        );
+        push_header(&mut out, format, count_name, Kind::Gauge, HELP_COUNT);
         for s in self.function_count.series() {
             push_series_start(&mut out, count_name, "", &s.labels);
             push_i64(&mut out, s.metric.get());
@@ -345,16 +361,8 @@ impl Registry {
 
         let mut scratch = Vec::with_capacity(self.le_labels.len());
         for (name, family, help) in [
-            (
-                exec_name,
-                &self.execution_times,
-                "Function invocation durations in seconds, by invocation type (Call or Cast).",
-            ),
-            (
-                transfer_name,
-                &self.transfer_times,
-                "Function transfer durations in seconds.",
-            ),
+            (exec_name, &self.execution_times, HELP_EXECUTION),
+            (transfer_name, &self.transfer_times, HELP_TRANSFER),
         ] {
             push_header(&mut out, format, name, Kind::Histogram, help);
             for s in family.series() {
@@ -362,13 +370,7 @@ impl Registry {
             }
         }
 
-        push_header(
-            &mut out,
-            format,
-            refused_name,
-            Kind::Counter,
-            "Label sets refused: their family had max_series series, or a label value was over 256 bytes.",
-        );
+        push_header(&mut out, format, refused_name, Kind::Counter, HELP_REFUSED);
         for (family, _, refused) in self.stats() {
             let labels = self.labels(&[("family", family)]);
             push_series_start(&mut out, refused_name, "_total", &labels);
@@ -378,13 +380,7 @@ impl Registry {
 
         let drops = self.drops();
         if !drops.is_empty() {
-            push_header(
-                &mut out,
-                format,
-                dropped_name,
-                Kind::Counter,
-                "Events, samples and functions the node's targets dropped, refused or ignored (missing_tag: as EDGELESS, no series without the tags its family needs).",
-            );
+            push_header(&mut out, format, dropped_name, Kind::Counter, HELP_DROPPED);
             for ((target, reason), n) in drops {
                 let labels = self.labels(&[("target", target), ("reason", reason)]);
                 push_series_start(&mut out, dropped_name, "_total", &labels);
@@ -398,6 +394,83 @@ impl Registry {
         }
         self.last_render_bytes.store(out.len(), Ordering::Relaxed);
         out
+    }
+
+    /// The same families as `render`, as protobuf messages (see
+    /// `encoding::protobuf`), with the native buckets when on.
+    fn render_protobuf(&self, out: &mut Vec<u8>) {
+        use encoding::protobuf::{self as pb, MetricType};
+        let [count_name, exec_name, transfer_name, refused_name, dropped_name] = &self.names;
+        let metrics = self
+            .function_count
+            .series()
+            .iter()
+            .map(|s| pb::gauge(&s.labels, s.metric.get() as f64))
+            .collect();
+        pb::push_family(out, count_name, HELP_COUNT, MetricType::Gauge, metrics);
+        let mut scratch = Vec::with_capacity(self.le_labels.len());
+        let mut native_scratch = Vec::new();
+        for (name, family, help) in [
+            (exec_name, &self.execution_times, HELP_EXECUTION),
+            (transfer_name, &self.transfer_times, HELP_TRANSFER),
+        ] {
+            let metrics = family
+                .series()
+                .iter()
+                .map(|s| {
+                    // Classic first: the native count read after it is
+                    // never smaller (see `pb::histogram`).
+                    let classic = s.metric.snapshot(&mut scratch);
+                    let native = match (s.metric.native(), &self.native) {
+                        (Some(h), Some(c)) => {
+                            Some((h.snapshot(&mut native_scratch), c.zero_threshold))
+                        }
+                        _ => None,
+                    };
+                    pb::histogram(
+                        &s.labels,
+                        self.buckets.bounds(),
+                        classic.cumulative,
+                        classic.sum,
+                        native.as_ref().map(|(n, z)| (n, *z)),
+                    )
+                })
+                .collect();
+            pb::push_family(out, name, help, MetricType::Histogram, metrics);
+        }
+        let metrics = self
+            .stats()
+            .iter()
+            .map(|(family, _, refused)| {
+                pb::counter(&self.labels(&[("family", family)]), *refused as f64)
+            })
+            .collect();
+        pb::push_family(
+            out,
+            &format!("{refused_name}_total"),
+            HELP_REFUSED,
+            MetricType::Counter,
+            metrics,
+        );
+        let drops = self.drops();
+        if !drops.is_empty() {
+            let metrics = drops
+                .iter()
+                .map(|((target, reason), n)| {
+                    pb::counter(
+                        &self.labels(&[("target", target), ("reason", reason)]),
+                        *n as f64,
+                    )
+                })
+                .collect();
+            pb::push_family(
+                out,
+                &format!("{dropped_name}_total"),
+                HELP_DROPPED,
+                MetricType::Counter,
+                metrics,
+            );
+        }
     }
 
     fn push_histogram(
@@ -505,7 +578,7 @@ impl Route for PromRoute {
                     }
                 };
                 match series {
-                    Some(h) => h.metric.observe(py, &r.buckets, seconds),
+                    Some(h) => h.metric.observe(py, &r.buckets, r.native.as_ref(), seconds),
                     None => r.no_series(
                         py,
                         tags,
@@ -521,7 +594,7 @@ impl Route for PromRoute {
                 ..
             } => {
                 match self.transfer.get_or_init(|| r.transfer_for(tags)) {
-                    Some(h) => h.metric.observe(py, &r.buckets, seconds),
+                    Some(h) => h.metric.observe(py, &r.buckets, r.native.as_ref(), seconds),
                     None => r.no_series(py, tags, &[NODE_ID, FUNCTION_ID], true),
                 }
                 ChainResult::Final

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use tokio::sync::watch;
 
 const MAX_ALIVE: usize = 2;
-const VARIANTS: usize = 4;
+const VARIANTS: usize = 6;
 
 /// One rendering, shared by the responses that send it.
 pub struct Rendering {
@@ -71,7 +71,12 @@ pub struct Scrapes {
 }
 
 fn variant(format: Format, gzip: bool) -> usize {
-    usize::from(format == Format::OpenMetrics) * 2 + usize::from(gzip)
+    let format = match format {
+        Format::Text => 0,
+        Format::OpenMetrics => 1,
+        Format::Protobuf => 2,
+    };
+    format * 2 + usize::from(gzip)
 }
 
 impl Scrapes {

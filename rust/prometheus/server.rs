@@ -107,15 +107,15 @@ impl Metrics {
                 .get(name)
                 .and_then(|v: &HeaderValue| v.to_str().ok())
         };
-        let format = Format::negotiate(header(ACCEPT));
-        let gzip = accepts_gzip(header(ACCEPT_ENCODING));
         let registry = self.scrapes.registry();
-        for (counter, counted) in
-            registry
-                .scrapes
-                .iter()
-                .zip([true, format == Format::OpenMetrics, gzip])
-        {
+        let format = Format::negotiate(header(ACCEPT), registry.native_on());
+        let gzip = accepts_gzip(header(ACCEPT_ENCODING));
+        for (counter, counted) in registry.scrapes.iter().zip([
+            true,
+            format == Format::OpenMetrics,
+            gzip,
+            format == Format::Protobuf,
+        ]) {
             if counted {
                 counter.fetch_add(1, Ordering::Relaxed);
             }
