@@ -102,6 +102,9 @@ class PrometheusTargetStats(TypedDict):
     """Scrapes that asked for OpenMetrics (``Accept`` header)."""
     scrapes_gzip: int
     """Scrapes that accepted gzip (``Accept-Encoding`` header)."""
+    scrapes_protobuf: int
+    """Scrapes served in the Prometheus protobuf format (``native=True``
+    targets only: the format that carries native histogram buckets)."""
     http_connections: int
     """Connections accepted by the server."""
     http_requests: int
