@@ -174,7 +174,21 @@ class PrometheusTarget:
         namespace: str | None = None,
         const_labels: dict[str, str] | None = None,
         max_series: int = 10000,
-    ) -> Self: ...
+        web_config: str | os.PathLike[str] | None = None,
+    ) -> Self:
+        """``web_config``: an exporter-toolkit web configuration file (YAML,
+        read with PyYAML): ``tls_server_config`` (``cert_file``, ``key_file``,
+        ``client_auth_type`` NoClientCert / VerifyClientCertIfGiven /
+        RequireAndVerifyClientCert, ``client_ca_file``, ``min_version`` and
+        ``max_version`` TLS12 / TLS13; relative paths are to the file's
+        folder) and ``basic_auth_users`` (user: bcrypt hash). With TLS,
+        ``metrics_url`` may be ``https://`` and ``url`` is. A missing file
+        raises OSError naming it; a bad one (not PEM, key not matching the
+        certificate, an option we do not support) ValueError naming it."""
+    def reload_web_config(self) -> None:
+        """Reads the web config and its files again (certificate rotation);
+        new connections use them. On error the running one stays.
+        RuntimeError without a ``web_config``."""
     def serve(self, metrics_url: str) -> None: ...
     def render(self, openmetrics: bool = False) -> bytes: ...
     @property
@@ -223,9 +237,13 @@ class CollectorServer:
         max_inflight_bytes: int = 67108864,
         read_timeout_s: float = 10.0,
         max_connections: int = 256,
-    ) -> Self: ...
+        web_config: str | os.PathLike[str] | None = None,
+    ) -> Self:
+        """``web_config`` as for ``PrometheusTarget``; its
+        ``basic_auth_users`` and a token cannot be combined (ValueError)."""
     @property
     def url(self) -> str: ...
+    def reload_web_config(self) -> None: ...
     @property
     def token_required(self) -> bool: ...
     def start(self) -> None: ...

@@ -82,9 +82,10 @@ impl BasicAuth {
         if self.cached(&user, &d) {
             return true;
         }
-        let ok = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
-            .await
-            .unwrap_or(false);
+        let ok =
+            tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
+                .await
+                .unwrap_or(false);
         if ok {
             let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
             verified.insert(user, d);

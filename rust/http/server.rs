@@ -310,8 +310,12 @@ async fn accept_loop<H: Handler>(
         let _ = stream.set_nodelay(true);
         let fd = stream.as_raw_fd();
         let config = security.as_ref().map(|s| s.current());
-        let (handler, admission, http, stop) =
-            (handler.clone(), admission.clone(), http.clone(), stop.clone());
+        let (handler, admission, http, stop) = (
+            handler.clone(),
+            admission.clone(),
+            http.clone(),
+            stop.clone(),
+        );
         match config.as_ref().and_then(|c| c.tls.clone()) {
             None => tokio::spawn(serve_connection(
                 stream, fd, state, handler, admission, http, stop, config,
@@ -460,7 +464,10 @@ async fn serve_connection<H: Handler, S>(
             let resp = if allowed {
                 handler.handle(req, conn).await
             } else {
-                admission.counters.unauthorized.fetch_add(1, Ordering::Relaxed);
+                admission
+                    .counters
+                    .unauthorized
+                    .fetch_add(1, Ordering::Relaxed);
                 basic_auth_refusal()
             };
             admission.responding(&state);
@@ -509,7 +516,9 @@ async fn serve_connection<H: Handler, S>(
 /// closes, for at most `LINGER` (see there).
 async fn linger<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
-    admission: &Admission, state: &ConnState) {
+    admission: &Admission,
+    state: &ConnState,
+) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     if stream.shutdown().await.is_err() {
         return;

@@ -109,9 +109,9 @@ fn read(what: &str, path: &Path) -> PyResult<Vec<u8>> {
 fn load(py: Python<'_>, path: &Path) -> PyResult<WebConfig> {
     let text = read("web config", path)?;
     let text = String::from_utf8(text).map_err(|_| bad(path, "not UTF-8 text"))?;
-    let yaml = py.import("yaml").map_err(|_| {
-        PyValueError::new_err("web_config needs PyYAML: pip install pyyaml")
-    })?;
+    let yaml = py
+        .import("yaml")
+        .map_err(|_| PyValueError::new_err("web_config needs PyYAML: pip install pyyaml"))?;
     let doc = yaml
         .call_method1("safe_load", (text,))
         .map_err(|e| bad(path, format!("not valid YAML: {e}")))?;
@@ -130,7 +130,9 @@ fn load(py: Python<'_>, path: &Path) -> PyResult<WebConfig> {
         basic_auth: None,
     };
     for (key, value) in doc.iter() {
-        let key: String = key.extract().map_err(|_| bad(path, "keys must be strings"))?;
+        let key: String = key
+            .extract()
+            .map_err(|_| bad(path, "keys must be strings"))?;
         match key.as_str() {
             "tls_server_config" if value.is_none() => {}
             "tls_server_config" => {
@@ -141,25 +143,32 @@ fn load(py: Python<'_>, path: &Path) -> PyResult<WebConfig> {
             }
             "basic_auth_users" if value.is_none() => {}
             "basic_auth_users" => {
-                let users = value
-                    .downcast::<PyDict>()
-                    .map_err(|_| bad(path, "basic_auth_users must map user names to bcrypt hashes"))?;
+                let users = value.downcast::<PyDict>().map_err(|_| {
+                    bad(
+                        path,
+                        "basic_auth_users must map user names to bcrypt hashes",
+                    )
+                })?;
                 let mut pairs = Vec::new();
                 for (user, hash) in users.iter() {
                     let (Ok(user), Ok(hash)) = (user.extract::<String>(), hash.extract::<String>())
                     else {
-                        return Err(bad(path, "basic_auth_users must map user names to bcrypt hashes"));
+                        return Err(bad(
+                            path,
+                            "basic_auth_users must map user names to bcrypt hashes",
+                        ));
                     };
                     pairs.push((user, hash));
                 }
-                config.basic_auth = Some(Arc::new(BasicAuth::new(pairs).map_err(|e| bad(path, e))?));
+                config.basic_auth =
+                    Some(Arc::new(BasicAuth::new(pairs).map_err(|e| bad(path, e))?));
             }
-            other => {
-                return Err(bad(
-                    path,
-                    format!("unsupported option {other:?} (supported: tls_server_config, basic_auth_users)"),
-                ))
-            }
+            other => return Err(bad(
+                path,
+                format!(
+                    "unsupported option {other:?} (supported: tls_server_config, basic_auth_users)"
+                ),
+            )),
         }
     }
     Ok(config)
@@ -171,7 +180,10 @@ fn string(path: &Path, section: &Bound<'_, PyDict>, key: &str) -> PyResult<Optio
         Some(v) if v.is_none() => Ok(None),
         Some(v) => match v.downcast::<PyString>() {
             Ok(s) => Ok(Some(s.to_string())),
-            Err(_) => Err(bad(path, format!("tls_server_config.{key} must be a string"))),
+            Err(_) => Err(bad(
+                path,
+                format!("tls_server_config.{key} must be a string"),
+            )),
         },
     }
 }
@@ -191,9 +203,7 @@ fn certificates(what: &str, file: &Path) -> PyResult<Vec<CertificateDer<'static>
     let pem = read(what, file)?;
     let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<_, _>>()
-        .map_err(|e| {
-            PyValueError::new_err(format!("{what} {}: bad PEM: {e}", file.display()))
-        })?;
+        .map_err(|e| PyValueError::new_err(format!("{what} {}: bad PEM: {e}", file.display())))?;
     if certs.is_empty() {
         return Err(PyValueError::new_err(format!(
             "{what} {}: no PEM certificate in it",
@@ -239,9 +249,10 @@ fn tls_config(path: &Path, base: &Path, section: &Bound<'_, PyDict>) -> PyResult
         ))
     })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let signing = provider.key_provider.load_private_key(key).map_err(|e| {
-        PyValueError::new_err(format!("key_file {}: {e}", key_file.display()))
-    })?;
+    let signing = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| PyValueError::new_err(format!("key_file {}: {e}", key_file.display())))?;
     let certified = rustls::sign::CertifiedKey::new(certs, signing);
     if let Err(e) = certified.keys_match() {
         if !matches!(
@@ -261,15 +272,19 @@ fn tls_config(path: &Path, base: &Path, section: &Bound<'_, PyDict>) -> PyResult
         version(path, &min, "min_version")?,
         version(path, &max, "max_version")?,
     );
-    let versions: Vec<&'static SupportedProtocolVersion> = [&rustls::version::TLS12, &rustls::version::TLS13]
-        .into_iter()
-        .filter(|v| {
-            let rank = |v: &SupportedProtocolVersion| u16::from(v.version);
-            rank(v) >= rank(min) && rank(v) <= rank(max)
-        })
-        .collect();
+    let versions: Vec<&'static SupportedProtocolVersion> =
+        [&rustls::version::TLS12, &rustls::version::TLS13]
+            .into_iter()
+            .filter(|v| {
+                let rank = |v: &SupportedProtocolVersion| u16::from(v.version);
+                rank(v) >= rank(min) && rank(v) <= rank(max)
+            })
+            .collect();
     if versions.is_empty() {
-        return Err(bad(path, "tls_server_config.min_version is above max_version"));
+        return Err(bad(
+            path,
+            "tls_server_config.min_version is above max_version",
+        ));
     }
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&versions)

@@ -270,7 +270,8 @@ impl PrometheusTarget {
     #[getter]
     fn url(&self, py: Python<'_>) -> Option<String> {
         let scheme = self.scheme();
-        self.running_addr(py).map(|a| format!("{scheme}://{a}/metrics"))
+        self.running_addr(py)
+            .map(|a| format!("{scheme}://{a}/metrics"))
     }
 
     /// The bound port (useful with port 0), or `None` without a server (or

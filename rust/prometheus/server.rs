@@ -10,8 +10,8 @@ use super::encoding::{accepts_gzip, Format};
 use super::registry::Registry;
 use super::scrape::{bytes_of, Scrapes};
 use crate::http::admission::{Counters, Limits};
-use crate::http::web_config::Security;
 use crate::http::server::{closing, response, Conn, Handler, Listener, Server, TEXT};
+use crate::http::web_config::Security;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -44,12 +44,12 @@ pub fn parse_metrics_url(url: &str, tls: bool) -> Result<SocketAddr, String> {
     let rest = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
         (Some(rest), _) => rest,
         (None, Some(rest)) if tls => rest,
-        (None, Some(_)) => {
+        (None, Some(_)) => return Err(bad("https:// needs a web_config with tls_server_config")),
+        _ => {
             return Err(bad(
-                "https:// needs a web_config with tls_server_config",
+                "only http:// (or https:// with a web_config) is supported",
             ))
         }
-        _ => return Err(bad("only http:// (or https:// with a web_config) is supported")),
     };
     let (authority, path) = match rest.find('/') {
         Some(i) => rest.split_at(i),
