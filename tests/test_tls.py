@@ -22,7 +22,13 @@ from typing import Any
 import pytest
 import yaml
 
-from edgeless_telemetry import OrchestratorCollector, PrometheusTarget, TelemetryProcessor
+from edgeless_telemetry import (
+    NodeReporter,
+    OrchestratorCollector,
+    PerformanceTarget,
+    PrometheusTarget,
+    TelemetryProcessor,
+)
 from prom_support import NODE_JOB, run_prometheus
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
@@ -310,3 +316,61 @@ def test_a_client_that_never_handshakes_is_cut(pki: Pki, tmp_path: Path) -> None
         assert c.stats()["http_timeouts"] == 1
         # Still serving.
         assert fetch(c.url + "/health", pki.context())[0] == 200
+
+
+def recorded(n: int) -> PerformanceTarget:
+    perf = PerformanceTarget()
+    h = TelemetryProcessor([perf], log=False).get_handle({"NODE_ID": "node-1"})
+    h = h.fork({"FUNCTION_ID": str(uuid.uuid4()), "FUNCTION_TYPE": "python"})
+    for _ in range(n):
+        h.invocation_completed(0.001)
+    return perf
+
+
+def test_node_ships_over_mutual_tls_with_token(pki: Pki, tmp_path: Path) -> None:
+    web = web_config(tmp_path, tls_server_config=tls_section(
+        pki, client_auth_type="RequireAndVerifyClientCert", client_ca_file=pki.path("ca.crt")))
+    prefix = str(tmp_path / "ds_")
+    with OrchestratorCollector("https://127.0.0.1:0", web_config=web, token="tok", dataset_path=prefix) as c:
+        rep = NodeReporter(recorded(25), c.url, "node-1", token="tok", timeout_s=5,
+                           ca_file=pki.path("ca.crt"), client_cert_file=pki.path("client.crt"),
+                           client_key_file=pki.path("client.key"))
+        assert rep.flush(deadline=time.monotonic() + 10), rep.last_error
+        assert c.flush(10)
+        stats = c.stats()
+        assert stats["batches_stored"] == 1 and stats["samples_stored"] == 25
+        assert rep.stats()["connections_opened"] == 1
+
+        # A node whose certificate another CA signed: refused, nothing written.
+        stranger = NodeReporter(recorded(5), c.url, "node-2", token="tok", timeout_s=5,
+                                ca_file=pki.path("ca.crt"), client_cert_file=pki.path("stranger.crt"),
+                                client_key_file=pki.path("stranger.key"))
+        assert not stranger.flush(deadline=time.monotonic() + 10)
+        assert "TLS" in stranger.last_error and "alert" in stranger.last_error, stranger.last_error
+        # A node that does not trust the collector's CA says so.
+        untrusting = NodeReporter(recorded(5), c.url, "node-3", token="tok", timeout_s=5,
+                                  ca_file=pki.path("other-ca.crt"), client_cert_file=pki.path("client.crt"),
+                                  client_key_file=pki.path("client.key"))
+        assert not untrusting.flush(deadline=time.monotonic() + 10)
+        assert "UnknownIssuer" in untrusting.last_error, untrusting.last_error
+        assert c.flush(10)
+        assert c.stats()["batches_stored"] == 1 and c.stats()["samples_stored"] == 25
+        deadline = time.monotonic() + 10  # the server may see the untrusting one's alert later
+        while c.stats()["http_tls_failures"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert c.stats()["http_tls_failures"] >= 2
+    rows = sum(len(p.read_text().splitlines()) - 1 for p in tmp_path.glob("ds_*"))
+    assert rows == 25
+
+
+def test_reporter_tls_arguments_are_checked(pki: Pki, tmp_path: Path) -> None:
+    perf = PerformanceTarget()
+    with pytest.raises(ValueError, match="https://"):
+        NodeReporter(perf, "http://127.0.0.1:1", "n", ca_file=pki.path("ca.crt"))
+    with pytest.raises(OSError, match="missing.crt"):
+        NodeReporter(perf, "https://127.0.0.1:1", "n", ca_file=str(tmp_path / "missing.crt"))
+    with pytest.raises(ValueError, match="go together"):
+        NodeReporter(perf, "https://127.0.0.1:1", "n", ca_file=pki.path("ca.crt"),
+                     client_cert_file=pki.path("client.crt"))
+    with pytest.raises(ValueError, match="no PEM certificate"):
+        NodeReporter(perf, "https://127.0.0.1:1", "n", ca_file=pki.path("ca.key"))

@@ -280,6 +280,9 @@ class ReporterCore:
         timeout_s: float = 5.0,
         refresh_s: int = 6,
         token: str | None = None,
+        ca_file: str | os.PathLike[str] | None = None,
+        client_cert_file: str | os.PathLike[str] | None = None,
+        client_key_file: str | os.PathLike[str] | None = None,
     ) -> Self:
         """Raises ValueError naming ``orchestrator_url`` unless it is
         ``http://host[:port][/path]``, and for a bad node id, timeout, size

@@ -9,6 +9,7 @@
 pub mod admission;
 pub mod basic_auth;
 pub mod client;
+pub mod client_tls;
 pub mod pool;
 pub mod runtime;
 pub mod server;

@@ -375,22 +375,28 @@ async fn watch_conn(admission: &Admission, state: &ConnState) -> Wake {
 }
 
 /// The TLS handshake, cut at the connection's deadline or eviction;
-/// `None` when it failed or was cut (counted).
+/// `None` when it failed or was cut (counted). A failed handshake's alert
+/// (say, "unknown CA" for a client certificate) is sent and the client
+/// given `LINGER` to read it, as an HTTP refusal is (see `linger`).
 async fn handshake(
     tls: tokio_rustls::TlsAcceptor,
     stream: TcpStream,
     admission: &Admission,
     state: &ConnState,
 ) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
-    let accept = tls.accept(stream);
+    let accept = tls.accept(stream).into_fallible();
     tokio::pin!(accept);
     loop {
         tokio::select! {
             done = &mut accept => {
-                if done.is_err() {
-                    admission.counters.tls_failures.fetch_add(1, Ordering::Relaxed);
-                }
-                return done.ok();
+                return match done {
+                    Ok(stream) => Some(stream),
+                    Err((_, mut stream)) => {
+                        admission.counters.tls_failures.fetch_add(1, Ordering::Relaxed);
+                        linger(&mut stream, admission, state).await;
+                        None
+                    }
+                };
             }
             wake = watch_conn(admission, state) => match wake {
                 Wake::Late => {

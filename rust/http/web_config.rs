@@ -96,7 +96,7 @@ fn bad(path: &Path, why: impl std::fmt::Display) -> PyErr {
     PyValueError::new_err(format!("web config {}: {why}", path.display()))
 }
 
-fn read(what: &str, path: &Path) -> PyResult<Vec<u8>> {
+pub fn read(what: &str, path: &Path) -> PyResult<Vec<u8>> {
     std::fs::read(path).map_err(|e| {
         PyOSError::new_err((
             e.raw_os_error().unwrap_or(0),
@@ -163,12 +163,14 @@ fn load(py: Python<'_>, path: &Path) -> PyResult<WebConfig> {
                 config.basic_auth =
                     Some(Arc::new(BasicAuth::new(pairs).map_err(|e| bad(path, e))?));
             }
-            other => return Err(bad(
-                path,
-                format!(
+            other => {
+                return Err(bad(
+                    path,
+                    format!(
                     "unsupported option {other:?} (supported: tls_server_config, basic_auth_users)"
                 ),
-            )),
+                ))
+            }
         }
     }
     Ok(config)
@@ -199,7 +201,7 @@ fn version(path: &Path, name: &str, key: &str) -> PyResult<&'static SupportedPro
     }
 }
 
-fn certificates(what: &str, file: &Path) -> PyResult<Vec<CertificateDer<'static>>> {
+pub fn certificates(what: &str, file: &Path) -> PyResult<Vec<CertificateDer<'static>>> {
     let pem = read(what, file)?;
     let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<_, _>>()
