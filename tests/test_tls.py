@@ -7,9 +7,11 @@ from __future__ import annotations
 import base64
 import http.client
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -374,3 +376,27 @@ def test_reporter_tls_arguments_are_checked(pki: Pki, tmp_path: Path) -> None:
                      client_cert_file=pki.path("client.crt"))
     with pytest.raises(ValueError, match="no PEM certificate"):
         NodeReporter(perf, "https://127.0.0.1:1", "n", ca_file=pki.path("ca.key"))
+
+
+def test_orchestrator_cli_web_config(pki: Pki, tmp_path: Path) -> None:
+    cli = [sys.executable, "-m", "edgeless_telemetry.cli", "orchestrator",
+           "--dataset-path", str(tmp_path / "ds_"), "--stats-interval", "0"]
+    done = subprocess.run([*cli, "--listen", "https://127.0.0.1:0", "--web-config", str(tmp_path / "missing.yml")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "missing.yml" in done.stderr, done.stderr
+    web = web_config(tmp_path, tls_server_config=tls_section(pki))
+    orc = subprocess.Popen([*cli, "--listen", "https://127.0.0.1:0", "--web-config", web],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert orc.stdout is not None
+        line = orc.stdout.readline()
+        assert line.startswith("listening on https://127.0.0.1:"), line
+        url = line.split()[-1]
+        assert fetch(url + "/health", pki.context())[0] == 200
+        orc.send_signal(signal.SIGHUP)
+        time.sleep(1)
+        assert fetch(url + "/health", pki.context())[0] == 200
+    finally:
+        orc.terminate()
+        _, err = orc.communicate(timeout=20)
+    assert "web config reloaded" in err, err

@@ -10,6 +10,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use subtle::ConstantTimeEq;
 
+/// A bcrypt hash (cost 10) of a password nobody is given.
+const UNKNOWN_USER_HASH: &str = "$2b$10$nbOT33s/RxJTEFwt8jQksewlpV8iNr.ZjZ685iPjkS9fA3B/pGs.y";
+
 pub struct BasicAuth {
     hashes: HashMap<String, String>,
     /// user -> digest of the last password verified for them. Bounded by
@@ -75,8 +78,11 @@ impl BasicAuth {
         let Some((user, password)) = header.and_then(credentials) else {
             return false;
         };
-        let Some(hash) = self.hashes.get(&user).cloned() else {
-            return false;
+        // An unknown user pays a bcrypt too (as in the exporter-toolkit),
+        // so the time taken does not tell which users exist.
+        let (hash, known) = match self.hashes.get(&user) {
+            Some(hash) => (hash.clone(), true),
+            None => (UNKNOWN_USER_HASH.to_owned(), false),
         };
         let d = digest(&user, &password);
         if self.cached(&user, &d) {
@@ -85,7 +91,8 @@ impl BasicAuth {
         let ok =
             tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
                 .await
-                .unwrap_or(false);
+                .unwrap_or(false)
+                && known;
         if ok {
             let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
             verified.insert(user, d);

@@ -366,11 +366,13 @@ impl Client {
                 // A server refusing our certificate (TLS 1.3) does so right
                 // after the handshake; the connection's task has the alert,
                 // the request only sees the connection closed.
-                let why = tokio::time::timeout(TLS_WHY_WAIT, &mut conn.task).await;
-                return Err(match why {
-                    Ok(Ok(Some(tls))) => tls,
-                    _ => hyper_error(&name, &e),
-                });
+                if self.endpoint.tls.is_some() {
+                    let why = tokio::time::timeout(TLS_WHY_WAIT, &mut conn.task).await;
+                    if let Ok(Ok(Some(tls))) = why {
+                        return Err(tls);
+                    }
+                }
+                return Err(hyper_error(&name, &e));
             }
         };
         let status = response.status().as_u16();
