@@ -73,14 +73,17 @@ def sample(text_or_samples: Any, name: str, **labels: str) -> float:
 
 
 def local_config(node_ports: list[int], prom_port: int,
-                 other_jobs: dict[str, list[int]] | None = None) -> dict[str, Any]:
+                 other_jobs: dict[str, list[int]] | None = None,
+                 node_job: dict[str, Any] | None = None) -> dict[str, Any]:
     """The repo's scrape config, pointed at local nodes, scraping every second;
-    `other_jobs` adds node jobs of other names (a mixed fleet)."""
+    `other_jobs` adds node jobs of other names (a mixed fleet), `node_job`
+    adds settings to the node job (`scheme`, `tls_config`, `basic_auth`)."""
     config: dict[str, Any] = yaml.safe_load(SCRAPE_CONFIG.read_text())
     config["global"]["scrape_interval"] = "1s"
     config["global"]["evaluation_interval"] = "1s"
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     jobs[NODE_JOB]["static_configs"] = [{"targets": [f"127.0.0.1:{p}" for p in node_ports]}]
+    jobs[NODE_JOB].update(node_job or {})
     jobs["prometheus"]["static_configs"] = [{"targets": [f"127.0.0.1:{prom_port}"]}]
     for name, ports in (other_jobs or {}).items():
         config["scrape_configs"].append(
@@ -120,15 +123,17 @@ class Prometheus:
 @contextlib.contextmanager
 def run_prometheus(tmp: Path, node_ports: list[int],
                    other_jobs: dict[str, list[int]] | None = None,
-                   extra_flags: list[str] | None = None) -> Iterator[Prometheus]:
+                   extra_flags: list[str] | None = None,
+                   node_job: dict[str, Any] | None = None) -> Iterator[Prometheus]:
     """`extra_flags`: more command-line flags, such as
-    `--enable-feature=native-histograms`."""
+    `--enable-feature=native-histograms`; `node_job`: settings merged into the
+    node job (a scheme, TLS or basic auth)."""
     exe = shutil.which("prometheus")
     if exe is None:
         raise RuntimeError("Debian's prometheus is not installed (scripts/test.sh installs it)")
     port = free_port()
     config = tmp / "prometheus.yml"
-    config.write_text(yaml.safe_dump(local_config(node_ports, port, other_jobs)))
+    config.write_text(yaml.safe_dump(local_config(node_ports, port, other_jobs, node_job)))
     log = (tmp / "prometheus.log").open("wb")
     proc = subprocess.Popen(
         [

@@ -150,7 +150,6 @@ def test_a_peer_that_does_not_speak_http_is_counted_and_the_body_kept(
 @pytest.mark.parametrize(
     "url",
     [
-        "https://127.0.0.1:7100",
         "ftp://127.0.0.1:7100",
         "127.0.0.1:7100",
         "http://",

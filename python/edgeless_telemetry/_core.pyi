@@ -309,6 +309,7 @@ class PrometheusTarget:
         native_schema: int = 3,
         native_max_buckets: int = 100,
         native_zero_threshold: float = 2.938735877055719e-39,
+        web_config: str | os.PathLike[str] | None = None,
     ) -> Self:
         """``metrics_url`` like ``http://127.0.0.1:7003`` (port 0 picks a
         free one; ``""`` serves nothing, use ``render()``). Raises
@@ -330,7 +331,20 @@ class PrometheusTarget:
         (schema - 1) until they fit. `native_zero_threshold`: durations at
         or below it (and negative or NaN ones) count in the zero bucket.
         Raises `ValueError` for settings out of range, even with
-        `native=False`."""
+        `native=False`.
+
+        ``web_config``: an exporter-toolkit web configuration file (YAML,
+        read with PyYAML): ``tls_server_config`` (``cert_file``, ``key_file``,
+        ``client_auth_type`` NoClientCert / VerifyClientCertIfGiven /
+        RequireAndVerifyClientCert, ``client_ca_file``, ``min_version`` and
+        ``max_version`` TLS12 / TLS13; relative paths are to the file's
+        folder) and ``basic_auth_users`` (user: bcrypt hash). With TLS,
+        ``metrics_url`` may be ``https://`` and ``url`` is. A missing file
+        raises OSError naming it; a bad one (not PEM, key not matching the
+        certificate, an option we do not support) ValueError naming it."""
+    def reload_web_config(self) -> None:
+        """Reads the web config and its files again (certificate rotation);
+        new connections use them. On error the running one stays.
     def serve(self, metrics_url: str) -> None:
         """Starts serving ``GET /metrics`` when no server runs in this
         process (a target made with ``""``, after ``close()``, or in a
@@ -423,13 +437,18 @@ class CollectorServer:
         max_inflight_bytes: int = 67108864,
         read_timeout_s: float = 10.0,
         max_connections: int = 256,
+        web_config: str | os.PathLike[str] | None = None,
     ) -> Self:
         """Binds ``host:port`` now (``OSError`` if taken); limits as for
         ``OrchestratorCollector``. Raises ``ValueError`` for a bad limit,
-        token or host."""
+        token or host. ``web_config`` as for ``PrometheusTarget``; its
+        ``basic_auth_users`` and a token cannot be combined (ValueError)."""
     @property
     def url(self) -> str:
         """``http://host:port`` as bound (the real port when 0 was asked)."""
+    def reload_web_config(self) -> None:
+        """Reads the web config and its files again (certificate rotation);
+        new connections use them. On error the running one stays."""
     @property
     def token_required(self) -> bool:
         """Whether requests need a bearer token."""
@@ -476,6 +495,9 @@ class ReporterCore:
         timeout_s: float = 5.0,
         refresh_s: int = 6,
         token: str | None = None,
+        ca_file: str | os.PathLike[str] | None = None,
+        client_cert_file: str | os.PathLike[str] | None = None,
+        client_key_file: str | os.PathLike[str] | None = None,
     ) -> Self:
         """Raises ValueError naming ``orchestrator_url`` unless it is
         ``http://host[:port][/path]``, and for a bad node id, timeout, size

@@ -34,6 +34,7 @@ import atexit
 import ipaddress
 import logging
 import math
+import os
 import weakref
 from collections.abc import Mapping
 from urllib.parse import urlsplit
@@ -66,6 +67,13 @@ class OrchestratorCollector:
     being decoded and stored may take together (past it: 503, the node
     resends). ``layout="edgeless"`` writes EDGELESS's leading empty CSV
     column when ``additional_header``/``additional_fields`` are empty.
+
+    ``web_config``: an exporter-toolkit web configuration file (YAML:
+    ``tls_server_config`` for TLS and client certificates,
+    ``basic_auth_users``); ``listen_url`` may then be ``https://`` and
+    ``url`` is. Bad or missing files raise ValueError/OSError naming them;
+    ``reload_web_config()`` reads them again (certificate rotation). Basic
+    auth and tokens both use ``Authorization``: one or the other.
     """
 
     def __init__(
@@ -88,10 +96,13 @@ class OrchestratorCollector:
         max_entries_per_body: int = 1 << 20,
         max_decoded_bytes: int = 256 << 20,
         layout: str = "plain",
+        web_config: str | os.PathLike[str] | None = None,
     ) -> None:
         parts = urlsplit(listen_url)
-        if parts.scheme != "http" or parts.hostname is None:
-            raise ValueError(f"listen_url must be http://host:port, got {listen_url!r}")
+        schemes = ("http", "https") if web_config is not None else ("http",)
+        if parts.scheme not in schemes or parts.hostname is None:
+            raise ValueError(
+                f"listen_url must be http://host:port (https:// with a web_config), got {listen_url!r}")
         if max_body_bytes < 1 or max_connections < 1 or max_inflight_bytes < max_body_bytes:
             raise ValueError(
                 "max_body_bytes and max_connections must be at least 1,"
@@ -115,7 +126,7 @@ class OrchestratorCollector:
             max_decoded_bytes=max_decoded_bytes,
             layout=layout,
         )
-        port = parts.port if parts.port is not None else 80
+        port = parts.port if parts.port is not None else (443 if parts.scheme == "https" else 80)
         self._server = _core.CollectorServer(
             self.core, parts.hostname, port,
             token=token,
@@ -124,6 +135,7 @@ class OrchestratorCollector:
             max_inflight_bytes=max_inflight_bytes,
             read_timeout_s=float(read_timeout_s),
             max_connections=max_connections,
+            web_config=os.fspath(web_config) if web_config is not None else None,
         )
         self._started = False
         _COLLECTORS.add(self)
@@ -137,6 +149,13 @@ class OrchestratorCollector:
     def url(self) -> str:
         """The URL nodes should send to (with the real port)."""
         return self._server.url
+
+    def reload_web_config(self) -> None:
+        """Reads the web config files again; new connections use them.
+
+        On error (ValueError/OSError) the running configuration stays.
+        """
+        self._server.reload_web_config()
 
     def start(self) -> OrchestratorCollector:
         """Starts serving (Rust threads, no Python thread) and returns the

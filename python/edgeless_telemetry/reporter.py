@@ -77,7 +77,13 @@ class NodeReporter:
 
     ``orchestrator_url`` is the collector's base URL, e.g.
     ``http://127.0.0.1:7100``; bodies are POSTed to its ``/performance``
-    path (plain HTTP: a bad or ``https://`` URL raises ValueError here).
+    path (a bad URL raises ValueError here). ``https://``: the collector's
+    certificate is checked against ``ca_file`` (PEM), or the system's CA
+    store without one; ``client_cert_file``/``client_key_file`` (PEM) for a
+    collector that requires client certificates. A certificate problem
+    fails the send like any other (retried each period, nothing lost) and
+    ``last_error`` says what it is (``TLS: handshake with ... failed:
+    invalid peer certificate: UnknownIssuer``).
     Call `start()` once; `stop()` sends what is left, bounded by
     ``timeout_s``, which also bounds each request (connect, send and
     answer). ``token``: the collector's bearer token (shared, or this
@@ -95,6 +101,9 @@ class NodeReporter:
         max_batch_bytes: int = 4 << 20,
         timeout_s: float = 5.0,
         token: str | None = None,
+        ca_file: str | os.PathLike[str] | None = None,
+        client_cert_file: str | os.PathLike[str] | None = None,
+        client_key_file: str | os.PathLike[str] | None = None,
     ) -> None:
         if not isinstance(target, _core.PerformanceTarget):
             raise TypeError(f"target must be a PerformanceTarget, not {type(target).__name__}")
@@ -111,6 +120,9 @@ class NodeReporter:
             # The collector may forget a node silent for longer than this.
             refresh_s=math.ceil(3 * interval_s),
             token=None if token is None else check_token(token),
+            ca_file=_path(ca_file),
+            client_cert_file=_path(client_cert_file),
+            client_key_file=_path(client_key_file),
         )
         self._target = target
         self.node_id = node_id
@@ -197,3 +209,7 @@ class NodeReporter:
                 self._core.flush()
             except Exception:  # never let the thread die
                 log.exception("NodeReporter: unexpected error")
+
+
+def _path(p: str | os.PathLike[str] | None) -> str | None:
+    return None if p is None else os.fspath(p)

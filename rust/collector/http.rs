@@ -22,6 +22,7 @@ use crate::gil::GilCell;
 use crate::http::admission::{Counters, Limits};
 use crate::http::pool::Pool;
 use crate::http::server::{closing, has_body, response, Conn, Handler, Listener, Server, TEXT};
+use crate::http::web_config::Security;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -148,6 +149,8 @@ impl Collect {
             ("http_requests", &h.requests),
             ("http_timeouts", &h.timeouts),
             ("http_evictions", &h.evictions),
+            ("http_tls_failures", &h.tls_failures),
+            ("http_401_basic_auth", &h.unauthorized),
         ] {
             out.push((name, v.load(Relaxed)));
         }
@@ -319,6 +322,8 @@ pub struct CollectorServer {
     /// Guarded by the GIL, never held while waiting: binding and stopping
     /// run with the GIL released, outside the cell.
     phase: GilCell<Phase>,
+    /// TLS and basic auth (`web_config`).
+    security: Option<Arc<Security>>,
 }
 
 /// `host:port` resolved, IPv4 first (as the standard library's server did).
@@ -335,10 +340,19 @@ fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{host:?} resolves to no address"))
 }
 
+fn check_auth(basic_auth: bool, tokens: bool) -> PyResult<()> {
+    if basic_auth && tokens {
+        return Err(PyValueError::new_err(
+            "web_config basic_auth_users and bearer tokens both use the Authorization header: configure one of them",
+        ));
+    }
+    Ok(())
+}
+
 #[pymethods]
 impl CollectorServer {
     #[new]
-    #[pyo3(signature = (core, host, port, *, token = None, node_tokens = None, max_body_bytes = 16_777_216, max_inflight_bytes = 67_108_864, read_timeout_s = 10.0, max_connections = 256))]
+    #[pyo3(signature = (core, host, port, *, token = None, node_tokens = None, max_body_bytes = 16_777_216, max_inflight_bytes = 67_108_864, read_timeout_s = 10.0, max_connections = 256, web_config = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -351,6 +365,7 @@ impl CollectorServer {
         max_inflight_bytes: usize,
         read_timeout_s: f64,
         max_connections: usize,
+        web_config: Option<std::path::PathBuf>,
     ) -> PyResult<Self> {
         if max_body_bytes < 1 || max_connections < 1 || max_inflight_bytes < max_body_bytes {
             return Err(PyValueError::new_err(
@@ -366,6 +381,14 @@ impl CollectorServer {
             node_tokens.unwrap_or_default().into_iter().collect();
         per_node.sort();
         let tokens = Tokens::new(token.as_deref(), &per_node).map_err(PyValueError::new_err)?;
+        let security = match &web_config {
+            Some(path) => Some(Security::load(py, &path.to_string_lossy())?),
+            None => None,
+        };
+        let basic_auth = security
+            .as_ref()
+            .is_some_and(|s| s.current().basic_auth.is_some());
+        check_auth(basic_auth, tokens.required())?;
         let addr = resolve(host, port).map_err(PyValueError::new_err)?;
         let listener = crate::gil::allow_threads(py, || Listener::bind(addr)).map_err(|e| {
             PyOSError::new_err((
@@ -396,13 +419,28 @@ impl CollectorServer {
             }),
             limits,
             phase: GilCell::new(Phase::Bound(listener)),
+            security,
         })
     }
 
-    /// `http://host:port` as bound (the real port when 0 was asked).
+    /// `http://host:port` as bound (the real port when 0 was asked),
+    /// `https://` with TLS.
     #[getter]
     fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let tls = self.security.as_ref().is_some_and(|s| s.tls());
+        format!("{}://{}", if tls { "https" } else { "http" }, self.addr)
+    }
+
+    /// Reads the web config file again (see `PrometheusTarget`); the
+    /// running one stays on error. RuntimeError without a web_config.
+    fn reload_web_config(&self, py: Python<'_>) -> PyResult<()> {
+        let Some(security) = &self.security else {
+            return Err(PyRuntimeError::new_err(
+                "OrchestratorCollector has no web_config to reload",
+            ));
+        };
+        let tokens = self.handler.tokens.required();
+        security.reload(py, |fresh| check_auth(fresh.basic_auth.is_some(), tokens))
     }
 
     /// Whether requests need a bearer token.
@@ -424,13 +462,14 @@ impl CollectorServer {
                         ))
                     }
                 })?;
-        let (handler, limits, counters) = (
+        let (handler, limits, counters, security) = (
             self.handler.clone(),
             self.limits.clone(),
             self.handler.http.clone(),
+            self.security.clone(),
         );
         let server = crate::gil::allow_threads(py, move || {
-            Server::start(listener, handler, limits, counters)
+            Server::start(listener, handler, limits, counters, security)
         })
         .map_err(|e| PyOSError::new_err(format!("OrchestratorCollector cannot serve: {e}")))?;
         self.phase.with(py, |phase| *phase = Phase::Serving(server));

@@ -58,6 +58,11 @@ pub struct Counters {
     pub busy: AtomicU64,
     /// Waiting connections closed to admit a newer one.
     pub evictions: AtomicU64,
+    /// TLS handshakes that failed (no or a wrong client certificate, plain
+    /// HTTP to a TLS port, a protocol the configuration refuses).
+    pub tls_failures: AtomicU64,
+    /// Requests refused by `basic_auth_users` (401).
+    pub unauthorized: AtomicU64,
 }
 
 const NO_DEADLINE: u64 = u64::MAX;

@@ -31,6 +31,7 @@ use hyper::client::conn::http1;
 use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, Uri};
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
 use std::fmt;
 use std::io;
 use std::os::fd::AsRawFd;
@@ -46,6 +47,8 @@ const TEXT_MAX: usize = 512;
 /// Response bodies past this are not read to the end: the connection is
 /// closed instead of reused (a collector answers a line).
 const BODY_MAX: usize = 64 << 10;
+/// How long a failed request waits for its connection's TLS error.
+const TLS_WHY_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
 /// Response heads past this are a protocol error, not a memory cost.
 const HEAD_MAX: usize = 64 << 10;
 
@@ -69,6 +72,9 @@ pub enum ClientError {
     BadResponse(String),
     /// Any other socket error.
     Io(String),
+    /// The TLS handshake failed (the collector's certificate is not
+    /// trusted or not for its name, or it refused ours).
+    Tls(String),
 }
 
 impl fmt::Display for ClientError {
@@ -82,6 +88,7 @@ impl fmt::Display for ClientError {
             Self::Reset(m) => write!(f, "connection reset: {m}"),
             Self::BadResponse(m) => write!(f, "bad response: {m}"),
             Self::Io(m) => write!(f, "I/O error: {m}"),
+            Self::Tls(m) => write!(f, "TLS: {m}"),
         }
     }
 }
@@ -95,9 +102,26 @@ pub struct Answer {
     pub text: String,
 }
 
+/// TLS to the endpoint (`https://`): the connector and the name the
+/// server's certificate must carry.
+#[derive(Clone)]
+pub struct Tls {
+    connector: tokio_rustls::TlsConnector,
+    name: ServerName<'static>,
+}
+
+impl fmt::Debug for Tls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Tls({:?})", self.name)
+    }
+}
+
 /// Where requests go: parsed once, so a bad URL fails at construction.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
+    /// `https://`: set by `with_tls` (the URL alone says it is wanted).
+    https: bool,
+    tls: Option<Tls>,
     /// Host to resolve (IPv6 without brackets).
     host: String,
     port: u16,
@@ -108,22 +132,17 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// Parses `http://host[:port][/base]` and appends `suffix` to the path
-    /// (`/performance` for the reporter). Anything else, `https://`
-    /// included (put TLS in a proxy in front of the collector), is
-    /// `BadUrl` naming the URL.
+    /// Parses `http[s]://host[:port][/base]` and appends `suffix` to the
+    /// path (`/performance` for the reporter). Anything else is `BadUrl`
+    /// naming the URL. An `https://` endpoint needs `with_tls` before use.
     pub fn parse(url: &str, suffix: &str) -> Result<Self, ClientError> {
         let bad = |why: &str| ClientError::BadUrl(format!("{url:?}: {why}"));
         let uri: Uri = url.parse().map_err(|e| bad(&format!("not a URL ({e})")))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(bad(
-                    "https is not supported: use http:// (TLS belongs to a proxy or tunnel)",
-                ))
-            }
-            _ => return Err(bad("must be http://host:port")),
-        }
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err(bad("must be http://host:port or https://host:port")),
+        };
         let authority = uri.authority().ok_or_else(|| bad("no host"))?;
         if authority.as_str().contains('@') {
             return Err(bad("user information is not supported"));
@@ -135,6 +154,7 @@ impl Endpoint {
         // `Authority::port` is `None` for a port it cannot parse (`:99999`),
         // which must not become port 80: read it ourselves.
         let port = match authority.as_str()[host.len()..].strip_prefix(':') {
+            None if https => 443,
             None => 80,
             Some(p) => match p.parse::<u16>() {
                 Ok(p) if p > 0 => p,
@@ -149,6 +169,8 @@ impl Endpoint {
         let authority =
             HeaderValue::from_str(&format!("{host}:{port}")).map_err(|_| bad("bad host"))?;
         Ok(Self {
+            https,
+            tls: None,
             host: host
                 .trim_start_matches('[')
                 .trim_end_matches(']')
@@ -157,6 +179,19 @@ impl Endpoint {
             authority,
             path,
         })
+    }
+
+    pub fn https(&self) -> bool {
+        self.https
+    }
+
+    /// TLS with `connector`, the certificate checked against the URL's
+    /// host (an IP address or a DNS name).
+    pub fn with_tls(mut self, connector: tokio_rustls::TlsConnector) -> Result<Self, ClientError> {
+        let name = ServerName::try_from(self.host.clone())
+            .map_err(|e| ClientError::BadUrl(format!("{}: {e}", self.host)))?;
+        self.tls = Some(Tls { connector, name });
+        Ok(self)
     }
 
     /// `host:port`, for messages.
@@ -168,7 +203,8 @@ impl Endpoint {
 /// A kept-alive connection: the sending half and the task driving it.
 struct Conn {
     sender: http1::SendRequest<Full<Bytes>>,
-    task: JoinHandle<()>,
+    /// Ends with the connection's TLS error, if that is why it ended.
+    task: JoinHandle<Option<ClientError>>,
 }
 
 impl Drop for Conn {
@@ -297,15 +333,18 @@ impl Client {
         // Bodies go in one write; do not hold the last segment back.
         let _ = stream.set_nodelay(true);
         self.connections_opened += 1;
-        let (sender, connection) = http1::Builder::new()
-            .max_buf_size(HEAD_MAX.max(8192))
-            .handshake(TokioIo::new(ClosedInChildren::new(stream)))
-            .await
-            .map_err(|e| hyper_error(&name, &e))?;
-        let task = tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        Ok(Conn { sender, task })
+        let stream = ClosedInChildren::new(stream);
+        match &self.endpoint.tls {
+            None => handshake(&name, stream).await,
+            Some(tls) => {
+                let stream = tls
+                    .connector
+                    .connect(tls.name.clone(), stream)
+                    .await
+                    .map_err(|e| tls_error(&name, &e))?;
+                handshake(&name, stream).await
+            }
+        }
     }
 
     async fn exchange(&mut self, body: Bytes) -> Result<Answer, ClientError> {
@@ -321,11 +360,21 @@ impl Client {
         let request = request
             .body(Full::new(body))
             .map_err(|e| ClientError::BadHeader(e.to_string()))?;
-        let response = conn
-            .sender
-            .send_request(request)
-            .await
-            .map_err(|e| hyper_error(&name, &e))?;
+        let response = match conn.sender.send_request(request).await {
+            Ok(response) => response,
+            Err(e) => {
+                // A server refusing our certificate (TLS 1.3) does so right
+                // after the handshake; the connection's task has the alert,
+                // the request only sees the connection closed.
+                if self.endpoint.tls.is_some() {
+                    let why = tokio::time::timeout(TLS_WHY_WAIT, &mut conn.task).await;
+                    if let Ok(Ok(Some(tls))) = why {
+                        return Err(tls);
+                    }
+                }
+                return Err(hyper_error(&name, &e));
+            }
+        };
         let status = response.status().as_u16();
         let mut body = response.into_body();
         let mut text = Vec::new();
@@ -374,6 +423,38 @@ impl Drop for Client {
     }
 }
 
+/// HTTP/1.1 on a connected stream, driven by a task on the runtime.
+async fn handshake<S>(name: &str, stream: S) -> Result<Conn, ClientError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = http1::Builder::new()
+        .max_buf_size(HEAD_MAX.max(8192))
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| hyper_error(name, &e))?;
+    let name = name.to_owned();
+    let task = tokio::spawn(async move {
+        match connection.await {
+            Err(e) => Some(hyper_error(&name, &e)).filter(|e| matches!(e, ClientError::Tls(_))),
+            Ok(()) => None,
+        }
+    });
+    Ok(Conn { sender, task })
+}
+
+/// A handshake error, saying what was wrong (rustls' own words: "invalid
+/// peer certificate: UnknownIssuer", "received fatal alert: ...").
+fn tls_error(name: &str, e: &io::Error) -> ClientError {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(tls) => ClientError::Tls(format!("handshake with {name} failed: {tls}")),
+        None => io_error(name, e),
+    }
+}
+
 fn io_error(name: &str, e: &io::Error) -> ClientError {
     use io::ErrorKind::*;
     match e.kind() {
@@ -393,7 +474,9 @@ fn hyper_error(name: &str, e: &hyper::Error) -> ClientError {
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         if let Some(io) = s.downcast_ref::<io::Error>() {
-            return io_error(name, io);
+            // A refusal of our certificate arrives after the handshake
+            // (TLS 1.3), as an alert on the first read.
+            return tls_error(name, io);
         }
         source = s.source();
     }
@@ -491,8 +574,9 @@ mod tests {
             ("::1", 80, "[::1]:80")
         );
         assert_eq!(e.path.to_string(), "/base/performance");
+        let e = Endpoint::parse("https://h/", "/p").unwrap();
+        assert!(e.https() && e.port == 443);
         for bad in [
-            "https://h:1",
             "ftp://h",
             "h:1",
             "http://",

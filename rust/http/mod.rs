@@ -7,7 +7,10 @@
 //! for threads that do not exist.
 
 pub mod admission;
+pub mod basic_auth;
 pub mod client;
+pub mod client_tls;
 pub mod pool;
 pub mod runtime;
 pub mod server;
+pub mod web_config;

@@ -20,11 +20,12 @@
 
 use super::admission::{Admission, ConnState, Counters, Limits};
 use super::runtime::runtime;
+use super::web_config::{Security, WebConfig};
 use crate::fork;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE};
+use hyper::header::{HeaderValue, AUTHORIZATION, CONNECTION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -38,6 +39,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -191,12 +193,15 @@ struct Running {
 }
 
 impl Server {
-    /// Serves `listener` with `handler` on the runtime.
+    /// Serves `listener` with `handler` on the runtime; with `security`,
+    /// TLS and basic auth as its web configuration says (read again for
+    /// each new connection, so `Security::reload` applies to the next).
     pub fn start<H: Handler>(
         mut listener: Listener,
         handler: Arc<H>,
         limits: Limits,
         counters: Arc<Counters>,
+        security: Option<Arc<Security>>,
     ) -> io::Result<Server> {
         let rt = runtime();
         let socket = listener.socket.take().expect("a listener serves once");
@@ -218,7 +223,7 @@ impl Server {
         let (closed_tx, closed_rx) = std::sync::mpsc::channel();
         let adm = admission.clone();
         rt.spawn(async move {
-            accept_loop(&tokio_listener, handler, adm, stop_rx).await;
+            accept_loop(&tokio_listener, handler, adm, stop_rx, security).await;
             // Unregistered before the close, so a fork in between cannot
             // close a reused fd number in the child.
             fork::forget_listener(fork_slot);
@@ -278,6 +283,7 @@ async fn accept_loop<H: Handler>(
     handler: Arc<H>,
     admission: Arc<Admission>,
     mut stop: watch::Receiver<bool>,
+    security: Option<Arc<Security>>,
 ) {
     let mut http = hyper::server::conn::http1::Builder::new();
     http.keep_alive(true)
@@ -302,14 +308,29 @@ async fn accept_loop<H: Handler>(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        tokio::spawn(serve_connection(
-            stream,
-            state,
+        let fd = stream.as_raw_fd();
+        let config = security.as_ref().map(|s| s.current());
+        let (handler, admission, http, stop) = (
             handler.clone(),
             admission.clone(),
             http.clone(),
             stop.clone(),
-        ));
+        );
+        match config.as_ref().and_then(|c| c.tls.clone()) {
+            None => tokio::spawn(serve_connection(
+                stream, fd, state, handler, admission, http, stop, config,
+            )),
+            Some(tls) => tokio::spawn(async move {
+                // The handshake is part of the request: same deadline,
+                // evictable like any waiting connection.
+                let Some(stream) = handshake(tls, stream, &admission, &state).await else {
+                    shutdown(fd);
+                    admission.closed(&state);
+                    return;
+                };
+                serve_connection(stream, fd, state, handler, admission, http, stop, config).await
+            }),
+        };
     }
 }
 
@@ -353,6 +374,56 @@ async fn watch_conn(admission: &Admission, state: &ConnState) -> Wake {
     }
 }
 
+/// The TLS handshake, cut at the connection's deadline or eviction;
+/// `None` when it failed or was cut (counted). A failed handshake's alert
+/// (say, "unknown CA" for a client certificate) is sent and the client
+/// given `LINGER` to read it, as an HTTP refusal is (see `linger`).
+async fn handshake(
+    tls: tokio_rustls::TlsAcceptor,
+    stream: TcpStream,
+    admission: &Admission,
+    state: &ConnState,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let accept = tls.accept(stream).into_fallible();
+    tokio::pin!(accept);
+    loop {
+        tokio::select! {
+            done = &mut accept => {
+                return match done {
+                    Ok(stream) => Some(stream),
+                    Err((_, mut stream)) => {
+                        admission.counters.tls_failures.fetch_add(1, Ordering::Relaxed);
+                        linger(&mut stream, admission, state).await;
+                        None
+                    }
+                };
+            }
+            wake = watch_conn(admission, state) => match wake {
+                Wake::Late => {
+                    admission.counters.timeouts.fetch_add(1, Ordering::Relaxed);
+                    return None;
+                }
+                Wake::Evicted => return None,
+                Wake::Changed => {}
+            },
+        }
+    }
+}
+
+/// 401 for basic auth, closing (the body is not read).
+fn basic_auth_refusal() -> Response<Full<Bytes>> {
+    let mut resp = closing(response(
+        StatusCode::UNAUTHORIZED,
+        TEXT,
+        "user name or password missing or wrong\n",
+    ));
+    resp.headers_mut().insert(
+        WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"edgeless-telemetry\""),
+    );
+    resp
+}
+
 /// How long a connection whose last answer was sent keeps draining what
 /// the client still sends before it is closed: closing with unread bytes
 /// makes the kernel reset the connection, and the client could lose the
@@ -360,27 +431,51 @@ async fn watch_conn(admission: &Admission, state: &ConnState) -> Wake {
 /// the request deadline, and the connection is evictable meanwhile.
 const LINGER: Duration = Duration::from_secs(2);
 
-async fn serve_connection<H: Handler>(
-    stream: TcpStream,
+#[allow(clippy::too_many_arguments)]
+async fn serve_connection<H: Handler, S>(
+    stream: S,
+    fd: RawFd,
     state: Arc<ConnState>,
     handler: Arc<H>,
     admission: Arc<Admission>,
     http: Arc<hyper::server::conn::http1::Builder>,
     mut stop: watch::Receiver<bool>,
-) {
-    let fd = stream.as_raw_fd();
+    config: Option<Arc<WebConfig>>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let basic_auth = config.and_then(|c| c.basic_auth.clone());
     let svc_state = state.clone();
     let svc_admission = admission.clone();
     let service = service_fn(move |req: Request<Incoming>| -> ServiceFuture {
-        let (state, admission, handler) =
-            (svc_state.clone(), svc_admission.clone(), handler.clone());
+        let (state, admission, handler, basic_auth) = (
+            svc_state.clone(),
+            svc_admission.clone(),
+            handler.clone(),
+            basic_auth.clone(),
+        );
         Box::pin(async move {
             admission.counters.requests.fetch_add(1, Ordering::Relaxed);
             let conn = Conn {
                 state: state.clone(),
                 admission: admission.clone(),
             };
-            let resp = handler.handle(req, conn).await;
+            let allowed = match &basic_auth {
+                None => true,
+                Some(auth) => {
+                    let header = req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
+                    auth.allows(header).await
+                }
+            };
+            let resp = if allowed {
+                handler.handle(req, conn).await
+            } else {
+                admission
+                    .counters
+                    .unauthorized
+                    .fetch_add(1, Ordering::Relaxed);
+                basic_auth_refusal()
+            };
             admission.responding(&state);
             Ok(resp.map(|inner| Tracked {
                 inner,
@@ -425,7 +520,11 @@ async fn serve_connection<H: Handler>(
 
 /// Sends FIN, then reads and drops what the client still sends until it
 /// closes, for at most `LINGER` (see there).
-async fn linger(stream: &mut TcpStream, admission: &Admission, state: &ConnState) {
+async fn linger<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    admission: &Admission,
+    state: &ConnState,
+) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     if stream.shutdown().await.is_err() {
         return;
@@ -483,6 +582,7 @@ mod tests {
             }),
             limits,
             Default::default(),
+            None,
         )
         .unwrap()
     }

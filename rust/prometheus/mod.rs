@@ -23,6 +23,7 @@ pub mod server;
 use crate::gil::GilCell;
 use crate::http::admission::Counters;
 use crate::http::server::Server;
+use crate::http::web_config::Security;
 use encoding::{valid_name, Format};
 use histogram::Buckets;
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
@@ -59,6 +60,8 @@ pub struct PrometheusTarget {
     server: GilCell<Option<Server>>,
     /// The HTTP counters of every server this target ran.
     http: Arc<Counters>,
+    /// TLS and basic auth (`web_config`), for every server this target runs.
+    security: Option<Arc<Security>>,
 }
 
 impl PrometheusTarget {
@@ -78,6 +81,14 @@ impl PrometheusTarget {
         })
     }
 
+    fn scheme(&self) -> &'static str {
+        if self.security.as_ref().is_some_and(|s| s.tls()) {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
     fn stop_server(&self, py: Python<'_>) {
         // An inherited server is only forgotten (`Server::stop`).
         if let Some(mut server) = self.server.with(py, Option::take) {
@@ -91,10 +102,12 @@ fn start_server(
     registry: &Arc<Registry>,
     counters: &Arc<Counters>,
     metrics_url: &str,
+    security: &Option<Arc<Security>>,
 ) -> PyResult<Server> {
-    let addr = parse_metrics_url(metrics_url).map_err(PyValueError::new_err)?;
-    let (reg, counters) = (registry.clone(), counters.clone());
-    crate::gil::allow_threads(py, || server::start(reg, addr, counters)).map_err(|e| {
+    let tls = security.as_ref().is_some_and(|s| s.tls());
+    let addr = parse_metrics_url(metrics_url, tls).map_err(PyValueError::new_err)?;
+    let (reg, counters, security) = (registry.clone(), counters.clone(), security.clone());
+    crate::gil::allow_threads(py, || server::start(reg, addr, counters, security)).map_err(|e| {
         PyOSError::new_err((
             e.raw_os_error().unwrap_or(0),
             format!("PrometheusTarget cannot listen on {addr} ({metrics_url}): {e}"),
@@ -153,15 +166,17 @@ fn const_labels_from(dict: Option<&Bound<'_, PyDict>>) -> PyResult<Vec<(String, 
 #[pymethods]
 impl PrometheusTarget {
     /// `metrics_url` like `http://127.0.0.1:7003` (port 0 picks a free
-    /// one; `""` serves nothing, use `render()`). Raises `ValueError` for a
-    /// malformed URL, bad buckets or names, `OSError` when the port cannot
-    /// be bound (for example in use).
+    /// one; `""` serves nothing, use `render()`). `web_config`: an
+    /// exporter-toolkit web configuration file (TLS, client certificates,
+    /// basic auth). Raises `ValueError` for a malformed URL, bad buckets or
+    /// names, or a bad web config; `OSError` when the port cannot be bound
+    /// or a file of the web config cannot be read.
     ///
     /// `native=True` adds Prometheus native histogram buckets to
     /// `execution_times` and `transfer_times` (see `native`), served in the
     /// protobuf format to scrapers that ask for it.
     #[new]
-    #[pyo3(signature = (metrics_url = "", *, buckets = None, namespace = None, const_labels = None, max_series = 10_000, native = false, native_schema = 3, native_max_buckets = 100, native_zero_threshold = 2.938735877055719e-39))]
+    #[pyo3(signature = (metrics_url = "", *, buckets = None, namespace = None, const_labels = None, max_series = 10_000, native = false, native_schema = 3, native_max_buckets = 100, native_zero_threshold = 2.938735877055719e-39, web_config = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -174,7 +189,12 @@ impl PrometheusTarget {
         native_schema: i32,
         native_max_buckets: usize,
         native_zero_threshold: f64,
+        web_config: Option<std::path::PathBuf>,
     ) -> PyResult<Self> {
+        let security = match &web_config {
+            Some(path) => Some(Security::load(py, &path.to_string_lossy())?),
+            None => None,
+        };
         let buckets = buckets_from(buckets)?;
         // Checked also when off, so a typo is not silently ignored.
         let native_config =
@@ -201,13 +221,27 @@ impl PrometheusTarget {
         let server = if metrics_url.is_empty() {
             None
         } else {
-            Some(start_server(py, &registry, &http, metrics_url)?)
+            Some(start_server(py, &registry, &http, metrics_url, &security)?)
         };
         Ok(Self {
             server: GilCell::new(server),
             registry,
             http,
+            security,
         })
+    }
+
+    /// Reads the web config file again (new certificates, keys, users):
+    /// new connections use it, open ones finish with the old one. On error
+    /// (`ValueError`/`OSError` as at construction) the running one stays.
+    /// `RuntimeError` without a `web_config`.
+    fn reload_web_config(&self, py: Python<'_>) -> PyResult<()> {
+        match &self.security {
+            Some(security) => security.reload(py, |_| Ok(())),
+            None => Err(PyRuntimeError::new_err(
+                "PrometheusTarget has no web_config to reload",
+            )),
+        }
     }
 
     /// Starts serving `GET /metrics` on `metrics_url` when no server runs
@@ -224,7 +258,7 @@ impl PrometheusTarget {
         if let Some(addr) = self.running_addr(py) {
             return Err(already(addr));
         }
-        let server = start_server(py, &self.registry, &self.http, metrics_url)?;
+        let server = start_server(py, &self.registry, &self.http, metrics_url, &self.security)?;
         // Another thread may have started one meanwhile (the GIL was
         // released while binding): then ours goes.
         let clash = self.server.with(py, |slot| match slot {
@@ -270,11 +304,13 @@ impl PrometheusTarget {
         Ok(bytes)
     }
 
-    /// `http://host:port/metrics` as bound, or `None` without a server (or
-    /// after `close()`).
+    /// `http://host:port/metrics` as bound (`https://` with TLS), or
+    /// `None` without a server (or after `close()`).
     #[getter]
     fn url(&self, py: Python<'_>) -> Option<String> {
-        self.running_addr(py).map(|a| format!("http://{a}/metrics"))
+        let scheme = self.scheme();
+        self.running_addr(py)
+            .map(|a| format!("{scheme}://{a}/metrics"))
     }
 
     /// The bound port (useful with port 0), or `None` without a server (or
@@ -287,7 +323,8 @@ impl PrometheusTarget {
     /// Series and refused label sets per family, scrapes served, and the
     /// HTTP server's counts: requests, connections cut at their deadline
     /// (`http_timeouts`), refused with 503 (`http_503_busy`), closed to admit
-    /// a newer one (`http_evictions`).
+    /// a newer one (`http_evictions`), failed TLS handshakes
+    /// (`http_tls_failures`), refused by basic auth (`http_401`).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
         for (family, series, refused) in self.registry.stats() {
@@ -306,6 +343,8 @@ impl PrometheusTarget {
             ("http_timeouts", &http.timeouts),
             ("http_503_busy", &http.busy),
             ("http_evictions", &http.evictions),
+            ("http_tls_failures", &http.tls_failures),
+            ("http_401", &http.unauthorized),
         ] {
             d.set_item(name, v.load(Ordering::Relaxed))?;
         }

@@ -11,6 +11,7 @@ use super::registry::Registry;
 use super::scrape::{bytes_of, Scrapes};
 use crate::http::admission::{Counters, Limits};
 use crate::http::server::{closing, response, Conn, Handler, Listener, Server, TEXT};
+use crate::http::web_config::Security;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -35,13 +36,21 @@ pub fn limits() -> Limits {
     }
 }
 /// Parses `http://host:port` (an optional `/` or `/metrics` path is
-/// accepted) into a socket address. Errors are messages for a ValueError.
-pub fn parse_metrics_url(url: &str) -> Result<SocketAddr, String> {
+/// accepted) into a socket address; `https://` when `tls` (a web config
+/// with TLS). Errors are messages for a ValueError.
+pub fn parse_metrics_url(url: &str, tls: bool) -> Result<SocketAddr, String> {
     let bad =
         |why: &str| format!("metrics_url must look like http://host:port, got {url:?}: {why}");
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| bad("only http:// is supported"))?;
+    let rest = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+        (Some(rest), _) => rest,
+        (None, Some(rest)) if tls => rest,
+        (None, Some(_)) => return Err(bad("https:// needs a web_config with tls_server_config")),
+        _ => {
+            return Err(bad(
+                "only http:// (or https:// with a web_config) is supported",
+            ))
+        }
+    };
     let (authority, path) = match rest.find('/') {
         Some(i) => rest.split_at(i),
         None => (rest, ""),
@@ -79,12 +88,13 @@ pub fn start(
     registry: Arc<Registry>,
     addr: SocketAddr,
     counters: Arc<Counters>,
+    security: Option<Arc<Security>>,
 ) -> io::Result<Server> {
     let listener = Listener::bind(addr)?;
     let handler = Arc::new(Metrics {
         scrapes: Arc::new(Scrapes::new(registry)),
     });
-    Server::start(listener, handler, limits(), counters)
+    Server::start(listener, handler, limits(), counters, security)
 }
 
 impl Handler for Metrics {
@@ -147,11 +157,13 @@ mod tests {
     #[test]
     fn urls_are_parsed() {
         assert_eq!(
-            parse_metrics_url("http://127.0.0.1:7003").unwrap(),
+            parse_metrics_url("http://127.0.0.1:7003", false).unwrap(),
             "127.0.0.1:7003".parse().unwrap()
         );
-        assert!(parse_metrics_url("http://127.0.0.1:0/metrics").is_ok());
-        assert!(parse_metrics_url("http://[::1]:9000/").is_ok());
+        assert!(parse_metrics_url("http://127.0.0.1:0/metrics", false).is_ok());
+        assert!(parse_metrics_url("http://[::1]:9000/", false).is_ok());
+        assert!(parse_metrics_url("https://127.0.0.1:0", true).is_ok());
+        assert!(parse_metrics_url("https://127.0.0.1:0", false).is_err());
         for bad in [
             "127.0.0.1:7003",
             "https://127.0.0.1:7003",
@@ -161,7 +173,7 @@ mod tests {
             "http://127.0.0.1:80/other",
             "http://127.0.0.1:x",
         ] {
-            assert!(parse_metrics_url(bad).is_err(), "{bad}");
+            assert!(parse_metrics_url(bad, false).is_err(), "{bad}");
         }
     }
 }

@@ -5,10 +5,12 @@ use super::life::{Config, Life};
 use super::stats::Stat;
 use crate::fork;
 use crate::http::client::{Client, Endpoint};
+use crate::http::client_tls::ClientTls;
 use crate::performance::{PerfStore, PerformanceTarget};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,7 +33,7 @@ pub struct ReporterCore {
 #[pymethods]
 impl ReporterCore {
     #[new]
-    #[pyo3(signature = (target, orchestrator_url, node_id, *, max_pending_bytes = 67_108_864, max_batch_bytes = 4_194_304, timeout_s = 5.0, refresh_s = 6, token = None))]
+    #[pyo3(signature = (target, orchestrator_url, node_id, *, max_pending_bytes = 67_108_864, max_batch_bytes = 4_194_304, timeout_s = 5.0, refresh_s = 6, token = None, ca_file = None, client_cert_file = None, client_key_file = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         target: &Bound<'_, PerformanceTarget>,
@@ -42,9 +44,26 @@ impl ReporterCore {
         timeout_s: f64,
         refresh_s: u64,
         token: Option<&str>,
+        ca_file: Option<PathBuf>,
+        client_cert_file: Option<PathBuf>,
+        client_key_file: Option<PathBuf>,
     ) -> PyResult<Self> {
-        let endpoint = Endpoint::parse(orchestrator_url, "/performance")
+        let mut endpoint = Endpoint::parse(orchestrator_url, "/performance")
             .map_err(|e| PyValueError::new_err(format!("orchestrator_url: {e}")))?;
+        let tls = ClientTls {
+            ca_file: ca_file.as_deref(),
+            cert_file: client_cert_file.as_deref(),
+            key_file: client_key_file.as_deref(),
+        };
+        if endpoint.https() {
+            endpoint = endpoint
+                .with_tls(tls.connector()?)
+                .map_err(|e| PyValueError::new_err(format!("orchestrator_url: {e}")))?;
+        } else if !tls.is_empty() {
+            return Err(PyValueError::new_err(
+                "ca_file, client_cert_file and client_key_file need an https:// orchestrator_url",
+            ));
+        }
         let node_id = node_id
             .extract::<String>()
             .ok()

@@ -15,6 +15,7 @@ from ..performance import PerformanceTarget
 from ..reporter import NodeReporter
 from ..simulate import Progress, SimulatedNode, drive
 from .demo import add_workload_args
+from .orchestrator import reload_web_config
 
 
 def register(subparsers: Any) -> None:
@@ -25,13 +26,16 @@ def register(subparsers: Any) -> None:
     p.add_argument("--token", default=None,
                    help=f"the collector's bearer token (default: ${TOKEN_ENV}; prefer that,"
                         " argv is visible to other users)")
+    p.add_argument("--web-config", default=None, metavar="FILE",
+                   help="exporter-toolkit web configuration for /metrics (YAML: tls_server_config,"
+                        " basic_auth_users); SIGHUP reads it again")
     add_workload_args(p, duration=0.0)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     perf = PerformanceTarget()
-    prometheus = PrometheusTarget(args.metrics_url)
+    prometheus = PrometheusTarget(args.metrics_url, web_config=args.web_config)
     processor = TelemetryProcessor([perf, prometheus], log=False)
     node_id = args.node_id or str(uuid.uuid4())
     token = check_token(args.token, "--token") if args.token is not None else token_from_env()
@@ -39,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
                             token=token).start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    if args.web_config:
+        signal.signal(signal.SIGHUP, lambda *_: reload_web_config(prometheus.reload_web_config, "node"))
     print(f"node {node_id} shipping to {args.orchestrator_url}", flush=True)
     sim = SimulatedNode(processor.get_handle({"NODE_ID": node_id}), args.functions, args.rate,
                         args.seed)

@@ -6,6 +6,7 @@ import argparse
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from ..auth import TOKEN_ENV, check_token, load_node_tokens, token_from_env
@@ -48,6 +49,9 @@ def register(subparsers: Any) -> None:
                         " Redis takes writes), 0 = none (default 10)")
     p.add_argument("--verbose-stats", action="store_true",
                    help="also print every counter of stats() at exit")
+    p.add_argument("--web-config", default=None, metavar="FILE",
+                   help="exporter-toolkit web configuration (YAML: tls_server_config, basic_auth_users);"
+                        " with TLS --listen may be https://; SIGHUP reads it again (certificate rotation)")
     p.set_defaults(run=run)
 
 
@@ -74,10 +78,13 @@ def run(args: argparse.Namespace) -> int:
         node_tokens=node_tokens,
         read_timeout_s=args.read_timeout,
         max_connections=args.max_connections,
+        web_config=args.web_config,
     ).start()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    if args.web_config:
+        signal.signal(signal.SIGHUP, lambda *_: reload_web_config(collector.reload_web_config, "orchestrator"))
     print(f"listening on {collector.url}", flush=True)
     status = CollectorStatus(collector)
     while not stop.wait(args.stats_interval or None):
@@ -87,3 +94,12 @@ def run(args: argparse.Namespace) -> int:
     if args.verbose_stats:
         print(f"collector: {collector.stats()}", file=sys.stderr, flush=True)
     return 0
+
+
+def reload_web_config(reload: Callable[[], None], who: str) -> None:
+    """SIGHUP: reads the web config again; a bad one is reported, the running one stays."""
+    try:
+        reload()
+        print(f"{who}: web config reloaded", file=sys.stderr, flush=True)
+    except (ValueError, OSError) as e:
+        print(f"{who}: web config not reloaded, the previous one stays: {e}", file=sys.stderr, flush=True)

@@ -1,0 +1,402 @@
+"""TLS, client certificates and basic auth on /metrics and the collector,
+configured by an exporter-toolkit web configuration file. Certificates are
+made here with Debian's `openssl`; clients are Python's ssl/urllib and a real
+Prometheus."""
+from __future__ import annotations
+
+import base64
+import http.client
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from edgeless_telemetry import (
+    NodeReporter,
+    OrchestratorCollector,
+    PerformanceTarget,
+    PrometheusTarget,
+    TelemetryProcessor,
+)
+from prom_support import NODE_JOB, run_prometheus
+
+pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
+
+PASSWORD = "scrape-secret"
+# bcrypt (cost 10) of PASSWORD, made with libxcrypt: an independent
+# implementation, so a wrong verification here would fail the 200 below.
+HASH = "$2b$10$EcAf0yPKs4ETae.KusJc0er8cKB6MtRmJGVf6rZPS/ShEBCoSomtO"
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=30)
+
+
+def make_ca(d: Path, name: str) -> None:
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", f"{name}.key", "-out", f"{name}.crt", "-days", "2", "-subj", f"/CN={name}", cwd=d)
+
+
+def make_cert(d: Path, name: str, ca: str, ext: str) -> None:
+    (d / f"{name}.ext").write_text(ext + "\n")
+    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=d)
+    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
+            "-CAcreateserial", "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext", cwd=d)
+
+
+SERVER_EXT = "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth"
+CLIENT_EXT = "extendedKeyUsage=clientAuth"
+
+
+@dataclass
+class Pki:
+    dir: Path
+
+    def path(self, name: str) -> str:
+        return str(self.dir / name)
+
+    def context(self, client: str | None = None) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=self.path("ca.crt"))
+        if client is not None:
+            ctx.load_cert_chain(self.path(f"{client}.crt"), self.path(f"{client}.key"))
+        return ctx
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    d = tmp_path_factory.mktemp("pki")
+    make_ca(d, "ca")
+    make_ca(d, "other-ca")
+    make_cert(d, "server", "ca", SERVER_EXT)
+    make_cert(d, "server2", "ca", SERVER_EXT)
+    make_cert(d, "client", "ca", CLIENT_EXT)
+    make_cert(d, "stranger", "other-ca", CLIENT_EXT)
+    return Pki(d)
+
+
+def web_config(tmp: Path, name: str = "web.yml", **sections: Any) -> str:
+    path = tmp / name
+    path.write_text(yaml.safe_dump(sections))
+    return str(path)
+
+
+def tls_section(pki: Pki, **extra: Any) -> dict[str, Any]:
+    return {"cert_file": pki.path("server.crt"), "key_file": pki.path("server.key"), **extra}
+
+
+def fetch(url: str, ctx: ssl.SSLContext | None = None, auth: tuple[str, str] | None = None,
+          headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, headers=headers or {})
+    if auth is not None:
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        req.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=10, context=ctx) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def node(web: str) -> tuple[PrometheusTarget, TelemetryProcessor]:
+    target = PrometheusTarget("http://127.0.0.1:0", web_config=web)
+    proc = TelemetryProcessor([target], log=False)
+    h = proc.get_handle({"NODE_ID": "tls-node"}).fork({"FUNCTION_ID": str(uuid.uuid4()), "FUNCTION_TYPE": "python"})
+    h.function_instantiate(0.01)
+    return target, proc
+
+
+def test_scrape_over_https_and_plain_http_fails(pki: Pki, tmp_path: Path) -> None:
+    target, _ = node(web_config(tmp_path, tls_server_config=tls_section(pki)))
+    with target:
+        url = target.url
+        assert url is not None and url.startswith("https://127.0.0.1:")
+        status, body = fetch(url, pki.context())
+        assert status == 200 and b"\nfunction_count{" in body
+        # Plain HTTP to the TLS port: no HTTP answer.
+        conn = http.client.HTTPConnection("127.0.0.1", target.port or 0, timeout=10)
+        with pytest.raises((http.client.HTTPException, OSError)):
+            conn.request("GET", "/metrics")
+            conn.getresponse()
+        conn.close()
+        # A client that does not trust our CA refuses the server.
+        with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
+            fetch(url, ssl.create_default_context())
+        deadline = time.monotonic() + 10
+        while target.stats()["http_tls_failures"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert target.stats()["http_tls_failures"] == 2
+
+
+def test_min_version_tls13_refuses_tls12(pki: Pki, tmp_path: Path) -> None:
+    target, _ = node(web_config(tmp_path, tls_server_config=tls_section(pki, min_version="TLS13")))
+    with target:
+        ctx = pki.context()
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        with pytest.raises(urllib.error.URLError):
+            fetch(target.url or "", ctx)
+        assert fetch(target.url or "", pki.context())[0] == 200
+
+
+def test_mutual_tls_required(pki: Pki, tmp_path: Path) -> None:
+    web = web_config(tmp_path, tls_server_config=tls_section(
+        pki, client_auth_type="RequireAndVerifyClientCert", client_ca_file=pki.path("ca.crt")))
+    target, _ = node(web)
+    with target:
+        url = target.url or ""
+        assert fetch(url, pki.context("client"))[0] == 200
+        for refused in (pki.context(), pki.context("stranger")):
+            # TLS 1.3: the server's refusal may arrive after the client's
+            # handshake completed, as an alert or a reset on the first read.
+            with pytest.raises((urllib.error.URLError, ssl.SSLError, OSError)):
+                fetch(url, refused)
+        assert target.stats()["http_requests"] == 1
+
+
+def test_basic_auth(pki: Pki, tmp_path: Path) -> None:
+    web = web_config(tmp_path, tls_server_config=tls_section(pki), basic_auth_users={"prometheus": HASH})
+    target, _ = node(web)
+    with target:
+        url, ctx = target.url or "", pki.context()
+        status, _ = fetch(url, ctx)
+        assert status == 401
+        assert fetch(url, ctx, auth=("prometheus", "wrong"))[0] == 401
+        assert fetch(url, ctx, auth=("nobody", PASSWORD))[0] == 401
+        for _ in range(3):  # the second and third come from the cache
+            status, body = fetch(url, ctx, auth=("prometheus", PASSWORD))
+            assert status == 200 and b"\nfunction_count{" in body
+        assert target.stats()["http_401"] == 3
+
+
+def test_basic_auth_without_tls(tmp_path: Path) -> None:
+    target, _ = node(web_config(tmp_path, basic_auth_users={"prometheus": HASH}))
+    with target:
+        url = target.url or ""
+        assert url.startswith("http://")
+        assert fetch(url)[0] == 401
+        assert fetch(url, auth=("prometheus", PASSWORD))[0] == 200
+
+
+def test_real_prometheus_scrapes_tls_with_basic_auth(pki: Pki, tmp_path: Path) -> None:
+    web = web_config(tmp_path, tls_server_config=tls_section(pki), basic_auth_users={"prometheus": HASH})
+    target, _ = node(web)
+    job = {"scheme": "https", "tls_config": {"ca_file": pki.path("ca.crt")},
+           "basic_auth": {"username": "prometheus", "password": PASSWORD}}
+    with target, run_prometheus(tmp_path, [target.port or 0], node_job=job) as prom:
+        prom.wait_for(f'up{{job="{NODE_JOB}"}}', lambda r: r and r[0]["value"][1] == "1")
+        got = prom.wait_for('function_count{node_id="tls-node"}', lambda r: bool(r))
+        assert got[0]["value"][1] == "1"
+    assert target.stats()["http_401"] == 0
+
+
+def test_rotation_while_scraping(pki: Pki, tmp_path: Path) -> None:
+    live = tmp_path / "live"
+    live.mkdir()
+    for ext in ("crt", "key"):
+        shutil.copy(pki.dir / f"server.{ext}", live / f"server.{ext}")
+    web = web_config(tmp_path, tls_server_config={"cert_file": "live/server.crt", "key_file": "live/server.key"})
+    target, _ = node(web)
+    failures: list[BaseException] = []
+    served = [0]
+    stop = threading.Event()
+
+    def scrape() -> None:
+        while not stop.is_set():
+            try:
+                assert fetch(target.url or "", pki.context())[0] == 200
+                served[0] += 1
+            except BaseException as e:  # noqa: BLE001 - reported below
+                failures.append(e)
+
+    def serial() -> int:
+        with socket.create_connection(("127.0.0.1", target.port or 0), timeout=10) as raw, \
+                pki.context().wrap_socket(raw, server_hostname="127.0.0.1") as s:
+            der = s.getpeercert(binary_form=True)
+        assert der is not None
+        return hash(der)
+
+    with target:
+        first = serial()
+        t = threading.Thread(target=scrape)
+        t.start()
+        try:
+            time.sleep(0.3)
+            for ext in ("crt", "key"):
+                shutil.copy(pki.dir / f"server2.{ext}", live / f"server.{ext}")
+            target.reload_web_config()
+            time.sleep(0.3)
+        finally:
+            stop.set()
+            t.join(20)
+        assert not failures, failures[:3]
+        assert served[0] > 2
+        second = serial()
+        assert second != first
+        # A broken file on reload: an error, and the running one stays.
+        (live / "server.key").write_text("not a key\n")
+        with pytest.raises(ValueError, match="server.key"):
+            target.reload_web_config()
+        assert serial() == second
+
+
+def test_bad_configs_are_clear_errors(pki: Pki, tmp_path: Path) -> None:
+    def make(**sections: Any) -> PrometheusTarget:
+        return PrometheusTarget("http://127.0.0.1:0", web_config=web_config(tmp_path, **sections))
+
+    with pytest.raises(OSError, match="missing.yml"):
+        PrometheusTarget("http://127.0.0.1:0", web_config=str(tmp_path / "missing.yml"))
+    with pytest.raises(OSError, match="nope.crt"):
+        make(tls_server_config={"cert_file": "nope.crt", "key_file": pki.path("server.key")})
+    with pytest.raises(ValueError, match="does not match"):
+        make(tls_server_config={"cert_file": pki.path("server.crt"), "key_file": pki.path("client.key")})
+    with pytest.raises(ValueError, match="no PEM certificate"):
+        make(tls_server_config={"cert_file": pki.path("server.key"), "key_file": pki.path("server.key")})
+    with pytest.raises(ValueError, match="cipher_suites"):
+        make(tls_server_config=tls_section(pki, cipher_suites=["TLS_AES_128_GCM_SHA256"]))
+    with pytest.raises(ValueError, match="http_server_config"):
+        make(http_server_config={"http2": False})
+    with pytest.raises(ValueError, match="RequireAnyClientCert"):
+        make(tls_server_config=tls_section(pki, client_auth_type="RequireAnyClientCert"))
+    with pytest.raises(ValueError, match="needs client_ca_file"):
+        make(tls_server_config=tls_section(pki, client_auth_type="RequireAndVerifyClientCert"))
+    with pytest.raises(ValueError, match="TLS11"):
+        make(tls_server_config=tls_section(pki, min_version="TLS11"))
+    with pytest.raises(ValueError, match="not a bcrypt hash"):
+        make(basic_auth_users={"prometheus": "plain-text"})
+    with pytest.raises(ValueError, match="https://"):
+        PrometheusTarget("https://127.0.0.1:0")
+    bad_yaml = tmp_path / "bad.yml"
+    bad_yaml.write_text("tls_server_config: [unclosed\n")
+    with pytest.raises(ValueError, match="bad.yml"):
+        PrometheusTarget("http://127.0.0.1:0", web_config=str(bad_yaml))
+    with pytest.raises(RuntimeError, match="no web_config"):
+        PrometheusTarget("").reload_web_config()
+
+
+def test_collector_over_mutual_tls_with_token(pki: Pki, tmp_path: Path) -> None:
+    web = web_config(tmp_path, tls_server_config=tls_section(
+        pki, client_auth_type="RequireAndVerifyClientCert", client_ca_file=pki.path("ca.crt")))
+    with OrchestratorCollector("https://127.0.0.1:0", web_config=web, token="tok") as c:
+        assert c.url.startswith("https://")
+        stats_url = c.url + "/stats"
+        ctx = pki.context("client")
+        assert fetch(stats_url, ctx)[0] == 401
+        status, body = fetch(stats_url, ctx, headers={"Authorization": "Bearer tok"})
+        assert status == 200 and b"http_tls_failures" in body
+        with pytest.raises((urllib.error.URLError, ssl.SSLError, OSError)):
+            fetch(stats_url, pki.context("stranger"), headers={"Authorization": "Bearer tok"})
+        with pytest.raises(ValueError, match="Authorization"):
+            OrchestratorCollector("http://127.0.0.1:0", token="tok",
+                                  web_config=web_config(tmp_path, "b.yml", basic_auth_users={"p": HASH}))
+
+
+def test_a_client_that_never_handshakes_is_cut(pki: Pki, tmp_path: Path) -> None:
+    web = web_config(tmp_path, tls_server_config=tls_section(pki))
+    with OrchestratorCollector("https://127.0.0.1:0", web_config=web, read_timeout_s=0.5) as c:
+        port = int(c.url.rsplit(":", 1)[1])
+        start = time.monotonic()
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+            s.sendall(b"\x16\x03\x01")  # the start of a ClientHello, no more
+            try:
+                assert s.recv(1) == b""
+            except ConnectionResetError:
+                pass
+        assert time.monotonic() - start < 10
+        assert c.stats()["http_timeouts"] == 1
+        # Still serving.
+        assert fetch(c.url + "/health", pki.context())[0] == 200
+
+
+def recorded(n: int) -> PerformanceTarget:
+    perf = PerformanceTarget()
+    h = TelemetryProcessor([perf], log=False).get_handle({"NODE_ID": "node-1"})
+    h = h.fork({"FUNCTION_ID": str(uuid.uuid4()), "FUNCTION_TYPE": "python"})
+    for _ in range(n):
+        h.invocation_completed(0.001)
+    return perf
+
+
+def test_node_ships_over_mutual_tls_with_token(pki: Pki, tmp_path: Path) -> None:
+    web = web_config(tmp_path, tls_server_config=tls_section(
+        pki, client_auth_type="RequireAndVerifyClientCert", client_ca_file=pki.path("ca.crt")))
+    prefix = str(tmp_path / "ds_")
+    with OrchestratorCollector("https://127.0.0.1:0", web_config=web, token="tok", dataset_path=prefix) as c:
+        rep = NodeReporter(recorded(25), c.url, "node-1", token="tok", timeout_s=5,
+                           ca_file=pki.path("ca.crt"), client_cert_file=pki.path("client.crt"),
+                           client_key_file=pki.path("client.key"))
+        assert rep.flush(deadline=time.monotonic() + 10), rep.last_error
+        assert c.flush(10)
+        stats = c.stats()
+        assert stats["batches_stored"] == 1 and stats["samples_stored"] == 25
+        assert rep.stats()["connections_opened"] == 1
+
+        # A node whose certificate another CA signed: refused, nothing written.
+        stranger = NodeReporter(recorded(5), c.url, "node-2", token="tok", timeout_s=5,
+                                ca_file=pki.path("ca.crt"), client_cert_file=pki.path("stranger.crt"),
+                                client_key_file=pki.path("stranger.key"))
+        assert not stranger.flush(deadline=time.monotonic() + 10)
+        assert "TLS" in stranger.last_error and "alert" in stranger.last_error, stranger.last_error
+        # A node that does not trust the collector's CA says so.
+        untrusting = NodeReporter(recorded(5), c.url, "node-3", token="tok", timeout_s=5,
+                                  ca_file=pki.path("other-ca.crt"), client_cert_file=pki.path("client.crt"),
+                                  client_key_file=pki.path("client.key"))
+        assert not untrusting.flush(deadline=time.monotonic() + 10)
+        assert "UnknownIssuer" in untrusting.last_error, untrusting.last_error
+        assert c.flush(10)
+        assert c.stats()["batches_stored"] == 1 and c.stats()["samples_stored"] == 25
+        deadline = time.monotonic() + 10  # the server may see the untrusting one's alert later
+        while c.stats()["http_tls_failures"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert c.stats()["http_tls_failures"] >= 2
+    rows = sum(len(p.read_text().splitlines()) - 1 for p in tmp_path.glob("ds_*"))
+    assert rows == 25
+
+
+def test_reporter_tls_arguments_are_checked(pki: Pki, tmp_path: Path) -> None:
+    perf = PerformanceTarget()
+    with pytest.raises(ValueError, match="https://"):
+        NodeReporter(perf, "http://127.0.0.1:1", "n", ca_file=pki.path("ca.crt"))
+    with pytest.raises(OSError, match="missing.crt"):
+        NodeReporter(perf, "https://127.0.0.1:1", "n", ca_file=str(tmp_path / "missing.crt"))
+    with pytest.raises(ValueError, match="go together"):
+        NodeReporter(perf, "https://127.0.0.1:1", "n", ca_file=pki.path("ca.crt"),
+                     client_cert_file=pki.path("client.crt"))
+    with pytest.raises(ValueError, match="no PEM certificate"):
+        NodeReporter(perf, "https://127.0.0.1:1", "n", ca_file=pki.path("ca.key"))
+
+
+def test_orchestrator_cli_web_config(pki: Pki, tmp_path: Path) -> None:
+    cli = [sys.executable, "-m", "edgeless_telemetry.cli", "orchestrator",
+           "--dataset-path", str(tmp_path / "ds_"), "--stats-interval", "0"]
+    done = subprocess.run([*cli, "--listen", "https://127.0.0.1:0", "--web-config", str(tmp_path / "missing.yml")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "missing.yml" in done.stderr, done.stderr
+    web = web_config(tmp_path, tls_server_config=tls_section(pki))
+    orc = subprocess.Popen([*cli, "--listen", "https://127.0.0.1:0", "--web-config", web],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert orc.stdout is not None
+        line = orc.stdout.readline()
+        assert line.startswith("listening on https://127.0.0.1:"), line
+        url = line.split()[-1]
+        assert fetch(url + "/health", pki.context())[0] == 200
+        orc.send_signal(signal.SIGHUP)
+        time.sleep(1)
+        assert fetch(url + "/health", pki.context())[0] == 200
+    finally:
+        orc.terminate()
+        _, err = orc.communicate(timeout=20)
+    assert "web config reloaded" in err, err
