@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -303,9 +304,12 @@ def test_counts_consistent_under_concurrent_ingest_and_scrapes() -> None:
     def ingest(seed: int) -> None:
         rng = random.Random(seed)
         f = function(h, f"f{seed % 2}")
-        # Until the scraper has enough scrapes (bounded): spread wide, so
-        # windows move and merge while being scraped.
-        for _ in range(500):
+        # Until the scraper has enough scrapes (bounded by time, not by a
+        # count of events: how many scrapes fit beside the ingest depends on
+        # the machine): spread wide, so windows move and merge while being
+        # scraped.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
             for _ in range(chunk):
                 f.invocation_completed(rng.lognormvariate(-5, 3), event_type="CALL")
             emitted[seed] += chunk

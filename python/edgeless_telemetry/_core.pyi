@@ -345,6 +345,7 @@ class PrometheusTarget:
     def reload_web_config(self) -> None:
         """Reads the web config and its files again (certificate rotation);
         new connections use them. On error the running one stays.
+        RuntimeError without a ``web_config``."""
     def serve(self, metrics_url: str) -> None:
         """Starts serving ``GET /metrics`` when no server runs in this
         process (a target made with ``""``, after ``close()``, or in a

@@ -115,6 +115,12 @@ class PrometheusTargetStats(TypedDict):
     http_503_busy: int
     """Requests refused with 503 because every connection was being
     answered."""
+    http_401: int
+    """Requests refused for want of valid basic auth credentials (with a
+    ``web_config`` that has ``basic_auth_users``)."""
+    http_tls_failures: int
+    """TLS handshakes that failed (no or an untrusted client certificate, a
+    protocol the config refuses, a client speaking plain HTTP)."""
     http_evictions: int
     """Connections with an incomplete request closed to admit a newer one."""
 
@@ -325,5 +331,9 @@ class OrchestratorCollectorStats(CollectorCoreStats):
     http_503_busy: int
     """Requests refused with 503: every connection busy, or
     ``max_inflight_bytes`` of bodies in flight."""
+    http_401_basic_auth: int
+    """Requests refused for want of valid basic auth credentials."""
+    http_tls_failures: int
+    """TLS handshakes that failed (see ``PrometheusTargetStats``)."""
     http_inflight_bytes: int
     """Gauge: bytes of bodies being read or stored now."""
