@@ -17,6 +17,8 @@ pub mod processor;
 pub mod prometheus;
 pub mod py_target;
 pub mod reporter;
+#[cfg(test)]
+mod test_rng;
 pub mod text;
 pub mod timing;
 pub mod tracer;

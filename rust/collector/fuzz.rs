@@ -14,20 +14,7 @@ use crate::wire::scan::scan;
 use crate::wire::{decode_checked, encode_drained, Sender};
 use uuid::Uuid;
 
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
+use crate::test_rng::XorShift;
 
 fn seeds() -> Vec<Vec<u8>> {
     let mut out = Vec::new();
