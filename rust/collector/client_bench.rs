@@ -280,15 +280,20 @@ fn redis_rs_pipeline(port: u16, b: &Batch) -> f64 {
     SAMPLES as f64 / dt
 }
 
-fn redis_rs_cluster(ports: &[u16], b: &Batch) -> f64 {
+/// redis-rs's cluster client, seeded with every master.
+fn cluster_connection(ports: &[u16]) -> redis::cluster::ClusterConnection {
     let nodes: Vec<String> = ports
         .iter()
         .map(|p| format!("redis://127.0.0.1:{p}/"))
         .collect();
-    let mut c = redis::cluster::ClusterClient::new(nodes)
+    redis::cluster::ClusterClient::new(nodes)
         .unwrap()
         .get_connection()
-        .unwrap();
+        .unwrap()
+}
+
+fn redis_rs_cluster(ports: &[u16], b: &Batch) -> f64 {
+    let mut c = cluster_connection(ports);
     let t = Instant::now();
     let mut pipe = redis::cluster::cluster_pipe();
     for cmd in commands(b) {
@@ -389,14 +394,7 @@ fn redis_clients_side_by_side() {
 fn redis_rs_cluster_pipeline_meets_moved() {
     let cluster = start_cluster();
     let ports: Vec<u16> = cluster.iter().map(|s| s.port).collect();
-    let nodes: Vec<String> = ports
-        .iter()
-        .map(|p| format!("redis://127.0.0.1:{p}/"))
-        .collect();
-    let mut c = redis::cluster::ClusterClient::new(nodes)
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    let mut c = cluster_connection(&ports);
     let key = b"performance:moved:function_execution_time";
     let slot = key_slot(key) as usize;
     let owner = (0..3)
