@@ -5,11 +5,15 @@ prometheus_client `labels(...).observe` and a bound child's `observe`),
 `render-N` (exposition of N histogram series vs `generate_latest`; N =
 100,000 is ours only, prometheus_client takes over ten seconds there) and
 `scrape-latency` (a scrape of 1,000 series while a Python thread ingests
-flat out; p99 and the ingest slowdown are in extra_info).
+flat out; p99 and the ingest slowdown are in extra_info) and `scrape-tls`
+(back-to-back scrapes of 1,000 series on one kept-alive connection, over
+TLS and over plain HTTP).
 """
 
 from __future__ import annotations
 
+import http.client
+import shutil
 import socket
 import subprocess
 import sys
@@ -17,12 +21,16 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest, start_http_server
 
 from edgeless_telemetry import PerformanceTarget, PrometheusTarget, TelemetryProcessor
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from pki import make_server_pki  # noqa: E402
 
 EVENTS = 1000
 BUCKETS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
@@ -238,7 +246,7 @@ SCRAPER = r"""
 import socket, sys, time
 port = int(sys.argv[1])
 # What Prometheus sends: it always accepts gzip.
-req = b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n"
+req = b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n"
 for line in sys.stdin:
     t = time.perf_counter()
     with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
@@ -335,3 +343,64 @@ def test_scrape_latency_peer(benchmark: Any) -> None:
         if isinstance(started, tuple):
             started[0].shutdown()
             started[0].server_close()
+
+
+# --- scrape over TLS --------------------------------------------------------
+# One client keeps its connection alive, as Prometheus does, and scrapes
+# 1,000 series back to back (gzip, as Prometheus asks): TLS against plain
+# on the same target, so the ratio is what TLS adds to a scrape once the
+# handshake is paid.
+
+
+def kept_alive_scrapes(benchmark: Any, tls: bool, tmp_path: Path) -> None:
+    pki = make_server_pki(tmp_path) if tls else None
+    web = None
+    if pki is not None:
+        web = tmp_path / "web.yml"
+        web.write_text(
+            f"tls_server_config:\n  cert_file: {pki.path('server.crt')}\n"
+            f"  key_file: {pki.path('server.key')}\n"
+        )
+    served = PrometheusTarget(
+        f"{'https' if tls else 'http'}://127.0.0.1:0",
+        max_series=1000,
+        web_config=str(web) if web else None,
+    )
+    proc = TelemetryProcessor([served], log=False)
+    node = proc.get_handle({"NODE_ID": "node-1", "FUNCTION_TYPE": "python"})
+    for i in range(1000):
+        node.fork({"FUNCTION_ID": fid(i)}).invocation_completed(0.1)
+    assert served.port is not None
+    conn: http.client.HTTPConnection = (
+        http.client.HTTPSConnection("127.0.0.1", served.port, timeout=30, context=pki.context())
+        if pki is not None
+        else http.client.HTTPConnection("127.0.0.1", served.port, timeout=30)
+    )
+
+    def scrape() -> bytes:
+        conn.request("GET", "/metrics", headers={"Accept-Encoding": "gzip"})
+        resp = conn.getresponse()
+        body = resp.read()
+        assert resp.status == 200
+        return body
+
+    kind = "TLS (TLS 1.3, P-256)" if tls else "plain HTTP"
+    info(benchmark, "ours", f"PrometheusTarget /metrics over {kind}, kept-alive, 1,000 series", 1)
+    try:
+        scrape()  # the handshake, outside the timing
+        benchmark(scrape)
+        assert served.stats()["http_connections"] == 1
+    finally:
+        conn.close()
+        served.close()
+
+
+@pytest.mark.benchmark(group="scrape-tls")
+def test_scrape_kept_alive_plain(benchmark: Any, tmp_path: Path) -> None:
+    kept_alive_scrapes(benchmark, False, tmp_path)
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
+@pytest.mark.benchmark(group="scrape-tls")
+def test_scrape_kept_alive_tls(benchmark: Any, tmp_path: Path) -> None:
+    kept_alive_scrapes(benchmark, True, tmp_path)

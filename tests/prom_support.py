@@ -35,8 +35,10 @@ def free_port() -> int:
 def http_get(
     port: int, path: str = "/metrics", headers: dict[str, str] | None = None, method: str = "GET"
 ) -> tuple[int, dict[str, str], bytes]:
-    """One raw HTTP/1.1 request; returns (status, lower-cased headers, body)."""
-    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1"]
+    """One raw HTTP/1.1 request on its own connection, read until the server
+    closes it (``Connection: close``); returns (status, lower-cased headers,
+    body)."""
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", "Connection: close"]
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
         s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())

@@ -89,7 +89,7 @@ def test_attack1_reading_the_url_while_another_thread_restarts_never_hangs() -> 
 def scrape(port: int, timeout_s: float) -> int:
     """One GET /metrics; the status (raises on timeout)."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as s:
-        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         data = b""
         while chunk := s.recv(65536):
             data += chunk

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import http.client
 import math
 import os
 import socket
@@ -250,6 +251,37 @@ def test_endpoint_formats_and_gzip(served: PrometheusTarget) -> None:
     assert http_get(port, method="HEAD")[0] == 200
     st = served.stats()
     assert (st["scrapes"], st["scrapes_openmetrics"], st["scrapes_gzip"]) == (5, 1, 1)
+
+
+def test_scrapes_share_a_kept_alive_connection(served: PrometheusTarget) -> None:
+    """A scraper's connection serves scrape after scrape (a TLS scraper pays
+    one handshake, not one per scrape); a GET that declares a body, or a
+    request answered with anything but 200, ends its connection."""
+    before = served.stats()
+    conn = http.client.HTTPConnection("127.0.0.1", served.port, timeout=10)
+    try:
+        for _ in range(3):
+            conn.request("GET", "/metrics")
+            resp = conn.getresponse()
+            assert resp.status == 200 and resp.getheader("connection") != "close"
+            assert b"execution_times_bucket" in resp.read()
+        conn.request("GET", "/nothing")
+        resp = conn.getresponse()
+        resp.read()
+        assert (resp.status, resp.getheader("connection")) == (404, "close")
+    finally:
+        conn.close()
+    after = served.stats()
+    assert after["http_connections"] - before["http_connections"] == 1
+    assert after["http_requests"] - before["http_requests"] == 4
+    assert after["scrapes"] - before["scrapes"] == 3
+
+    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):  # ends: the server closes, body unread
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200") and b"connection: close" in data.lower()
 
 
 def test_endpoint_survives_garbage(served: PrometheusTarget) -> None:

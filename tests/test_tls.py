@@ -17,7 +17,6 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from edgeless_telemetry import (
     PrometheusTarget,
     TelemetryProcessor,
 )
+from pki import CLIENT_EXT, SERVER_EXT, Pki, make_ca, make_cert
 from prom_support import NODE_JOB, run_prometheus
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
@@ -39,41 +39,6 @@ PASSWORD = "scrape-secret"
 # bcrypt (cost 10) of PASSWORD, made with libxcrypt: an independent
 # implementation, so a wrong verification here would fail the 200 below.
 HASH = "$2b$10$EcAf0yPKs4ETae.KusJc0er8cKB6MtRmJGVf6rZPS/ShEBCoSomtO"
-
-
-def openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=30)
-
-
-def make_ca(d: Path, name: str) -> None:
-    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-            "-keyout", f"{name}.key", "-out", f"{name}.crt", "-days", "2", "-subj", f"/CN={name}", cwd=d)
-
-
-def make_cert(d: Path, name: str, ca: str, ext: str) -> None:
-    (d / f"{name}.ext").write_text(ext + "\n")
-    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-            "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=d)
-    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
-            "-CAcreateserial", "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext", cwd=d)
-
-
-SERVER_EXT = "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth"
-CLIENT_EXT = "extendedKeyUsage=clientAuth"
-
-
-@dataclass
-class Pki:
-    dir: Path
-
-    def path(self, name: str) -> str:
-        return str(self.dir / name)
-
-    def context(self, client: str | None = None) -> ssl.SSLContext:
-        ctx = ssl.create_default_context(cafile=self.path("ca.crt"))
-        if client is not None:
-            ctx.load_cert_chain(self.path(f"{client}.crt"), self.path(f"{client}.key"))
-        return ctx
 
 
 @pytest.fixture(scope="module")

@@ -399,6 +399,8 @@ impl CollectorServer {
         let request_timeout = Duration::from_secs_f64(read_timeout_s.min(1e6));
         let limits = Limits {
             request_timeout,
+            // A node sends every few seconds and redials after a close.
+            idle_timeout: request_timeout,
             // A node reads its answer at once; as long as a request may take.
             response_timeout: request_timeout.max(Duration::from_secs(10)),
             max_connections,

@@ -4,8 +4,11 @@
 //!
 //! - *waiting*: accepted (or kept alive after a response) and not yet
 //!   having delivered a complete request. It must do so by its deadline,
-//!   `request_timeout` after accept (or after the previous response): a
-//!   client trickling one byte at a time is cut there, not per read.
+//!   `request_timeout` after accept, or after the first byte of the next
+//!   request on a kept-alive connection: a client trickling one byte at a
+//!   time is cut there, not per read. A kept-alive connection may sit idle
+//!   (no byte at all) for `idle_timeout` first, so that a scraper's
+//!   connection lasts from one scrape to the next.
 //! - *handling*: its request is complete (body read, or not needed); the
 //!   handler's own bounds apply (storing waits at most for Redis' ack).
 //! - *responding*: the response must be written within `response_timeout`.
@@ -34,8 +37,12 @@ use tokio::sync::Notify;
 
 #[derive(Clone, Debug)]
 pub struct Limits {
-    /// Whole request (head and body), from accept or the previous response.
+    /// Whole request (head and body), from accept or from the first byte
+    /// of a kept-alive connection's next request.
     pub request_timeout: Duration,
+    /// A kept-alive connection with no byte of a next request is closed
+    /// this long after its previous response.
+    pub idle_timeout: Duration,
     /// Writing a response, from the handler's answer.
     pub response_timeout: Duration,
     /// Open connections at once (all phases).
@@ -76,6 +83,9 @@ pub struct ConnState {
     evicted: AtomicBool,
     /// Set once the connection no longer counts as open.
     released: AtomicBool,
+    /// Kept alive with no byte of a next request yet (`idle_timeout`
+    /// runs, not `request_timeout`).
+    idle: AtomicBool,
     /// Wakes the connection's task: deadline changed, or evicted.
     pub wake: Notify,
 }
@@ -162,6 +172,7 @@ impl Admission {
             waiting_key: AtomicU64::new(0),
             evicted: AtomicBool::new(false),
             released: AtomicBool::new(false),
+            idle: AtomicBool::new(false),
             wake: Notify::new(),
         });
         self.insert_waiting(&mut waiting, &conn);
@@ -198,7 +209,8 @@ impl Admission {
         self.set_deadline(conn, self.deadline_after(self.limits.response_timeout));
     }
 
-    /// The response is written: waiting for the next request (keep-alive).
+    /// The response is written: waiting for the next request (keep-alive),
+    /// idle until its first byte.
     pub fn waiting_again(&self, conn: &Arc<ConnState>) {
         let mut waiting = self.waiting();
         // Released: closed or evicted, and must not come back.
@@ -208,7 +220,17 @@ impl Admission {
         self.remove_waiting(&mut waiting, conn);
         self.insert_waiting(&mut waiting, conn);
         drop(waiting);
-        self.set_deadline(conn, self.deadline_after(self.limits.request_timeout));
+        conn.idle.store(true, Ordering::Release);
+        self.set_deadline(conn, self.deadline_after(self.limits.idle_timeout));
+    }
+
+    /// Bytes arrived on the connection: if it was idle, its next request
+    /// has begun and must be complete within `request_timeout`. One atomic
+    /// load per read otherwise.
+    pub fn bytes_arrived(&self, conn: &ConnState) {
+        if conn.idle.load(Ordering::Relaxed) && conn.idle.swap(false, Ordering::AcqRel) {
+            self.set_deadline(conn, self.deadline_after(self.limits.request_timeout));
+        }
     }
 
     /// The connection's task ends.
@@ -233,6 +255,7 @@ mod tests {
     fn limits(max_connections: usize, max_pending: usize) -> Limits {
         Limits {
             request_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(60),
             response_timeout: Duration::from_secs(5),
             max_connections,
             max_pending,
@@ -279,5 +302,17 @@ mod tests {
         assert!(a.deadline(&c).is_none());
         a.responding(&c);
         assert!(a.deadline(&c).is_some());
+        // Kept alive: the idle timeout runs until the next request's first
+        // byte, then the request timeout.
+        a.waiting_again(&c);
+        let idle = a.deadline(&c).unwrap();
+        assert!(idle > Instant::now() + Duration::from_secs(30));
+        a.bytes_arrived(&c);
+        let request = a.deadline(&c).unwrap();
+        assert!(request < Instant::now() + Duration::from_secs(6));
+        // Later bytes of the same request do not move it.
+        std::thread::sleep(Duration::from_millis(5));
+        a.bytes_arrived(&c);
+        assert_eq!(a.deadline(&c), Some(request));
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! What it guarantees, whatever clients do (see `admission` for how):
 //! a whole request (head and body) arrives within `request_timeout` of
-//! accept or of the previous response, or the connection is cut; slow or
+//! accept or of its first byte on a kept-alive connection (which may idle
+//! for `idle_timeout` between requests), or the connection is cut; slow or
 //! idle connections are the first given up when the caps are reached, so
 //! they cannot starve a normal request; a response must be taken within
 //! `response_timeout`. A handler that needs no body answers without
@@ -309,6 +310,11 @@ async fn accept_loop<H: Handler>(
         };
         let _ = stream.set_nodelay(true);
         let fd = stream.as_raw_fd();
+        let stream = Watched {
+            inner: stream,
+            state: state.clone(),
+            admission: admission.clone(),
+        };
         let config = security.as_ref().map(|s| s.current());
         let (handler, admission, http, stop) = (
             handler.clone(),
@@ -331,6 +337,59 @@ async fn accept_loop<H: Handler>(
                 serve_connection(stream, fd, state, handler, admission, http, stop, config).await
             }),
         };
+    }
+}
+
+/// A connection's socket, telling the admission when bytes arrive (the
+/// end of a kept-alive connection's idle time).
+struct Watched {
+    inner: TcpStream,
+    state: Arc<ConnState>,
+    admission: Arc<Admission>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.admission.bytes_arrived(&self.state);
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -380,10 +439,10 @@ async fn watch_conn(admission: &Admission, state: &ConnState) -> Wake {
 /// given `LINGER` to read it, as an HTTP refusal is (see `linger`).
 async fn handshake(
     tls: tokio_rustls::TlsAcceptor,
-    stream: TcpStream,
+    stream: Watched,
     admission: &Admission,
     state: &ConnState,
-) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+) -> Option<tokio_rustls::server::TlsStream<Watched>> {
     let accept = tls.accept(stream).into_fallible();
     tokio::pin!(accept);
     loop {
@@ -569,7 +628,12 @@ mod tests {
                 self.slow.fetch_add(1, Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_millis(800)).await;
             }
-            closing(response(StatusCode::OK, TEXT, "ok\n"))
+            let resp = response(StatusCode::OK, TEXT, "ok\n");
+            if req.uri().path() == "/keep" {
+                resp
+            } else {
+                closing(resp)
+            }
         }
     }
 
@@ -590,6 +654,7 @@ mod tests {
     fn limits(max_connections: usize, timeout_ms: u64) -> Limits {
         Limits {
             request_timeout: Duration::from_millis(timeout_ms),
+            idle_timeout: Duration::from_millis(timeout_ms),
             response_timeout: Duration::from_secs(5),
             max_connections,
             max_pending: max_connections,
@@ -669,6 +734,64 @@ mod tests {
             assert!(t.join().unwrap().starts_with("HTTP/1.1 200"));
         }
         assert_eq!(server.admission().counters.busy.load(Ordering::Relaxed), 1);
+    }
+
+    /// Reads one response of the Echo handler ("ok\n" body) off `s`.
+    fn read_ok(s: &mut std::net::TcpStream) -> String {
+        let mut out = Vec::new();
+        let mut byte = [0u8; 1];
+        while !out.ends_with(b"\r\n\r\nok\n") {
+            match s.read(&mut byte) {
+                Ok(1) => out.push(byte[0]),
+                _ => break,
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[test]
+    fn a_kept_alive_connection_idles_past_the_request_timeout_but_not_a_request() {
+        let mut l = limits(8, 300);
+        l.idle_timeout = Duration::from_secs(60);
+        let server = serve(l);
+        let mut s = std::net::TcpStream::connect(server.local_addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(b"GET /keep HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        assert!(read_ok(&mut s).starts_with("HTTP/1.1 200"));
+        // Idle for twice the request timeout: still open.
+        std::thread::sleep(Duration::from_millis(600));
+        s.write_all(b"GET /keep HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        assert!(read_ok(&mut s).starts_with("HTTP/1.1 200"));
+        let counters = &server.admission().counters;
+        assert_eq!(counters.accepted.load(Ordering::Relaxed), 1);
+        assert_eq!(counters.requests.load(Ordering::Relaxed), 2);
+        // A next request begun and not finished is cut at the request
+        // timeout: the server closes it before our 10 s read timeout,
+        // where the idle timeout would leave it open for a minute.
+        std::thread::sleep(Duration::from_millis(100));
+        s.write_all(b"GET /keep HT").unwrap();
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).expect("closed by the server");
+        assert!(rest.is_empty());
+        assert_eq!(counters.timeouts.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn an_idle_kept_alive_connection_is_closed_at_the_idle_timeout() {
+        let mut l = limits(8, 200);
+        l.idle_timeout = Duration::from_millis(400);
+        let server = serve(l);
+        let mut s = std::net::TcpStream::connect(server.local_addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(b"GET /keep HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        assert!(read_ok(&mut s).starts_with("HTTP/1.1 200"));
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        assert!(rest.is_empty());
+        assert_eq!(
+            server.admission().counters.timeouts.load(Ordering::Relaxed),
+            1
+        );
     }
 
     #[test]

@@ -3,14 +3,16 @@
 //! GET or HEAD `/metrics` (any query), 404 elsewhere, 405 for other
 //! methods. The format follows `Accept`, gzip when `Accept-Encoding`
 //! allows it; renderings are shared between concurrent scrapes (`scrape`).
-//! Every answer closes its connection (one request per connection, as
-//! Prometheus expects nothing else), so nothing a client declares is read.
+//! A scraper's connection is kept alive between scrapes (a TLS scrape then
+//! pays no handshake), for up to `IDLE` without a request; a request that
+//! declares a body, or gets anything but 200, closes its connection, so
+//! nothing a client declares is read.
 
 use super::encoding::{accepts_gzip, Format};
 use super::registry::Registry;
 use super::scrape::{bytes_of, Scrapes};
 use crate::http::admission::{Counters, Limits};
-use crate::http::server::{closing, response, Conn, Handler, Listener, Server, TEXT};
+use crate::http::server::{closing, has_body, response, Conn, Handler, Listener, Server, TEXT};
 use crate::http::web_config::Security;
 use bytes::Bytes;
 use http_body_util::Full;
@@ -23,12 +25,19 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How long a scraper's connection may idle between scrapes: longer than
+/// Prometheus' default interval of 1 min. Idle connections are waiting
+/// ones: evicted first when the caps are reached, so they hold no slot a
+/// newcomer needs.
+const IDLE: Duration = Duration::from_secs(90);
+
 /// A scrape is one short request: 5 s to send it is plenty. Responding
 /// connections (slow readers share renderings) may be more than waiting
 /// ones, which an attacker can hold for free.
 pub fn limits() -> Limits {
     Limits {
         request_timeout: Duration::from_secs(5),
+        idle_timeout: IDLE,
         response_timeout: Duration::from_secs(30),
         max_connections: 64,
         max_pending: 16,
@@ -100,7 +109,12 @@ pub fn start(
 impl Handler for Metrics {
     async fn handle(self: Arc<Self>, req: Request<Incoming>, conn: Conn) -> Response<Full<Bytes>> {
         conn.request_complete();
-        closing(self.answer(&req).await)
+        let resp = self.answer(&req).await;
+        if has_body(&req) || resp.status() != StatusCode::OK {
+            closing(resp)
+        } else {
+            resp
+        }
     }
 }
 
