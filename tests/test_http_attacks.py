@@ -131,6 +131,37 @@ def test_attack3_a_scrape_is_served_while_64_sockets_trickle() -> None:
           f" (http_evictions={stats['http_evictions']}, http_timeouts={stats['http_timeouts']})")
 
 
+def test_attack3b_kept_alive_idle_scrapers_cannot_fill_the_server() -> None:
+    # Keep-alive lets a connection idle 90 s after a scrape. 200 clients
+    # that each scrape once and then hold their connection idle must not
+    # keep a new scraper out: idle kept-alive connections are waiting ones,
+    # and each newcomer evicts the oldest.
+    prom = PrometheusTarget("http://127.0.0.1:0")
+    TelemetryProcessor([prom], log=False).get_handle(
+        {"NODE_ID": "n", "FUNCTION_ID": str(uuid.uuid4()), "FUNCTION_TYPE": "t"}
+    ).invocation_completed(0.1)
+    port = prom.port
+    assert port is not None
+    idle = []
+    try:
+        for _ in range(200):
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert s.recv(16).startswith(b"HTTP/1.1 200")
+            idle.append(s)
+        statuses = [scrape(port, timeout_s=5.0) for _ in range(4)]
+        stats = prom.stats()
+    finally:
+        for s in idle:
+            s.close()
+        prom.close()
+    assert statuses == [200] * 4
+    assert stats["http_503_busy"] == 0, stats
+    assert stats["http_evictions"] >= 200 - 16, stats
+    print(f"\nattack 3b: 200 kept-alive idle scrapers; 4 new scrapes each 200"
+          f" (http_evictions={stats['http_evictions']})")
+
+
 def body_for(node: str, seq: int = 1) -> bytes:
     perf = PerformanceTarget()
     h = TelemetryProcessor([perf], log=False).get_handle({"NODE_ID": node}).fork(
