@@ -96,16 +96,21 @@ def scrape(port: int, timeout_s: float) -> int:
     return int(data.split(b" ", 2)[1])
 
 
-def test_attack3_a_scrape_is_served_while_64_sockets_trickle() -> None:
-    # Before: 16 sockets sending a byte every 4 s made every scrape 503
-    # (the 5 s limit applied per read). Now a request must be complete 5 s
-    # after accept, and a new connection evicts the oldest incomplete one.
+def one_series_target() -> tuple[PrometheusTarget, int]:
+    """A served PrometheusTarget with one series, and its port."""
     prom = PrometheusTarget("http://127.0.0.1:0")
     TelemetryProcessor([prom], log=False).get_handle(
         {"NODE_ID": "n", "FUNCTION_ID": str(uuid.uuid4()), "FUNCTION_TYPE": "t"}
     ).invocation_completed(0.1)
-    port = prom.port
-    assert port is not None
+    assert prom.port is not None
+    return prom, prom.port
+
+
+def test_attack3_a_scrape_is_served_while_64_sockets_trickle() -> None:
+    # Before: 16 sockets sending a byte every 4 s made every scrape 503
+    # (the 5 s limit applied per read). Now a request must be complete 5 s
+    # after accept, and a new connection evicts the oldest incomplete one.
+    prom, port = one_series_target()
     head = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 64
     socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(64)]
     statuses = []
@@ -136,12 +141,7 @@ def test_attack3b_kept_alive_idle_scrapers_cannot_fill_the_server() -> None:
     # that each scrape once and then hold their connection idle must not
     # keep a new scraper out: idle kept-alive connections are waiting ones,
     # and each newcomer evicts the oldest.
-    prom = PrometheusTarget("http://127.0.0.1:0")
-    TelemetryProcessor([prom], log=False).get_handle(
-        {"NODE_ID": "n", "FUNCTION_ID": str(uuid.uuid4()), "FUNCTION_TYPE": "t"}
-    ).invocation_completed(0.1)
-    port = prom.port
-    assert port is not None
+    prom, port = one_series_target()
     idle = []
     try:
         for _ in range(200):

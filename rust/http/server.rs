@@ -363,35 +363,7 @@ impl AsyncRead for Watched {
     }
 }
 
-impl AsyncWrite for Watched {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
+super::delegate_async_write!(Watched, inner);
 
 /// Every slot is serving a complete request: 503 without reading anything.
 fn refuse_busy(stream: TcpStream) {
@@ -736,8 +708,16 @@ mod tests {
         assert_eq!(server.admission().counters.busy.load(Ordering::Relaxed), 1);
     }
 
-    /// Reads one response of the Echo handler ("ok\n" body) off `s`.
-    fn read_ok(s: &mut std::net::TcpStream) -> String {
+    fn connect(addr: SocketAddr) -> std::net::TcpStream {
+        let s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    }
+
+    /// GET /keep on a kept-alive `s`: the response (its "ok\n" body read).
+    fn get_kept(s: &mut std::net::TcpStream) -> String {
+        s.write_all(b"GET /keep HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
         let mut out = Vec::new();
         let mut byte = [0u8; 1];
         while !out.ends_with(b"\r\n\r\nok\n") {
@@ -754,14 +734,11 @@ mod tests {
         let mut l = limits(8, 300);
         l.idle_timeout = Duration::from_secs(60);
         let server = serve(l);
-        let mut s = std::net::TcpStream::connect(server.local_addr()).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.write_all(b"GET /keep HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        assert!(read_ok(&mut s).starts_with("HTTP/1.1 200"));
+        let mut s = connect(server.local_addr());
+        assert!(get_kept(&mut s).starts_with("HTTP/1.1 200"));
         // Idle for twice the request timeout: still open.
         std::thread::sleep(Duration::from_millis(600));
-        s.write_all(b"GET /keep HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        assert!(read_ok(&mut s).starts_with("HTTP/1.1 200"));
+        assert!(get_kept(&mut s).starts_with("HTTP/1.1 200"));
         let counters = &server.admission().counters;
         assert_eq!(counters.accepted.load(Ordering::Relaxed), 1);
         assert_eq!(counters.requests.load(Ordering::Relaxed), 2);
@@ -781,10 +758,8 @@ mod tests {
         let mut l = limits(8, 200);
         l.idle_timeout = Duration::from_millis(400);
         let server = serve(l);
-        let mut s = std::net::TcpStream::connect(server.local_addr()).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.write_all(b"GET /keep HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        assert!(read_ok(&mut s).starts_with("HTTP/1.1 200"));
+        let mut s = connect(server.local_addr());
+        assert!(get_kept(&mut s).starts_with("HTTP/1.1 200"));
         let mut rest = Vec::new();
         let _ = s.read_to_end(&mut rest);
         assert!(rest.is_empty());
