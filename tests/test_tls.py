@@ -164,7 +164,11 @@ def test_real_prometheus_scrapes_tls_with_basic_auth(pki: Pki, tmp_path: Path) -
         prom.wait_for(f'up{{job="{NODE_JOB}"}}', lambda r: r and r[0]["value"][1] == "1")
         got = prom.wait_for('function_count{node_id="tls-node"}', lambda r: bool(r))
         assert got[0]["value"][1] == "1"
-    assert target.stats()["http_401"] == 0
+        prom.wait_for(f'count_over_time(up{{job="{NODE_JOB}"}}[1m])', lambda r: r and int(r[0]["value"][1]) >= 4)
+    stats = target.stats()
+    assert stats["http_401"] == 0
+    # Prometheus keeps its connection alive: one handshake for all scrapes.
+    assert stats["scrapes"] >= 4 and stats["http_connections"] == 1, stats
 
 
 def test_rotation_while_scraping(pki: Pki, tmp_path: Path) -> None:
