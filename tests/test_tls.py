@@ -146,6 +146,53 @@ def test_basic_auth(pki: Pki, tmp_path: Path) -> None:
         assert target.stats()["http_401"] == 3
 
 
+def test_reload_applies_to_kept_alive_connections(pki: Pki, tmp_path: Path) -> None:
+    """A scraper's kept-alive connection does not outlive a reload's changes:
+    basic auth is checked against the new users from its next request, and
+    the connection (whose TLS was agreed under the old file) closes after
+    that answer."""
+    web = web_config(tmp_path, tls_server_config=tls_section(pki), basic_auth_users={"prometheus": HASH})
+    target, _ = node(web)
+    token = base64.b64encode(f"prometheus:{PASSWORD}".encode()).decode()
+    auth = {"Authorization": f"Basic {token}"}
+    with target:
+        assert target.port is not None
+        conn = http.client.HTTPSConnection("127.0.0.1", target.port, timeout=10, context=pki.context())
+        try:
+            conn.request("GET", "/metrics", headers=auth)
+            resp = conn.getresponse()
+            assert (resp.status, resp.getheader("connection")) == (200, None)
+            resp.read()
+            # The user is renamed: its old credentials must not scrape again.
+            web_config(tmp_path, tls_server_config=tls_section(pki), basic_auth_users={"renamed": HASH})
+            target.reload_web_config()
+            conn.request("GET", "/metrics", headers=auth)
+            resp = conn.getresponse()
+            resp.read()
+            assert (resp.status, resp.getheader("connection")) == (401, "close")
+        finally:
+            conn.close()
+        conn = http.client.HTTPSConnection("127.0.0.1", target.port, timeout=10, context=pki.context())
+        try:
+            # Untouched credentials on a connection from before a reload:
+            # answered, then closed; the next connection is kept alive.
+            renamed = {"Authorization": "Basic " + base64.b64encode(f"renamed:{PASSWORD}".encode()).decode()}
+
+            def scrape() -> tuple[int, str | None]:
+                conn.request("GET", "/metrics", headers=renamed)
+                resp = conn.getresponse()
+                resp.read()
+                return resp.status, resp.getheader("connection")
+
+            assert scrape() == (200, None)
+            target.reload_web_config()
+            assert scrape() == (200, "close")
+            assert scrape() == (200, None)  # http.client dialled again
+        finally:
+            conn.close()
+        assert target.stats()["http_connections"] == 3
+
+
 def test_basic_auth_without_tls(tmp_path: Path) -> None:
     target, _ = node(web_config(tmp_path, basic_auth_users={"prometheus": HASH}))
     with target:

@@ -20,6 +20,7 @@
 //! only forgets them.
 
 use super::admission::{Admission, ConnState, Counters, Limits};
+use super::basic_auth::BasicAuth;
 use super::runtime::runtime;
 use super::web_config::{Security, WebConfig};
 use crate::fork;
@@ -195,8 +196,10 @@ struct Running {
 
 impl Server {
     /// Serves `listener` with `handler` on the runtime; with `security`,
-    /// TLS and basic auth as its web configuration says (read again for
-    /// each new connection, so `Security::reload` applies to the next).
+    /// TLS and basic auth as its web configuration says. After a
+    /// `Security::reload`, basic auth applies to each connection's next
+    /// request, and TLS to its next connection: a kept-alive connection
+    /// made under the old configuration is closed after its next answer.
     pub fn start<H: Handler>(
         mut listener: Listener,
         handler: Arc<H>,
@@ -315,16 +318,19 @@ async fn accept_loop<H: Handler>(
             state: state.clone(),
             admission: admission.clone(),
         };
-        let config = security.as_ref().map(|s| s.current());
+        let security = security.as_ref().map(|s| ConnSecurity {
+            accepted: s.current(),
+            security: s.clone(),
+        });
         let (handler, admission, http, stop) = (
             handler.clone(),
             admission.clone(),
             http.clone(),
             stop.clone(),
         );
-        match config.as_ref().and_then(|c| c.tls.clone()) {
+        match security.as_ref().and_then(|s| s.accepted.tls.clone()) {
             None => tokio::spawn(serve_connection(
-                stream, fd, state, handler, admission, http, stop, config,
+                stream, fd, state, handler, admission, http, stop, security,
             )),
             Some(tls) => tokio::spawn(async move {
                 // The handshake is part of the request: same deadline,
@@ -334,7 +340,7 @@ async fn accept_loop<H: Handler>(
                     admission.closed(&state);
                     return;
                 };
-                serve_connection(stream, fd, state, handler, admission, http, stop, config).await
+                serve_connection(stream, fd, state, handler, admission, http, stop, security).await
             }),
         };
     }
@@ -378,6 +384,25 @@ fn shutdown(fd: RawFd) {
     // SAFETY: `fd` belongs to a socket the caller still owns.
     unsafe {
         libc::shutdown(fd, libc::SHUT_RDWR);
+    }
+}
+
+/// A connection's web configuration: the one it was accepted (and its TLS
+/// handshake made) under, and where the current one is.
+struct ConnSecurity {
+    security: Arc<Security>,
+    accepted: Arc<WebConfig>,
+}
+
+impl ConnSecurity {
+    /// The basic auth to check a request against (always the current
+    /// configuration's: a user removed by a reload is refused at once on
+    /// kept-alive connections too), and whether the connection's TLS is
+    /// from an older configuration (then its answer closes it).
+    fn for_request(&self) -> (Option<Arc<BasicAuth>>, bool) {
+        let current = self.security.current();
+        let stale = !Arc::ptr_eq(&current, &self.accepted);
+        (current.basic_auth.clone(), stale)
     }
 }
 
@@ -471,20 +496,19 @@ async fn serve_connection<H: Handler, S>(
     admission: Arc<Admission>,
     http: Arc<hyper::server::conn::http1::Builder>,
     mut stop: watch::Receiver<bool>,
-    config: Option<Arc<WebConfig>>,
+    security: Option<ConnSecurity>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let basic_auth = config.and_then(|c| c.basic_auth.clone());
     let svc_state = state.clone();
     let svc_admission = admission.clone();
     let service = service_fn(move |req: Request<Incoming>| -> ServiceFuture {
-        let (state, admission, handler, basic_auth) = (
-            svc_state.clone(),
-            svc_admission.clone(),
-            handler.clone(),
-            basic_auth.clone(),
-        );
+        let (basic_auth, stale) = match &security {
+            Some(s) => s.for_request(),
+            None => (None, false),
+        };
+        let (state, admission, handler) =
+            (svc_state.clone(), svc_admission.clone(), handler.clone());
         Box::pin(async move {
             admission.counters.requests.fetch_add(1, Ordering::Relaxed);
             let conn = Conn {
@@ -507,6 +531,7 @@ async fn serve_connection<H: Handler, S>(
                     .fetch_add(1, Ordering::Relaxed);
                 basic_auth_refusal()
             };
+            let resp = if stale { closing(resp) } else { resp };
             admission.responding(&state);
             Ok(resp.map(|inner| Tracked {
                 inner,

@@ -23,6 +23,7 @@
 //! by name rather than silently ignored.
 
 use super::basic_auth::BasicAuth;
+use crate::fork;
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
@@ -31,7 +32,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig, SupportedProtocolVersion};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tokio_rustls::TlsAcceptor;
 
 /// One loaded web configuration.
@@ -40,12 +41,15 @@ pub struct WebConfig {
     pub basic_auth: Option<Arc<BasicAuth>>,
 }
 
-/// The configuration a server uses, swapped whole by `reload` (new
-/// connections get the new one; open ones keep theirs). The lock is held
-/// for an `Arc` clone only, never across an await or with the GIL.
+/// The configuration a server uses, swapped whole by `reload`: new
+/// connections get the new one; a kept-alive connection checks basic auth
+/// against it from its next request and is closed after that answer (its
+/// TLS was agreed under the old one). The lock is held for an `Arc` clone
+/// or swap only, never across an await, and is a `fork::Mutex`: a server
+/// thread cannot leave it held in a forked child.
 pub struct Security {
     path: PathBuf,
-    current: Mutex<Arc<WebConfig>>,
+    current: fork::Mutex<Arc<WebConfig>>,
 }
 
 impl Security {
@@ -56,15 +60,12 @@ impl Security {
         let config = load(py, &path)?;
         Ok(Arc::new(Security {
             path,
-            current: Mutex::new(Arc::new(config)),
+            current: fork::Mutex::new(Arc::new(config)),
         }))
     }
 
     pub fn current(&self) -> Arc<WebConfig> {
-        self.current
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.current.lock().clone()
     }
 
     pub fn tls(&self) -> bool {
@@ -87,7 +88,8 @@ impl Security {
                 self.path.display()
             )));
         }
-        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
+        let old = std::mem::replace(&mut *self.current.lock(), Arc::new(fresh));
+        drop(old); // outside the lock
         Ok(())
     }
 }
