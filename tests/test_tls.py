@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import http.client
+import os
 import shutil
 import signal
 import socket
@@ -17,6 +18,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -265,6 +267,46 @@ def test_rotation_while_scraping(pki: Pki, tmp_path: Path) -> None:
         (live / "server.key").write_text("not a key\n")
         with pytest.raises(ValueError, match="server.key"):
             target.reload_web_config()
+        assert serial() == second
+
+
+def test_changed_files_are_reloaded_without_a_call(pki: Pki, tmp_path: Path) -> None:
+    """As the exporter-toolkit does, a changed certificate is served without a
+    reload call or a restart: the server looks at its files at most once a
+    second, on connections and requests. A broken change is counted and the
+    running configuration stays."""
+    live = tmp_path / "live"
+    live.mkdir()
+    for ext in ("crt", "key"):
+        shutil.copy(pki.dir / f"server.{ext}", live / f"server.{ext}")
+    web = web_config(tmp_path, tls_server_config={"cert_file": "live/server.crt", "key_file": "live/server.key"})
+    target, _ = node(web)
+
+    def serial() -> bytes:
+        with socket.create_connection(("127.0.0.1", target.port or 0), timeout=10) as raw, \
+                pki.context().wrap_socket(raw, server_hostname="127.0.0.1") as s:
+            der = s.getpeercert(binary_form=True)
+        assert der is not None
+        return der
+
+    def poll_until(ok: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + 20
+        while not ok():
+            assert time.monotonic() < deadline, target.stats()
+            time.sleep(0.2)
+
+    with target:
+        first = serial()
+        for ext in ("crt", "key"):  # each replaced whole, by a rename
+            shutil.copy(pki.dir / f"server2.{ext}", live / f"new.{ext}")
+            os.replace(live / f"new.{ext}", live / f"server.{ext}")
+        poll_until(lambda: serial() != first)
+        second = serial()
+        assert second == ssl.PEM_cert_to_DER_cert((pki.dir / "server2.crt").read_text())
+        assert target.stats()["web_config_reloads"] >= 1
+        errors = target.stats()["web_config_reload_errors"]
+        (live / "server.key").write_text("not a key\n")
+        poll_until(lambda: serial() == second and target.stats()["web_config_reload_errors"] > errors)
         assert serial() == second
 
 

@@ -343,9 +343,13 @@ class PrometheusTarget:
         raises OSError naming it; a bad one (not PEM, key not matching the
         certificate, an option we do not support) ValueError naming it."""
     def reload_web_config(self) -> None:
-        """Reads the web config and its files again (certificate rotation);
-        new connections use them. On error the running one stays.
-        RuntimeError without a ``web_config``."""
+        """Reads the web config and its files again (certificate rotation):
+        new connections use them, and a kept-alive connection from its next
+        request, after which it closes. On error (``ValueError``/``OSError``
+        as at construction) the running one stays. The server also reloads
+        by itself within about a second of the files changing (see
+        ``stats()["web_config_reloads"]``). RuntimeError without a
+        ``web_config``."""
     def serve(self, metrics_url: str) -> None:
         """Starts serving ``GET /metrics`` when no server runs in this
         process (a target made with ``""``, after ``close()``, or in a
@@ -448,8 +452,10 @@ class CollectorServer:
     def url(self) -> str:
         """``http://host:port`` as bound (the real port when 0 was asked)."""
     def reload_web_config(self) -> None:
-        """Reads the web config and its files again (certificate rotation);
-        new connections use them. On error the running one stays."""
+        """Reads the web config and its files again (certificate rotation),
+        as ``PrometheusTarget.reload_web_config`` does; the server also
+        reloads by itself when the files change. On error the running one
+        stays."""
     @property
     def token_required(self) -> bool:
         """Whether requests need a bearer token."""

@@ -121,6 +121,14 @@ class PrometheusTargetStats(TypedDict):
     http_tls_failures: int
     """TLS handshakes that failed (no or an untrusted client certificate, a
     protocol the config refuses, a client speaking plain HTTP)."""
+    web_config_reloads: int
+    """Reloads of the ``web_config`` files that took effect: by
+    ``reload_web_config()``, or by the server itself when the files changed
+    (looked at no more than once a second, on connections and requests).
+    0 without a ``web_config``."""
+    web_config_reload_errors: int
+    """Reloads that failed (a broken or half-written file, a key that does
+    not match its certificate): the running configuration stays."""
     http_evictions: int
     """Connections with an incomplete request closed to admit a newer one."""
 
@@ -335,5 +343,9 @@ class OrchestratorCollectorStats(CollectorCoreStats):
     """Requests refused for want of valid basic auth credentials."""
     http_tls_failures: int
     """TLS handshakes that failed (see ``PrometheusTargetStats``)."""
+    web_config_reloads: int
+    """Reloads of the ``web_config`` files (see ``PrometheusTargetStats``)."""
+    web_config_reload_errors: int
+    """Reloads that failed; the running configuration stays."""
     http_inflight_bytes: int
     """Gauge: bytes of bodies being read or stored now."""

@@ -381,8 +381,11 @@ impl CollectorServer {
             node_tokens.unwrap_or_default().into_iter().collect();
         per_node.sort();
         let tokens = Tokens::new(token.as_deref(), &per_node).map_err(PyValueError::new_err)?;
+        let required = tokens.required();
         let security = match &web_config {
-            Some(path) => Some(Security::load(py, &path.to_string_lossy())?),
+            Some(path) => Some(Security::load(py, &path.to_string_lossy(), move |fresh| {
+                check_auth(fresh.basic_auth.is_some(), required)
+            })?),
             None => None,
         };
         let basic_auth = security
@@ -441,8 +444,7 @@ impl CollectorServer {
                 "OrchestratorCollector has no web_config to reload",
             ));
         };
-        let tokens = self.handler.tokens.required();
-        security.reload(py, |fresh| check_auth(fresh.basic_auth.is_some(), tokens))
+        security.reload(py)
     }
 
     /// Whether requests need a bearer token.
@@ -498,6 +500,9 @@ impl CollectorServer {
         for (name, v) in self.handler.stats() {
             d.set_item(name, v)?;
         }
+        let (reloads, errors) = self.security.as_ref().map_or((0, 0), |s| s.reload_counts());
+        d.set_item("web_config_reloads", reloads)?;
+        d.set_item("web_config_reload_errors", errors)?;
         Ok(d)
     }
 }

@@ -318,9 +318,12 @@ async fn accept_loop<H: Handler>(
             state: state.clone(),
             admission: admission.clone(),
         };
-        let security = security.as_ref().map(|s| ConnSecurity {
-            accepted: s.current(),
-            security: s.clone(),
+        let security = security.as_ref().map(|s| {
+            s.watch();
+            ConnSecurity {
+                accepted: s.current(),
+                security: s.clone(),
+            }
         });
         let (handler, admission, http, stop) = (
             handler.clone(),
@@ -400,6 +403,7 @@ impl ConnSecurity {
     /// kept-alive connections too), and whether the connection's TLS is
     /// from an older configuration (then its answer closes it).
     fn for_request(&self) -> (Option<Arc<BasicAuth>>, bool) {
+        self.security.watch();
         let current = self.security.current();
         let stale = !Arc::ptr_eq(&current, &self.accepted);
         (current.basic_auth.clone(), stale)

@@ -32,13 +32,18 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig, SupportedProtocolVersion};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 /// One loaded web configuration.
 pub struct WebConfig {
     pub tls: Option<TlsAcceptor>,
     pub basic_auth: Option<Arc<BasicAuth>>,
+    /// The files it was made from (the YAML, certificates, keys, CAs):
+    /// watched for changes.
+    files: Vec<PathBuf>,
 }
 
 /// The configuration a server uses, swapped whole by `reload`: new
@@ -47,21 +52,92 @@ pub struct WebConfig {
 /// TLS was agreed under the old one). The lock is held for an `Arc` clone
 /// or swap only, never across an await, and is a `fork::Mutex`: a server
 /// thread cannot leave it held in a forked child.
+///
+/// The files are also watched, as the exporter-toolkit reads its file
+/// anew for each connection: at most once a second, on a connection or a
+/// request, their sizes and times are compared with those of the last
+/// load, and on a change the file is reloaded in the background (a
+/// blocking thread, which takes the GIL for PyYAML). A reload that fails
+/// keeps the running configuration and is counted; it is tried again when
+/// the files change again.
 pub struct Security {
     path: PathBuf,
     current: fork::Mutex<Arc<WebConfig>>,
+    /// What a reload must also satisfy (the collector's auth rules).
+    check: Check,
+    epoch: Instant,
+    /// Milliseconds since `epoch` before which the files are not looked at.
+    next_look_ms: AtomicU64,
+    /// Fingerprint of the files as last loaded or seen.
+    seen: AtomicU64,
+    reloads: AtomicU64,
+    reload_errors: AtomicU64,
 }
+
+type Check = Box<dyn Fn(&WebConfig) -> PyResult<()> + Send + Sync>;
+
+/// How often the files are looked at, at most.
+const LOOK_EVERY_MS: u64 = 1000;
 
 impl Security {
     /// Loads `path`; a Python error naming the file or option if it is
-    /// missing, unreadable, or wrong.
-    pub fn load(py: Python<'_>, path: &str) -> PyResult<Arc<Security>> {
+    /// missing, unreadable, or wrong. `check`: what every reload must also
+    /// satisfy.
+    pub fn load(
+        py: Python<'_>,
+        path: &str,
+        check: impl Fn(&WebConfig) -> PyResult<()> + Send + Sync + 'static,
+    ) -> PyResult<Arc<Security>> {
         let path = PathBuf::from(path);
         let config = load(py, &path)?;
         Ok(Arc::new(Security {
+            seen: AtomicU64::new(fingerprint(&config.files)),
             path,
             current: fork::Mutex::new(Arc::new(config)),
+            check: Box::new(check),
+            epoch: Instant::now(),
+            next_look_ms: AtomicU64::new(LOOK_EVERY_MS),
+            reloads: AtomicU64::new(0),
+            reload_errors: AtomicU64::new(0),
         }))
+    }
+
+    /// (reloads done, reloads that failed), by call or on a file change.
+    pub fn reload_counts(&self) -> (u64, u64) {
+        (
+            self.reloads.load(Ordering::Relaxed),
+            self.reload_errors.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Called by the servers on each connection and request (from the
+    /// runtime): at most once a second, looks whether the files changed
+    /// and if so reloads them on a blocking thread.
+    pub fn watch(self: &Arc<Self>) {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        let next = self.next_look_ms.load(Ordering::Relaxed);
+        if now < next
+            || self
+                .next_look_ms
+                .compare_exchange(
+                    next,
+                    now + LOOK_EVERY_MS,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_err()
+        {
+            return;
+        }
+        let files = self.current().files.clone();
+        let me = self.clone();
+        // stat() and the reload both block: off the async workers.
+        tokio::task::spawn_blocking(move || {
+            let now = fingerprint(&files);
+            if me.seen.swap(now, Ordering::Relaxed) != now {
+                crate::gil::with_gil_unless_exiting(|py| me.reload(py));
+            }
+        });
     }
 
     pub fn current(&self) -> Arc<WebConfig> {
@@ -75,23 +151,54 @@ impl Security {
     /// Reads the file again (new certificates, users); on error the
     /// running configuration stays. Turning TLS on or off needs a restart
     /// (the URL's scheme would change under the clients).
-    pub fn reload(
-        &self,
-        py: Python<'_>,
-        check: impl FnOnce(&WebConfig) -> PyResult<()>,
-    ) -> PyResult<()> {
+    pub fn reload(&self, py: Python<'_>) -> PyResult<()> {
+        let result = self.load_again(py);
+        let counter = match result {
+            Ok(()) => &self.reloads,
+            Err(_) => &self.reload_errors,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        result
+    }
+
+    fn load_again(&self, py: Python<'_>) -> PyResult<()> {
         let fresh = load(py, &self.path)?;
-        check(&fresh)?;
+        (self.check)(&fresh)?;
         if fresh.tls.is_some() != self.tls() {
             return Err(PyValueError::new_err(format!(
                 "web config {}: reloading cannot turn TLS on or off; restart the server",
                 self.path.display()
             )));
         }
+        self.seen
+            .store(fingerprint(&fresh.files), Ordering::Relaxed);
         let old = std::mem::replace(&mut *self.current.lock(), Arc::new(fresh));
         drop(old); // outside the lock
         Ok(())
     }
+}
+
+/// A digest of each file's size, times and inode (a missing file counts
+/// too): what changes when a file is rewritten or replaced by a rename.
+fn fingerprint(files: &[PathBuf]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    use std::os::unix::fs::MetadataExt;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for f in files {
+        match std::fs::metadata(f) {
+            Ok(m) => (
+                m.len(),
+                m.mtime(),
+                m.mtime_nsec(),
+                m.ctime(),
+                m.ctime_nsec(),
+                m.ino(),
+            )
+                .hash(&mut h),
+            Err(_) => u64::MAX.hash(&mut h),
+        }
+    }
+    h.finish()
 }
 
 fn bad(path: &Path, why: impl std::fmt::Display) -> PyErr {
@@ -121,6 +228,7 @@ fn load(py: Python<'_>, path: &Path) -> PyResult<WebConfig> {
         return Ok(WebConfig {
             tls: None,
             basic_auth: None,
+            files: vec![path.to_owned()],
         });
     }
     let doc = doc
@@ -130,6 +238,7 @@ fn load(py: Python<'_>, path: &Path) -> PyResult<WebConfig> {
     let mut config = WebConfig {
         tls: None,
         basic_auth: None,
+        files: vec![path.to_owned()],
     };
     for (key, value) in doc.iter() {
         let key: String = key
@@ -141,7 +250,7 @@ fn load(py: Python<'_>, path: &Path) -> PyResult<WebConfig> {
                 let section = value
                     .downcast::<PyDict>()
                     .map_err(|_| bad(path, "tls_server_config must be a mapping"))?;
-                config.tls = Some(tls_config(path, base, section)?);
+                config.tls = Some(tls_config(path, base, section, &mut config.files)?);
             }
             "basic_auth_users" if value.is_none() => {}
             "basic_auth_users" => {
@@ -217,7 +326,13 @@ pub fn certificates(what: &str, file: &Path) -> PyResult<Vec<CertificateDer<'sta
     Ok(certs)
 }
 
-fn tls_config(path: &Path, base: &Path, section: &Bound<'_, PyDict>) -> PyResult<TlsAcceptor> {
+/// The TLS side; the files it reads are added to `files`.
+fn tls_config(
+    path: &Path,
+    base: &Path,
+    section: &Bound<'_, PyDict>,
+    files: &mut Vec<PathBuf>,
+) -> PyResult<TlsAcceptor> {
     const KNOWN: [&str; 6] = [
         "cert_file",
         "key_file",
@@ -244,6 +359,7 @@ fn tls_config(path: &Path, base: &Path, section: &Bound<'_, PyDict>) -> PyResult
     let (Some(cert_file), Some(key_file)) = (file("cert_file")?, file("key_file")?) else {
         return Err(bad(path, "tls_server_config needs cert_file and key_file"));
     };
+    files.extend([cert_file.clone(), key_file.clone()]);
     let certs = certificates("cert_file", &cert_file)?;
     let key_pem = read("key_file", &key_file)?;
     let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
@@ -305,6 +421,7 @@ fn tls_config(path: &Path, base: &Path, section: &Bound<'_, PyDict>) -> PyResult
             ))
         }
         ("RequireAndVerifyClientCert" | "VerifyClientCertIfGiven", Some(ca_file)) => {
+            files.push(ca_file.clone());
             let mut roots = RootCertStore::empty();
             for cert in certificates("client_ca_file", &ca_file)? {
                 roots.add(cert).map_err(|e| {

@@ -192,7 +192,7 @@ impl PrometheusTarget {
         web_config: Option<std::path::PathBuf>,
     ) -> PyResult<Self> {
         let security = match &web_config {
-            Some(path) => Some(Security::load(py, &path.to_string_lossy())?),
+            Some(path) => Some(Security::load(py, &path.to_string_lossy(), |_| Ok(()))?),
             None => None,
         };
         let buckets = buckets_from(buckets)?;
@@ -232,12 +232,14 @@ impl PrometheusTarget {
     }
 
     /// Reads the web config file again (new certificates, keys, users):
-    /// new connections use it, open ones finish with the old one. On error
+    /// new connections use it, and a kept-alive connection from its next
+    /// request (then it closes). The server also reloads by itself within
+    /// a second or so of the files changing. On error
     /// (`ValueError`/`OSError` as at construction) the running one stays.
     /// `RuntimeError` without a `web_config`.
     fn reload_web_config(&self, py: Python<'_>) -> PyResult<()> {
         match &self.security {
-            Some(security) => security.reload(py, |_| Ok(())),
+            Some(security) => security.reload(py),
             None => Err(PyRuntimeError::new_err(
                 "PrometheusTarget has no web_config to reload",
             )),
@@ -348,6 +350,9 @@ impl PrometheusTarget {
         ] {
             d.set_item(name, v.load(Ordering::Relaxed))?;
         }
+        let (reloads, errors) = self.security.as_ref().map_or((0, 0), |s| s.reload_counts());
+        d.set_item("web_config_reloads", reloads)?;
+        d.set_item("web_config_reload_errors", errors)?;
         Ok(d)
     }
 
