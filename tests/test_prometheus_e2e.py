@@ -113,8 +113,8 @@ def test_dashboard_queries_against_real_prometheus(tmp_path: Path) -> None:
             # the native node, OpenMetrics from the others.
             for n in nodes:
                 st = n.prom.stats()
-                form = "scrapes_protobuf" if n.native else "scrapes_openmetrics"
-                assert st["scrapes"] == st[form] == st["scrapes_gzip"] > 0, st
+                form = st["scrapes_protobuf"] if n.native else st["scrapes_openmetrics"]
+                assert st["scrapes"] == form == st["scrapes_gzip"] > 0, st
     finally:
         for n in nodes:
             n.prom.close()
@@ -140,8 +140,8 @@ def check_query(prom: Any, name: str, query: str, nodes: list[Node], total: dict
     assert result, f"{name}: {expr} returned no data"
     if "rate(execution_times_count" in expr:
         got = by(result, "node_id", "function_type", "function_id")
-        want = {(n.id, ftype, h.tags["FUNCTION_ID"]) for n in nodes for ftype, h in n.functions}
-        assert set(got) == want, (name, got)
+        functions = {(n.id, ftype, h.tags["FUNCTION_ID"]) for n in nodes for ftype, h in n.functions}
+        assert set(got) == functions, (name, got)
         assert all(v > 0 for v in got.values()), (name, got)
     elif "histogram_quantile" in expr:
         # Classic panels answer from the classic nodes, native ones from the
@@ -156,17 +156,17 @@ def check_query(prom: Any, name: str, query: str, nodes: list[Node], total: dict
                 assert lo < got[(n.id,)] <= hi, (name, n.id, got)
         elif "function_id" in expr:
             got = by(result, "function_id")
-            want = {h.tags["FUNCTION_ID"]: PLAN[n.id][ftype][2]
-                    for n in panel_nodes for ftype, h in n.functions}
-            assert set(got) == {(f,) for f in want}, (name, got)
-            for f, d in want.items():
+            durations = {h.tags["FUNCTION_ID"]: PLAN[n.id][ftype][2]
+                         for n in panel_nodes for ftype, h in n.functions}
+            assert set(got) == {(f,) for f in durations}, (name, got)
+            for f, d in durations.items():
                 lo, hi = BUCKET[d]
                 assert lo < got[(f,)] <= hi, (name, f, got)
         else:
             got = by(result, "function_type")
-            want = {ftype: PLAN[n.id][ftype][2] for n in panel_nodes for ftype in PLAN[n.id]}
-            assert set(got) == {(t,) for t in want}, (name, got)
-            for t, d in want.items():
+            durations = {ftype: PLAN[n.id][ftype][2] for n in panel_nodes for ftype in PLAN[n.id]}
+            assert set(got) == {(t,) for t in durations}, (name, got)
+            for t, d in durations.items():
                 lo, hi = BUCKET[d]
                 assert lo < got[(t,)] <= hi, (name, t, got)
     elif "(function_count" in expr:
