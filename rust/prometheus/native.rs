@@ -157,11 +157,13 @@ fn cells_for(schema: i32) -> Vec<u64> {
     (0..1u64 << (schema + 1))
         .map(|c| {
             let (lo, hi) = (c << shift, (c + 1) << shift);
-            let below = mantissas.iter().filter(|m| **m < lo).count() as u64;
-            let mut inside = mantissas.iter().filter(|m| (lo..hi).contains(*m));
+            // The mantissas are sorted: those below the cell, then the one
+            // in it, if any.
+            let below = mantissas.partition_point(|m| *m < lo);
+            let mut inside = mantissas[below..].iter().take_while(|m| **m < hi);
             let boundary = inside.next().copied().unwrap_or(NO_BOUNDARY);
             assert!(inside.next().is_none(), "two boundaries in one cell");
-            below << (MANTISSA_BITS + 1) | boundary
+            (below as u64) << (MANTISSA_BITS + 1) | boundary
         })
         .collect()
 }
