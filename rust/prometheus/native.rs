@@ -64,14 +64,15 @@ pub struct NativeConfig {
     /// For each schema `s > 0` (from `cells[first_cell(s)]` on): the `2^s`
     /// boundaries in `[0.5, 1)` that split one binary order of magnitude
     /// (client_golang's `nativeHistogramBounds`, `2^(j/2^s)/2`), as a
-    /// lookup table indexed by the top `s + 1` mantissa bits of a value. Boundaries are at least
-    /// `ln 2/2^s` apart in the mantissa's `[1, 2)` scale and a cell is
-    /// `1/2^(s+1)` wide, so a cell holds at most one boundary: each cell
-    /// packs the number of boundaries below the cell (bits 53..) and the
-    /// mantissa of the boundary inside it, if any (bits 0..53,
-    /// `NO_BOUNDARY` if none). One comparison then finds the bucket, with
-    /// no search and no branch that depends on the value. One array of a
-    /// power-of-two length (8 KB) so that indexing needs no bounds check.
+    /// lookup table indexed by the top `s + 1` mantissa bits of a value.
+    /// Boundaries are more than `ln 2/2^s` apart on the mantissa's `[1, 2)`
+    /// scale and a cell is `1/2^(s+1)` wide, so a cell holds at most one
+    /// boundary: each cell packs the number of boundaries below the cell
+    /// (bits 53..) and the mantissa of the boundary inside it, if any (bits
+    /// 0..53, `NO_BOUNDARY` if none). One comparison then finds the bucket:
+    /// no search, so no branch for random values to mispredict. One array
+    /// of a power-of-two length (8 KB per target) so that indexing needs no
+    /// bounds check.
     cells: Box<[u64; CELLS]>,
 }
 
@@ -105,8 +106,8 @@ impl NativeConfig {
         })
     }
 
-    /// The bucket index of finite `v > 0` at `schema`, from the float's bits: no `log()`, no search.
-    /// Exactly client_golang's `findBucket`.
+    /// The bucket index of finite `v > 0` at `schema`, from the float's
+    /// bits: no `log()`, no search. Exactly client_golang's `findBucket`.
     #[inline]
     pub fn key(&self, v: f64, schema: i32) -> i32 {
         let (mantissa, exp) = mantissa_exp(v);
