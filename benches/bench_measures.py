@@ -124,4 +124,5 @@ def test_report_rows_for_native_histograms(tmp_path: Path, monkeypatch: pytest.M
     render = next(v for k, v in lines.items() if k.startswith("protobuf rendering"))
     assert render[4] == "20x" and render[6].startswith("**no**")
     memory_row = next(v for k, v in lines.items() if k.startswith("memory per native"))
-    assert memory_row[1] == "1206.0 B" and memory_row[6].startswith("yes")
+    # 1 KB for the whole series, classic buckets included.
+    assert memory_row[1] == "1206.0 B" and memory_row[6].startswith("**no**")

@@ -367,7 +367,9 @@ def test_counts_consistent_under_concurrent_ingest_and_scrapes() -> None:
 @pytest.mark.skipif(shutil.which("prometheus") is None, reason="prometheus not installed")
 def test_quantiles_through_prometheus_with_native_histograms(tmp_path: Path) -> None:
     """A native node and a classic node observe the same durations; Prometheus
-    (native histograms on) reads p50/p90/p99 from each."""
+    (native histograms on) reads p50/p90/p99 from each. A second Prometheus
+    without the feature flag scrapes the same two nodes (in text): the native
+    node's classic series there equal the classic node's."""
     (nat, hn), (cls, hc) = node(True, "native-node"), node(False, "classic-node")
     rng = random.Random(11)
     cases = {
@@ -386,11 +388,15 @@ def test_quantiles_through_prometheus_with_native_histograms(tmp_path: Path) -> 
                 fc.invocation_completed(v, event_type="CALL")
 
     try:
-        with run_prometheus(tmp_path, [nat.port or 0, cls.port or 0],
-                            extra_flags=[NATIVE_FLAG]) as prom:
+        (tmp_path / "native").mkdir()
+        (tmp_path / "plain").mkdir()
+        ports = [nat.port or 0, cls.port or 0]
+        with run_prometheus(tmp_path / "native", ports, extra_flags=[NATIVE_FLAG]) as prom, \
+                run_prometheus(tmp_path / "plain", ports) as plain:
             emit()  # before the first scrape: rate() below sees the second round
-            prom.wait_for('up{job="edgeless-node"}', lambda r: len(r) == 2
-                          and all(x["value"][1] == "1" for x in r))
+            for p in (prom, plain):
+                p.wait_for('up{job="edgeless-node"}', lambda r: len(r) == 2
+                           and all(x["value"][1] == "1" for x in r))
             prom.wait_for('count(histogram_count(execution_times{node_id="native-node"}))',
                           lambda r: r and float(r[0]["value"][1]) == 3)
             emit()
@@ -399,6 +405,8 @@ def test_quantiles_through_prometheus_with_native_histograms(tmp_path: Path) -> 
                           lambda r: r and float(r[0]["value"][1]) == 2 * n)
             prom.wait_for(f'execution_times_count{{function_id="{fid("lognormal")}"}}',
                           lambda r: r and float(r[0]["value"][1]) == 2 * n)
+            plain.wait_for(f'execution_times_count{{function_id="{fid("lognormal")}"}}',
+                           lambda r: len(r) == 2 and all(float(x["value"][1]) == 2 * n for x in r))
             assert nat.stats()["scrapes_protobuf"] >= 1
             # The classic node is scraped in text; the native one in protobuf.
             assert cls.stats()["scrapes_protobuf"] == 0
@@ -424,6 +432,32 @@ def test_quantiles_through_prometheus_with_native_histograms(tmp_path: Path) -> 
             # Prometheus 2.42 keeps only the native form of a histogram that
             # has one (the README says so).
             assert prom.query('execution_times_bucket{node_id="native-node"}') == []
+            # Without the feature flag it scrapes the native node in text, and
+            # its classic series are the classic node's, bucket for bucket,
+            # and answer the same quantiles.
+            assert nat.stats()["scrapes_openmetrics"] >= 1
+            assert plain.query('execution_times{node_id="native-node"}') == []
+
+            def classic_series(node_id: str) -> dict[tuple[str, str, str], float]:
+                out = {}
+                for suffix in ("bucket", "count", "sum"):
+                    for r in plain.query(f'execution_times_{suffix}{{node_id="{node_id}"}}'):
+                        m = r["metric"]
+                        out[(suffix, m["function_id"], m.get("le", ""))] = float(r["value"][1])
+                return out
+
+            native_classic = classic_series("native-node")
+            assert len(native_classic) == len(cases) * 13  # 11 buckets, count, sum
+            assert native_classic == pytest.approx(classic_series("classic-node"), rel=1e-12)
+            # Over all observations (no rate: both nodes' totals are final).
+            quantiles = {
+                node_id: [float(plain.query(
+                    f'histogram_quantile({q}, execution_times_bucket{{node_id="{node_id}",'
+                    f' function_id="{fid(name)}"}})')[0]["value"][1])
+                    for name in cases for q in (0.5, 0.9, 0.99)]
+                for node_id in ("native-node", "classic-node")}
+            assert quantiles["native-node"] == quantiles["classic-node"]
+            assert quantiles["native-node"][1:3] == [1.0, 1.0]  # uniform p90, p99
     finally:
         nat.close()
         cls.close()

@@ -1,11 +1,14 @@
-"""End to end: Debian's real Prometheus scrapes three PrometheusTargets with
-the repo's scrape config, and every query of the repo's Grafana dashboard
-answers with the numbers the nodes emitted.
+"""End to end: Debian's real Prometheus, started with native histograms on,
+scrapes four PrometheusTargets with the repo's scrape config, and every query
+of the repo's Grafana dashboard answers with the numbers the nodes emitted.
 
-A mixed fleet: two nodes under the scrape config's job (`edgeless-node`, as
-EDGELESS names it), a third under another job name, and that third node's
-id and function type hold newlines (Prometheus 2's `.*` would not match
-them: the dashboard's "All" must)."""
+A mixed fleet: three nodes under the scrape config's job (`edgeless-node`, as
+EDGELESS names it), one of them with native histograms (`native=True`), a
+fourth under another job name, and that fourth node's id and function type
+hold newlines (Prometheus 2's `.*` would not match them: the dashboard's
+"All" must). Prometheus 2.42 stores only the native form of a histogram that
+has native buckets, so the classic quantile panels answer from the classic
+nodes, the native ones from the native node, and the count panels from all."""
 
 from __future__ import annotations
 
@@ -23,17 +26,24 @@ from prom_support import dashboard_queries, grafana_to_promql, run_prometheus
 PLAN = {
     "node-1": {"python": (3, 1, 0.25), "wasm": (1, 0, 0.75)},
     "node-2": {"python": (2, 0, 0.25)},
+    "node-4": {"python": (2, 1, 0.25), "wasm": (1, 0, 0.75)},
     "node\n3": {"multi\nline": (1, 0, 0.25)},
 }
-TRANSFER = {"node-1": 0.15, "node-2": 0.45, "node\n3": 0.45}
+TRANSFER = {"node-1": 0.15, "node-2": 0.45, "node-4": 0.15, "node\n3": 0.45}
+NATIVE = {"node-4"}  # PrometheusTarget(native=True)
 OTHER_JOB = "edgeless-node-site-b"
+NATIVE_FLAG = "--enable-feature=native-histograms"
+# The (0.1 s wide) classic bucket each duration falls in; the native
+# buckets around it (schema 3: 9 % wide) lie inside it.
+BUCKET = {0.15: (0.1, 0.2), 0.25: (0.2, 0.3), 0.45: (0.4, 0.5), 0.75: (0.7, 0.8)}
 CALLS, CASTS = 4, 6  # per function instance and round
 
 
 class Node:
     def __init__(self, node_id: str) -> None:
         self.id = node_id
-        self.prom = PrometheusTarget("http://127.0.0.1:0")
+        self.native = node_id in NATIVE
+        self.prom = PrometheusTarget("http://127.0.0.1:0", native=self.native)
         proc = TelemetryProcessor([self.prom], log=False)
         base = proc.get_handle({"NODE_ID": node_id})
         self.functions = []
@@ -68,11 +78,12 @@ def test_dashboard_queries_against_real_prometheus(tmp_path: Path) -> None:
     ports = [n.prom.port or 0 for n in nodes]
     assert all(ports)
     try:
-        with run_prometheus(tmp_path, ports[:2], {OTHER_JOB: ports[2:]}) as prom:
+        with run_prometheus(tmp_path, ports[:3], {OTHER_JOB: ports[3:]},
+                            extra_flags=[NATIVE_FLAG]) as prom:
             # A first scrape sees the series, so the rounds after it are rates.
             prom.wait_for(
                 'up{job=~"edgeless-node.*"}',
-                lambda r: len(r) == 3 and all(x["value"][1] == "1" for x in r),
+                lambda r: len(r) == len(nodes) and all(x["value"][1] == "1" for x in r),
             )
             for n in nodes:
                 n.round()
@@ -85,18 +96,25 @@ def test_dashboard_queries_against_real_prometheus(tmp_path: Path) -> None:
                 n.round()
             total = {k: sum(n.emitted[k] for n in nodes) for k in ("Call", "Cast")}
             prom.wait_for(
-                "sum by (invocation_type) (execution_times_count)",
+                "sum by (invocation_type) (execution_times_count or histogram_count(execution_times))",
                 lambda r: by(r, "invocation_type") == {(k,): float(v) for k, v in total.items()},
             )
+            # The native node's histograms are stored in native form only.
+            native_ids = [h.tags["FUNCTION_ID"] for n in nodes if n.native for _, h in n.functions]
+            assert prom.query('execution_times_count{node_id="node-4"}') == []
+            # (one series per function and invocation type)
+            assert len(prom.query('execution_times{node_id="node-4"}')) == 2 * len(native_ids)
             checked = 0
             for name, query in dashboard_queries():
                 check_query(prom, name, query, nodes, total)
                 checked += 1
-            assert checked >= 10
-            # Prometheus negotiated OpenMetrics and gzip for every scrape.
+            assert checked >= 20
+            # Prometheus negotiated gzip for every scrape, and protobuf from
+            # the native node, OpenMetrics from the others.
             for n in nodes:
                 st = n.prom.stats()
-                assert st["scrapes"] == st["scrapes_openmetrics"] == st["scrapes_gzip"] > 0, st
+                form = st["scrapes_protobuf"] if n.native else st["scrapes_openmetrics"]
+                assert st["scrapes"] == form == st["scrapes_gzip"] > 0, st
     finally:
         for n in nodes:
             n.prom.close()
@@ -122,19 +140,35 @@ def check_query(prom: Any, name: str, query: str, nodes: list[Node], total: dict
     assert result, f"{name}: {expr} returned no data"
     if "rate(execution_times_count" in expr:
         got = by(result, "node_id", "function_type", "function_id")
-        want = {(n.id, ftype, h.tags["FUNCTION_ID"]) for n in nodes for ftype, h in n.functions}
-        assert set(got) == want, (name, got)
+        functions = {(n.id, ftype, h.tags["FUNCTION_ID"]) for n in nodes for ftype, h in n.functions}
+        assert set(got) == functions, (name, got)
         assert all(v > 0 for v in got.values()), (name, got)
-    elif "histogram_quantile" in expr and "execution_times" in expr:
-        got = by(result, "function_type")
-        # python runs 0.25 s (bucket 0.2..0.3), wasm 0.75 s (0.7..0.8).
-        assert 0.2 < got[("python",)] <= 0.3, (name, got)
-        assert 0.7 < got[("wasm",)] <= 0.8, (name, got)
-    elif "histogram_quantile" in expr and "transfer_times" in expr:
-        got = by(result, "node_id")
-        assert 0.1 < got[("node-1",)] <= 0.2, (name, got)
-        assert 0.4 < got[("node-2",)] <= 0.5, (name, got)
-        assert 0.4 < got[("node\n3",)] <= 0.5, (name, got)
+    elif "histogram_quantile" in expr:
+        # Classic panels answer from the classic nodes, native ones from the
+        # native node (Prometheus 2.42 keeps one form per histogram).
+        native = "_bucket{" not in expr
+        panel_nodes = [n for n in nodes if n.native == native]
+        if "transfer_times" in expr:
+            got = by(result, "node_id")
+            assert set(got) == {(n.id,) for n in panel_nodes}, (name, got)
+            for n in panel_nodes:
+                lo, hi = BUCKET[TRANSFER[n.id]]
+                assert lo < got[(n.id,)] <= hi, (name, n.id, got)
+        elif "function_id" in expr:
+            got = by(result, "function_id")
+            durations = {h.tags["FUNCTION_ID"]: PLAN[n.id][ftype][2]
+                         for n in panel_nodes for ftype, h in n.functions}
+            assert set(got) == {(f,) for f in durations}, (name, got)
+            for f, d in durations.items():
+                lo, hi = BUCKET[d]
+                assert lo < got[(f,)] <= hi, (name, f, got)
+        else:
+            got = by(result, "function_type")
+            durations = {ftype: PLAN[n.id][ftype][2] for n in panel_nodes for ftype in PLAN[n.id]}
+            assert set(got) == {(t,) for t in durations}, (name, got)
+            for t, d in durations.items():
+                lo, hi = BUCKET[d]
+                assert lo < got[(t,)] <= hi, (name, t, got)
     elif "(function_count" in expr:
         got = by(result, "node_id", "function_type")
         want = {

@@ -326,7 +326,8 @@ class PrometheusTarget:
 
         `native_schema` (-4 to 8): starting resolution; each power of two is
         split into 2**schema buckets (3: bucket bounds 9% apart).
-        `native_max_buckets` (16 to 4096): counters per series, 8 bytes each;
+        `native_max_buckets` (16 to 4096): counters per series, 4 bytes each
+        (12 once one bucket of the series has passed 2**31 observations);
         a series whose durations spread wider halves its resolution
         (schema - 1) until they fit. `native_zero_threshold`: durations at
         or below it (and negative or NaN ones) count in the zero bucket.

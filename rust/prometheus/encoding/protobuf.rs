@@ -176,6 +176,8 @@ pub fn counter(labels: &str, value: f64) -> Metric {
 /// value is `+Inf`, implicit in this format) and, when on, the native ones.
 /// With native buckets the count is theirs, and a classic cumulative count
 /// read a moment earlier is capped by it, so the message stays monotonic.
+/// The sum is the classic one (the native buckets keep none: it is the sum
+/// of the same observations).
 pub fn histogram(
     labels: &str,
     bounds: &[f64],
@@ -187,7 +189,7 @@ pub fn histogram(
     let count = native.map_or(classic_count, |(n, _)| n.count);
     let mut h = Histogram {
         sample_count: Some(count),
-        sample_sum: Some(native.map_or(sum, |(n, _)| n.sum)),
+        sample_sum: Some(sum),
         bucket: bounds
             .iter()
             .zip(cumulative)
@@ -263,7 +265,6 @@ mod tests {
             schema: 3,
             zero_count: 1,
             count: 10,
-            sum: 4.5,
             runs: vec![(-2, vec![2, 3]), (5, vec![4])],
         };
         let m = histogram("", &[1.0], &[7, 9], 4.5, Some((&snap, 1e-9)));
