@@ -284,6 +284,20 @@ def test_scrapes_share_a_kept_alive_connection(served: PrometheusTarget) -> None
     assert data.startswith(b"HTTP/1.1 200") and b"connection: close" in data.lower()
 
 
+def test_close_ends_kept_alive_connections() -> None:
+    prom = PrometheusTarget("http://127.0.0.1:0")
+    assert prom.port is not None
+    with socket.create_connection(("127.0.0.1", prom.port), timeout=10) as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = s.recv(65536)
+        assert head.startswith(b"HTTP/1.1 200") and b"connection: close" not in head.lower()
+        prom.close()
+        rest = b""
+        while chunk := s.recv(65536):  # ends: closed by the server
+            rest += chunk
+    assert b"HTTP/1.1" not in rest
+
+
 def test_endpoint_survives_garbage(served: PrometheusTarget) -> None:
     port = served.port
     with socket.create_connection(("127.0.0.1", port)) as s:
