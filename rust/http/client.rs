@@ -24,6 +24,7 @@
 //! Runs on `super::runtime::runtime()`; `post` blocks the calling (Python)
 //! thread, which must not hold the GIL.
 
+use super::Io;
 use crate::fork;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -38,7 +39,7 @@ use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
@@ -335,14 +336,14 @@ impl Client {
         self.connections_opened += 1;
         let stream = ClosedInChildren::new(stream);
         match &self.endpoint.tls {
-            None => handshake(&name, stream).await,
+            None => handshake(&name, Box::new(stream)).await,
             Some(tls) => {
                 let stream = tls
                     .connector
                     .connect(tls.name.clone(), stream)
                     .await
                     .map_err(|e| tls_error(&name, &e))?;
-                handshake(&name, stream).await
+                handshake(&name, Box::new(stream)).await
             }
         }
     }
@@ -424,10 +425,7 @@ impl Drop for Client {
 }
 
 /// HTTP/1.1 on a connected stream, driven by a task on the runtime.
-async fn handshake<S>(name: &str, stream: S) -> Result<Conn, ClientError>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+async fn handshake(name: &str, stream: Box<dyn Io>) -> Result<Conn, ClientError> {
     let (sender, connection) = http1::Builder::new()
         .max_buf_size(HEAD_MAX.max(8192))
         .handshake(TokioIo::new(stream))

@@ -57,3 +57,14 @@ pub mod pool;
 pub mod runtime;
 pub mod server;
 pub mod web_config;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// A connection's byte stream, plain TCP or TLS, behind one type: hyper's
+/// connection code and ours are then compiled once instead of once per
+/// stream type (and, on the server, per handler), which keeps the wheel
+/// small. One indirect call per read or write is nothing beside a
+/// system call.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}

@@ -23,6 +23,7 @@ use super::admission::{Admission, ConnState, Counters, Limits};
 use super::basic_auth::BasicAuth;
 use super::runtime::runtime;
 use super::web_config::{Security, WebConfig};
+use super::Io;
 use crate::fork;
 use bytes::Bytes;
 use http_body_util::Full;
@@ -41,7 +42,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::AsyncRead;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -152,6 +153,14 @@ pub trait Handler: Send + Sync + 'static {
     ) -> impl Future<Output = Response<Full<Bytes>>> + Send;
 }
 
+/// A handler behind one type, so that the accept loop and hyper's
+/// connection code are compiled once for all handlers (see `Io`).
+type DynHandler = Arc<
+    dyn Fn(Request<Incoming>, Conn) -> Pin<Box<dyn Future<Output = Response<Full<Bytes>>> + Send>>
+        + Send
+        + Sync,
+>;
+
 /// A response with a body of text (or JSON, with `content_type`).
 pub fn response(
     status: StatusCode,
@@ -226,6 +235,8 @@ impl Server {
         let (stop_tx, stop_rx) = watch::channel(false);
         let (closed_tx, closed_rx) = std::sync::mpsc::channel();
         let adm = admission.clone();
+        let handler: DynHandler =
+            Arc::new(move |req, conn| Box::pin(handler.clone().handle(req, conn)));
         rt.spawn(async move {
             accept_loop(&tokio_listener, handler, adm, stop_rx, security).await;
             // Unregistered before the close, so a fork in between cannot
@@ -282,9 +293,9 @@ impl Drop for Server {
     }
 }
 
-async fn accept_loop<H: Handler>(
+async fn accept_loop(
     listener: &TcpListener,
-    handler: Arc<H>,
+    handler: DynHandler,
     admission: Arc<Admission>,
     mut stop: watch::Receiver<bool>,
     security: Option<Arc<Security>>,
@@ -333,7 +344,14 @@ async fn accept_loop<H: Handler>(
         );
         match security.as_ref().and_then(|s| s.accepted.tls.clone()) {
             None => tokio::spawn(serve_connection(
-                stream, fd, state, handler, admission, http, stop, security,
+                Box::new(stream),
+                fd,
+                state,
+                handler,
+                admission,
+                http,
+                stop,
+                security,
             )),
             Some(tls) => tokio::spawn(async move {
                 // The handshake is part of the request: same deadline,
@@ -343,6 +361,7 @@ async fn accept_loop<H: Handler>(
                     admission.closed(&state);
                     return;
                 };
+                let stream = Box::new(stream);
                 serve_connection(stream, fd, state, handler, admission, http, stop, security).await
             }),
         };
@@ -492,18 +511,16 @@ fn basic_auth_refusal() -> Response<Full<Bytes>> {
 const LINGER: Duration = Duration::from_secs(2);
 
 #[allow(clippy::too_many_arguments)]
-async fn serve_connection<H: Handler, S>(
-    stream: S,
+async fn serve_connection(
+    stream: Box<dyn Io>,
     fd: RawFd,
     state: Arc<ConnState>,
-    handler: Arc<H>,
+    handler: DynHandler,
     admission: Arc<Admission>,
     http: Arc<hyper::server::conn::http1::Builder>,
     mut stop: watch::Receiver<bool>,
     security: Option<ConnSecurity>,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+) {
     let svc_state = state.clone();
     let svc_admission = admission.clone();
     let service = service_fn(move |req: Request<Incoming>| -> ServiceFuture {
@@ -527,7 +544,7 @@ async fn serve_connection<H: Handler, S>(
                 }
             };
             let resp = if allowed {
-                handler.handle(req, conn).await
+                handler(req, conn).await
             } else {
                 admission
                     .counters
@@ -568,7 +585,7 @@ async fn serve_connection<H: Handler, S>(
     };
     if finished {
         let mut stream = conn.into_parts().io.into_inner();
-        linger(&mut stream, &admission, &state).await;
+        linger(&mut *stream, &admission, &state).await;
     } else {
         shutdown(fd);
         // Dropped before `closed`: its response body (if any) must not put
@@ -580,11 +597,7 @@ async fn serve_connection<H: Handler, S>(
 
 /// Sends FIN, then reads and drops what the client still sends until it
 /// closes, for at most `LINGER` (see there).
-async fn linger<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: &mut S,
-    admission: &Admission,
-    state: &ConnState,
-) {
+async fn linger(stream: &mut dyn Io, admission: &Admission, state: &ConnState) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     if stream.shutdown().await.is_err() {
         return;
