@@ -220,13 +220,29 @@ def test_real_prometheus_scrapes_tls_with_basic_auth(pki: Pki, tmp_path: Path) -
     assert stats["scrapes"] >= 4 and stats["http_connections"] == 1, stats
 
 
-def test_rotation_while_scraping(pki: Pki, tmp_path: Path) -> None:
+def live_node(pki: Pki, tmp_path: Path) -> tuple[PrometheusTarget, Path]:
+    """A TLS node whose certificate and key are in a folder of their own
+    (`live/`, as certbot keeps them), to be swapped by the test."""
     live = tmp_path / "live"
     live.mkdir()
     for ext in ("crt", "key"):
         shutil.copy(pki.dir / f"server.{ext}", live / f"server.{ext}")
     web = web_config(tmp_path, tls_server_config={"cert_file": "live/server.crt", "key_file": "live/server.key"})
     target, _ = node(web)
+    return target, live
+
+
+def served_certificate(target: PrometheusTarget, pki: Pki) -> bytes:
+    """The DER certificate a new connection to `target` is served."""
+    with socket.create_connection(("127.0.0.1", target.port or 0), timeout=10) as raw, \
+            pki.context().wrap_socket(raw, server_hostname="127.0.0.1") as s:
+        der = s.getpeercert(binary_form=True)
+    assert der is not None
+    return der
+
+
+def test_rotation_while_scraping(pki: Pki, tmp_path: Path) -> None:
+    target, live = live_node(pki, tmp_path)
     failures: list[BaseException] = []
     served = [0]
     stop = threading.Event()
@@ -239,12 +255,8 @@ def test_rotation_while_scraping(pki: Pki, tmp_path: Path) -> None:
             except BaseException as e:  # noqa: BLE001 - reported below
                 failures.append(e)
 
-    def serial() -> int:
-        with socket.create_connection(("127.0.0.1", target.port or 0), timeout=10) as raw, \
-                pki.context().wrap_socket(raw, server_hostname="127.0.0.1") as s:
-            der = s.getpeercert(binary_form=True)
-        assert der is not None
-        return hash(der)
+    def serial() -> bytes:
+        return served_certificate(target, pki)
 
     with target:
         first = serial()
@@ -275,19 +287,10 @@ def test_changed_files_are_reloaded_without_a_call(pki: Pki, tmp_path: Path) -> 
     reload call or a restart: the server looks at its files at most once a
     second, on connections and requests. A broken change is counted and the
     running configuration stays."""
-    live = tmp_path / "live"
-    live.mkdir()
-    for ext in ("crt", "key"):
-        shutil.copy(pki.dir / f"server.{ext}", live / f"server.{ext}")
-    web = web_config(tmp_path, tls_server_config={"cert_file": "live/server.crt", "key_file": "live/server.key"})
-    target, _ = node(web)
+    target, live = live_node(pki, tmp_path)
 
     def serial() -> bytes:
-        with socket.create_connection(("127.0.0.1", target.port or 0), timeout=10) as raw, \
-                pki.context().wrap_socket(raw, server_hostname="127.0.0.1") as s:
-            der = s.getpeercert(binary_form=True)
-        assert der is not None
-        return der
+        return served_certificate(target, pki)
 
     def poll_until(ok: Callable[[], bool]) -> None:
         deadline = time.monotonic() + 20
