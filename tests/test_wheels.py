@@ -86,7 +86,10 @@ def test_auditwheel_says_manylinux_2_17(arch: str) -> None:
     # Nothing needed beyond the policy: auditwheel would list it under
     # "The following external shared libraries are required by the wheel".
     assert "libraries are required" not in out, out
-    assert path.stat().st_size <= MAX_WHEEL_BYTES, f"{path.name}: {path.stat().st_size} bytes"
+    # A `wheels.sh --fast` wheel (no LTO, the CI smoke) is bigger than a
+    # release one and is not held to the limit.
+    if not Path(f"{path}.fast-build").exists():
+        assert path.stat().st_size <= MAX_WHEEL_BYTES, f"{path.name}: {path.stat().st_size} bytes"
 
 
 @pytest.mark.parametrize("arch", ARCHES)
