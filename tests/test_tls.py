@@ -18,6 +18,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -311,6 +312,71 @@ def test_changed_files_are_reloaded_without_a_call(pki: Pki, tmp_path: Path) -> 
         (live / "server.key").write_text("not a key\n")
         poll_until(lambda: serial() == second and target.stats()["web_config_reload_errors"] > errors)
         assert serial() == second
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_fork_while_kept_alive_scrapes_read_the_config(pki: Pki, tmp_path: Path) -> None:
+    """Every request reads the web config under its lock (basic auth from
+    the current file, the watch for changed files); the lock is a
+    fork::Mutex, whose gate is tested in rust/fork.rs. Here, end to end: 50
+    forks while two kept-alive TLS scrapers run, and each child reloads its
+    copy of the target's config and renders, within 5 s."""
+    web = web_config(tmp_path, tls_server_config=tls_section(pki), basic_auth_users={"prometheus": HASH})
+    target, _ = node(web)
+    token = base64.b64encode(f"prometheus:{PASSWORD}".encode()).decode()
+    stop = threading.Event()
+    scrapes = [0]
+
+    def scrape_loop() -> None:
+        assert target.port is not None
+        conn = http.client.HTTPSConnection("127.0.0.1", target.port, timeout=30, context=pki.context())
+        while not stop.is_set():
+            conn.request("GET", "/metrics", headers={"Authorization": f"Basic {token}"})
+            resp = conn.getresponse()
+            resp.read()
+            assert resp.status == 200
+            scrapes[0] += 1
+        conn.close()
+
+    threads = [threading.Thread(target=scrape_loop, daemon=True) for _ in range(2)]
+    with target:
+        for t in threads:
+            t.start()
+        hung = failed = 0
+        try:
+            while scrapes[0] < 10:
+                time.sleep(0.01)
+            for _ in range(50):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    pid = os.fork()
+                if pid == 0:
+                    code = 1
+                    try:
+                        target.reload_web_config()
+                        code = 0 if b"function_count{" in target.render() else 2
+                    finally:
+                        os._exit(code)
+                deadline = time.monotonic() + 5
+                while True:
+                    done, status = os.waitpid(pid, os.WNOHANG)
+                    if done:
+                        failed += os.waitstatus_to_exitcode(status) != 0
+                        break
+                    if time.monotonic() > deadline:
+                        os.kill(pid, signal.SIGKILL)
+                        os.waitpid(pid, 0)
+                        hung += 1
+                        break
+                    time.sleep(0.001)
+                if hung:
+                    break
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(30)
+        assert (hung, failed) == (0, 0)
+        assert target.stats()["http_connections"] == 2  # the scrapers kept theirs
 
 
 def test_bad_configs_are_clear_errors(pki: Pki, tmp_path: Path) -> None:
