@@ -196,6 +196,48 @@ def test_reload_applies_to_kept_alive_connections(pki: Pki, tmp_path: Path) -> N
         assert target.stats()["http_connections"] == 3
 
 
+def test_reload_refuses_a_kept_alive_client_whose_ca_it_removed(pki: Pki, tmp_path: Path) -> None:
+    """mTLS: when a reload stops trusting the CA of a client whose kept-alive
+    connection was verified before, that client's next request is refused
+    (403, closed) rather than answered once more; a client the new file
+    trusts is answered, and its connection then closes to handshake anew."""
+    def mtls(ca: str) -> str:
+        return web_config(tmp_path, tls_server_config=tls_section(
+            pki, client_auth_type="RequireAndVerifyClientCert", client_ca_file=pki.path(f"{ca}.crt")))
+
+    def scrape(conn: http.client.HTTPSConnection) -> tuple[int, str | None]:
+        conn.request("GET", "/metrics")
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status, resp.getheader("connection")
+
+    # The client CA file names both CAs, so that a reload can drop one.
+    both = tmp_path / "both.crt"
+    both.write_text((pki.dir / "ca.crt").read_text() + (pki.dir / "other-ca.crt").read_text())
+    web = web_config(tmp_path, tls_server_config=tls_section(
+        pki, client_auth_type="RequireAndVerifyClientCert", client_ca_file=str(both)))
+    target, _ = node(web)
+    with target:
+        assert target.port is not None
+        kept = http.client.HTTPSConnection("127.0.0.1", target.port, timeout=10, context=pki.context("client"))
+        stranger = http.client.HTTPSConnection("127.0.0.1", target.port, timeout=10, context=pki.context("stranger"))
+        try:
+            assert scrape(kept) == (200, None)
+            assert scrape(stranger) == (200, None)
+            failures = target.stats()["http_tls_failures"]
+            assert mtls("other-ca") == web
+            target.reload_web_config()
+            assert scrape(kept) == (403, "close")
+            assert target.stats()["http_tls_failures"] == failures + 1
+            assert scrape(stranger) == (200, "close")
+            assert scrape(stranger) == (200, None)  # a new handshake, trusted
+        finally:
+            kept.close()
+            stranger.close()
+        with pytest.raises((ssl.SSLError, OSError)):
+            fetch(target.url or "", pki.context("client"))
+
+
 def test_basic_auth_without_tls(tmp_path: Path) -> None:
     target, _ = node(web_config(tmp_path, basic_auth_users={"prometheus": HASH}))
     with target:

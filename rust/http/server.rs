@@ -32,6 +32,8 @@ use hyper::header::{HeaderValue, AUTHORIZATION, CONNECTION, CONTENT_TYPE, WWW_AU
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::ClientCertVerifier;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
@@ -334,6 +336,7 @@ async fn accept_loop(
             ConnSecurity {
                 accepted: s.current(),
                 security: s.clone(),
+                peer: None,
             }
         });
         let (handler, admission, http, stop) = (
@@ -354,6 +357,7 @@ async fn accept_loop(
                 security,
             )),
             Some(tls) => tokio::spawn(async move {
+                let mut security = security;
                 // The handshake is part of the request: same deadline,
                 // evictable like any waiting connection.
                 let Some(stream) = handshake(tls, stream, &admission, &state).await else {
@@ -361,6 +365,9 @@ async fn accept_loop(
                     admission.closed(&state);
                     return;
                 };
+                if let Some(s) = security.as_mut() {
+                    s.peer = stream.get_ref().1.peer_certificates().map(<[_]>::to_vec);
+                }
                 let stream = Box::new(stream);
                 serve_connection(stream, fd, state, handler, admission, http, stop, security).await
             }),
@@ -410,22 +417,54 @@ fn shutdown(fd: RawFd) {
 }
 
 /// A connection's web configuration: the one it was accepted (and its TLS
-/// handshake made) under, and where the current one is.
+/// handshake made) under, where the current one is, and the client
+/// certificate chain its handshake presented.
 struct ConnSecurity {
     security: Arc<Security>,
     accepted: Arc<WebConfig>,
+    peer: Option<Vec<CertificateDer<'static>>>,
+}
+
+/// What a request is checked against.
+struct RequestSecurity {
+    /// Always the current configuration's: a user removed by a reload is
+    /// refused at once on kept-alive connections too.
+    basic_auth: Option<Arc<BasicAuth>>,
+    /// The connection's handshake was made under an older configuration:
+    /// its answer closes it, so the client's next request handshakes anew.
+    stale: bool,
+    /// Stale, and the current configuration's client certificate check
+    /// does not accept what the handshake presented (a client CA removed,
+    /// or client certificates now required): refused now, not after one
+    /// more answer.
+    certificate_refused: bool,
 }
 
 impl ConnSecurity {
-    /// The basic auth to check a request against (always the current
-    /// configuration's: a user removed by a reload is refused at once on
-    /// kept-alive connections too), and whether the connection's TLS is
-    /// from an older configuration (then its answer closes it).
-    fn for_request(&self) -> (Option<Arc<BasicAuth>>, bool) {
+    fn for_request(&self) -> RequestSecurity {
         self.security.watch();
         let current = self.security.current();
         let stale = !Arc::ptr_eq(&current, &self.accepted);
-        (current.basic_auth.clone(), stale)
+        let certificate_refused = stale
+            && current
+                .client_verifier
+                .as_ref()
+                .is_some_and(|v| !accepts(v.as_ref(), self.peer.as_deref()));
+        RequestSecurity {
+            basic_auth: current.basic_auth.clone(),
+            stale,
+            certificate_refused,
+        }
+    }
+}
+
+/// Whether `verifier` accepts the chain a handshake presented (or none).
+fn accepts(verifier: &dyn ClientCertVerifier, chain: Option<&[CertificateDer<'static>]>) -> bool {
+    match chain {
+        None | Some([]) => !verifier.client_auth_mandatory(),
+        Some([end_entity, intermediates @ ..]) => verifier
+            .verify_client_cert(end_entity, intermediates, UnixTime::now())
+            .is_ok(),
     }
 }
 
@@ -524,10 +563,7 @@ async fn serve_connection(
     let svc_state = state.clone();
     let svc_admission = admission.clone();
     let service = service_fn(move |req: Request<Incoming>| -> ServiceFuture {
-        let (basic_auth, stale) = match &security {
-            Some(s) => s.for_request(),
-            None => (None, false),
-        };
+        let checks = security.as_ref().map(ConnSecurity::for_request);
         let (state, admission, handler) =
             (svc_state.clone(), svc_admission.clone(), handler.clone());
         Box::pin(async move {
@@ -536,14 +572,28 @@ async fn serve_connection(
                 state: state.clone(),
                 admission: admission.clone(),
             };
-            let allowed = match &basic_auth {
+            let (basic_auth, stale, certificate_refused) = match &checks {
+                Some(c) => (c.basic_auth.as_ref(), c.stale, c.certificate_refused),
+                None => (None, false, false),
+            };
+            let allowed = match basic_auth {
                 None => true,
                 Some(auth) => {
                     let header = req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
                     auth.allows(header).await
                 }
             };
-            let resp = if allowed {
+            let resp = if certificate_refused {
+                admission
+                    .counters
+                    .tls_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                closing(response(
+                    StatusCode::FORBIDDEN,
+                    TEXT,
+                    "client certificate no longer trusted (web config reloaded)\n",
+                ))
+            } else if allowed {
                 handler(req, conn).await
             } else {
                 admission

@@ -29,6 +29,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig, SupportedProtocolVersion};
 use std::path::{Path, PathBuf};
@@ -40,6 +41,9 @@ use tokio_rustls::TlsAcceptor;
 /// One loaded web configuration.
 pub struct WebConfig {
     pub tls: Option<TlsAcceptor>,
+    /// The client certificate check of `tls`, if it has one: also applied
+    /// after a reload to connections whose handshake was made before.
+    pub client_verifier: Option<Arc<dyn ClientCertVerifier>>,
     pub basic_auth: Option<Arc<BasicAuth>>,
     /// The files it was made from (the YAML, certificates, keys, CAs):
     /// watched for changes.
@@ -227,6 +231,7 @@ fn load(py: Python<'_>, path: &Path) -> PyResult<WebConfig> {
     if doc.is_none() {
         return Ok(WebConfig {
             tls: None,
+            client_verifier: None,
             basic_auth: None,
             files: vec![path.to_owned()],
         });
@@ -237,6 +242,7 @@ fn load(py: Python<'_>, path: &Path) -> PyResult<WebConfig> {
     let base = path.parent().unwrap_or(Path::new("."));
     let mut config = WebConfig {
         tls: None,
+        client_verifier: None,
         basic_auth: None,
         files: vec![path.to_owned()],
     };
@@ -250,7 +256,9 @@ fn load(py: Python<'_>, path: &Path) -> PyResult<WebConfig> {
                 let section = value
                     .downcast::<PyDict>()
                     .map_err(|_| bad(path, "tls_server_config must be a mapping"))?;
-                config.tls = Some(tls_config(path, base, section, &mut config.files)?);
+                let (tls, verifier) = tls_config(path, base, section, &mut config.files)?;
+                config.tls = Some(tls);
+                config.client_verifier = verifier;
             }
             "basic_auth_users" if value.is_none() => {}
             "basic_auth_users" => {
@@ -326,13 +334,14 @@ pub fn certificates(what: &str, file: &Path) -> PyResult<Vec<CertificateDer<'sta
     Ok(certs)
 }
 
-/// The TLS side; the files it reads are added to `files`.
+/// The TLS side, and its client certificate check if it has one; the
+/// files it reads are added to `files`.
 fn tls_config(
     path: &Path,
     base: &Path,
     section: &Bound<'_, PyDict>,
     files: &mut Vec<PathBuf>,
-) -> PyResult<TlsAcceptor> {
+) -> PyResult<(TlsAcceptor, Option<Arc<dyn ClientCertVerifier>>)> {
     const KNOWN: [&str; 6] = [
         "cert_file",
         "key_file",
@@ -412,6 +421,7 @@ fn tls_config(
     let auth_type =
         string(path, section, "client_auth_type")?.unwrap_or_else(|| "NoClientCert".into());
     let ca_file = file("client_ca_file")?;
+    let mut client_verifier = None;
     let builder = match (auth_type.as_str(), ca_file) {
         ("NoClientCert", None) => builder.with_no_client_auth(),
         ("NoClientCert", Some(_)) => {
@@ -439,6 +449,7 @@ fn tls_config(
                 verifier
             };
             let verifier = verifier.build().map_err(|e| bad(path, e))?;
+            client_verifier = Some(verifier.clone());
             builder.with_client_cert_verifier(verifier)
         }
         ("RequireAndVerifyClientCert" | "VerifyClientCertIfGiven", None) => {
@@ -454,5 +465,5 @@ fn tls_config(
     let mut server =
         builder.with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certified)));
     server.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(server)))
+    Ok((TlsAcceptor::from(Arc::new(server)), client_verifier))
 }
