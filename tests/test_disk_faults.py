@@ -190,8 +190,10 @@ def check_dataset(prefix: Path, samples: list[list[str]], messages: list[str],
     assert logs[0] == ["identifier", "target", "timestamp", "value"]
     assert sorted(r[3] for r in logs[1:]) == sorted(messages)
     if batches is not None:
+        # An "L" line (the CSV lengths at open), then one "B" line per batch.
         journal = Path(f"{prefix}collector_state.tsv").read_text().splitlines()
-        assert len(journal) == batches and all(line.startswith("S\t") for line in journal)
+        assert journal[0].startswith("L\t")
+        assert len(journal) == 1 + batches and all(line.startswith("B\t") for line in journal[1:])
 
 
 def scenario_collector_refuses_then_stores_once(disk: Disk) -> None:
@@ -246,8 +248,8 @@ def test_full_disk_collector_refuses_whole_batch_then_stores_it_once(tmp_path: P
 
 def test_journal_write_failure_cuts_the_rows_back(tmp_path: Path) -> None:
     """The rows fit in the pages their files already have, the journal
-    (empty, no page yet) needs a new one: the journal line fails, and the
-    rows written before it are cut off again."""
+    (its first page filled up) needs a new one: the journal line fails, and
+    the rows written before it are cut off again."""
     with mounted(tmp_path / "fs", 256 << 10) as fs:
         if fs is None:
             pytest.skip("needs a tmpfs mount (root): the page-exact fill has no RLIMIT_FSIZE form")
@@ -257,12 +259,20 @@ def test_journal_write_failure_cuts_the_rows_back(tmp_path: Path) -> None:
         perf, samples, messages = node_batch(fid, per_kind=2, logs=1, log_bytes=10)
         (batch,) = _core.drain_encode(perf, "node-1", 7, 1, 0, 1 << 24)
         body = bytes(batch[3])
+        # The journal holds its "L" line; pad its page with a line the
+        # collector skips (an unknown kind), so the batch's line needs a
+        # new page.
+        journal = fs.path / "run_collector_state.tsv"
         sizes = {p.name: p.stat().st_size for p in fs.path.iterdir()}
-        assert sizes["run_collector_state.tsv"] == 0
+        with journal.open("a") as f:
+            f.write("#" * (4096 - sizes[journal.name] - 1) + "\n")
+        assert journal.stat().st_size == 4096
         fs.fill(0)
         status, reason = core.ingest(body)
         assert status == 507, reason
         assert "collector_state.tsv" in reason, reason
+        # Every file back to its last whole batch (for the journal, that
+        # drops the pad too: past its "L" line, nothing the collector wrote).
         assert {p.name: p.stat().st_size for p in fs.path.iterdir() if p.name != "filler"} == sizes
         assert core.stats()["dataset_errors"] == 1
         fs.free()

@@ -10,7 +10,23 @@
 //! Beside them, `<prefix>collector_state.tsv` (ours) journals which batches
 //! the files hold, one line per batch, so a collector restarted with
 //! `append=true` still refuses a batch it stored before (a node resending
-//! after a lost reply). It is compacted at each start.
+//! after a lost reply). It is compacted at each start. Each line also
+//! records the lengths of both CSV files once its batch is in them:
+//!
+//! ```text
+//! B <nonce> <seq> <samples bytes> <logs bytes> <node>   a batch (tabs)
+//! L <samples bytes> <logs bytes>                         lengths only
+//! ```
+//!
+//! (`L` for an unsequenced batch, which cannot be recognised when resent,
+//! and at the top of a compacted journal.) A line is one `write`, so after
+//! a crash it is whole or torn (and then skipped); a restart with
+//! `append=true` cuts both CSV files back to the lengths of the last whole
+//! line, which removes the rows of a batch that was being written when the
+//! collector or its machine died. That batch has no whole journal line, so
+//! its node, never answered, sends it again and it lands once. Journals
+//! of earlier versions (`S` lines, no lengths) are read; files shorter than
+//! their recorded length (edited by someone else) are left alone.
 //!
 //! A batch goes in whole or not at all: its sample rows, its log rows and its
 //! journal line are appended straight to the files (no user-space buffer
@@ -159,27 +175,29 @@ impl Dataset {
         };
         let header_lead = lead(additional_header);
         let state_path = format!("{prefix}{STATE_FILE}");
+        let logs_path = format!("{prefix}{LOGS_FILE}");
         if append {
-            load_state(&state_path, dedup)?;
+            if let Some((samples_len, logs_len)) = load_state(&state_path, dedup)? {
+                cut_to(&samples_path, samples_len)?;
+                cut_to(&logs_path, logs_len)?;
+            }
         }
-        let journal = write_state(&state_path, dedup)?;
+        let samples = Part::new(
+            open_file(
+                &samples_path,
+                append,
+                &format!("{header_lead}{SAMPLES_HEADER}"),
+            )?,
+            SAMPLES_FILE,
+        )?;
+        let logs = Part::new(
+            open_file(&logs_path, append, &format!("{header_lead}{LOGS_HEADER}"))?,
+            LOGS_FILE,
+        )?;
+        let journal = write_state(&state_path, dedup, (samples.committed, logs.committed))?;
         Ok(Self {
-            samples: Part::new(
-                open_file(
-                    &samples_path,
-                    append,
-                    &format!("{header_lead}{SAMPLES_HEADER}"),
-                )?,
-                SAMPLES_FILE,
-            )?,
-            logs: Part::new(
-                open_file(
-                    &format!("{prefix}{LOGS_FILE}"),
-                    append,
-                    &format!("{header_lead}{LOGS_HEADER}"),
-                )?,
-                LOGS_FILE,
-            )?,
+            samples,
+            logs,
             row_prefix: lead(additional_fields),
             journal: Part::new(journal, STATE_FILE)?,
             dirty: false,
@@ -201,11 +219,15 @@ impl Dataset {
             self.cut_back()?;
         }
         // An unsequenced body (seq 0, another producer's) cannot be
-        // recognised when resent, so it leaves no journal line.
+        // recognised when resent: its line has the lengths only.
+        let (samples_len, logs_len) = (
+            self.samples.committed + samples.len() as u64,
+            self.logs.committed + logs.len() as u64,
+        );
         let line = if seq == 0 {
-            String::new()
+            format!("L\t{samples_len}\t{logs_len}\n")
         } else {
-            format!("S\t{nonce}\t{seq}\t{node}\n")
+            format!("B\t{nonce}\t{seq}\t{samples_len}\t{logs_len}\t{node}\n")
         };
         let written = self
             .samples
@@ -238,38 +260,72 @@ impl Dataset {
     }
 }
 
-fn load_state(path: &str, dedup: &mut Dedup) -> io::Result<()> {
+/// Loads into `dedup` the batches the journal at `path` names; returns
+/// the CSV lengths of its last whole line that has them.
+fn load_state(path: &str, dedup: &mut Dedup) -> io::Result<Option<(u64, u64)>> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io::Error::new(e.kind(), format!("{path}: {e}"))),
     };
-    for line in text.lines() {
-        // A torn last line (the collector died mid-write) is skipped.
-        let mut parts = line.splitn(4, '\t');
-        let (Some(kind), Some(nonce), Some(n), Some(node)) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            continue;
-        };
-        let (Ok(nonce), Ok(n)) = (nonce.parse::<u64>(), n.parse::<u64>()) else {
-            continue;
-        };
-        match kind {
-            "F" => dedup.mark_floor(node, nonce, n),
-            "S" => dedup.mark(node, nonce, n),
+    let mut lengths = None;
+    // A torn last line (the collector died mid-write) has no newline, or
+    // too few fields: skipped.
+    let whole = match text.rfind('\n') {
+        Some(end) => &text[..=end],
+        None => "",
+    };
+    for line in whole.lines() {
+        let fields: Vec<&str> = line.splitn(6, '\t').collect();
+        let num = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+        match (fields[0], fields.len()) {
+            ("B", 6) => {
+                if let (Some(nonce), Some(seq), Some(s), Some(l)) = (num(1), num(2), num(3), num(4))
+                {
+                    dedup.mark(fields[5], nonce, seq);
+                    lengths = Some((s, l));
+                }
+            }
+            ("L", 3) => {
+                if let (Some(s), Some(l)) = (num(1), num(2)) {
+                    lengths = Some((s, l));
+                }
+            }
+            // Earlier versions' lines, and the floors of a compacted journal.
+            ("S" | "F", 4) => {
+                let node = line.splitn(4, '\t').nth(3).unwrap_or_default();
+                if let (Some(nonce), Some(n)) = (num(1), num(2)) {
+                    if fields[0] == "F" {
+                        dedup.mark_floor(node, nonce, n);
+                    } else {
+                        dedup.mark(node, nonce, n);
+                    }
+                }
+            }
             _ => {}
         }
     }
-    Ok(())
+    Ok(lengths)
 }
 
-/// Rewrites the journal with just what `dedup` holds; returns it opened
-/// for appending.
-fn write_state(path: &str, dedup: &Dedup) -> io::Result<File> {
+/// Cuts `path` back to `len` if it is longer: the rows of a batch whose
+/// journal line was never written.
+fn cut_to(path: &str, len: u64) -> io::Result<()> {
+    match OpenOptions::new().write(true).open(path) {
+        Ok(f) if f.metadata()?.len() > len => f.set_len(len),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io::Error::new(e.kind(), format!("{path}: {e}"))),
+    }
+}
+
+/// Rewrites the journal with just what `dedup` holds, after the CSV
+/// lengths; returns it opened for appending.
+fn write_state(path: &str, dedup: &Dedup, lengths: (u64, u64)) -> io::Result<File> {
     let tmp = format!("{path}.tmp");
     {
         let mut f = io::BufWriter::new(File::create(&tmp)?);
+        writeln!(f, "L\t{}\t{}", lengths.0, lengths.1)?;
         for (node, nonce, floor, above) in dedup.export() {
             if floor > 0 {
                 writeln!(f, "F\t{nonce}\t{floor}\t{node}")?;
@@ -343,7 +399,97 @@ mod tests {
         let samples = std::fs::read_to_string(format!("{prefix}{SAMPLES_FILE}")).unwrap();
         assert_eq!(samples, format!("{SAMPLES_HEADER}\na,m,1,2\nb,m,1,2\n"));
         let journal = std::fs::read_to_string(format!("{prefix}{STATE_FILE}")).unwrap();
-        assert_eq!(journal, "S\t1\t1\tn\nS\t1\t2\tn\n");
+        let (h, s1, s2) = (SAMPLES_HEADER.len() + 1, 8, 16);
+        assert_eq!(
+            journal,
+            format!(
+                "L\t{h}\t{h}\nB\t1\t1\t{}\t{}\tn\nB\t1\t2\t{}\t{}\tn\n",
+                h + s1,
+                h + s1,
+                h + s2,
+                h + s2
+            )
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    fn temp_prefix(name: &str) -> (std::path::PathBuf, String) {
+        let dir = std::env::temp_dir().join(format!(
+            "edgeless-dataset-{name}-{}-{}",
+            std::process::id(),
+            crate::clock::now_ns()
+        ));
+        let prefix = format!("{}/run_", dir.display());
+        (dir, prefix)
+    }
+
+    /// A crash between a batch's rows and its journal line (simulated: rows
+    /// appended, no line): the restart cuts the rows off, and the batch,
+    /// resent by its node, lands once. A torn journal line is the same.
+    #[test]
+    fn a_restart_cuts_off_the_rows_of_a_batch_without_its_journal_line() {
+        let (dir, prefix) = temp_prefix("crash");
+        let mut dedup = Dedup::default();
+        let mut ds = Dataset::open(&prefix, false, "", "", Layout::Plain, &mut dedup).unwrap();
+        ds.write_batch(b"a,m,1,2\n", b"a,t,1,x\n", "n", 1, 1)
+            .unwrap();
+        ds.write_batch(b"u,m,1,2\n", b"", "other", 0, 0).unwrap();
+        drop(ds);
+        let append = |name: &str, bytes: &[u8]| {
+            let mut f = OpenOptions::new()
+                .append(true)
+                .open(format!("{prefix}{name}"))
+                .unwrap();
+            f.write_all(bytes).unwrap();
+        };
+        append(SAMPLES_FILE, b"b,m,1,2\nb,m,2,");
+        append(LOGS_FILE, b"b,t,1,y\n");
+        append(STATE_FILE, b"B\t1\t2\t99");
+        let mut dedup = Dedup::default();
+        let mut ds = Dataset::open(&prefix, true, "", "", Layout::Plain, &mut dedup).unwrap();
+        let read = |name: &str| std::fs::read_to_string(format!("{prefix}{name}")).unwrap();
+        assert_eq!(
+            read(SAMPLES_FILE),
+            format!("{SAMPLES_HEADER}\na,m,1,2\nu,m,1,2\n")
+        );
+        assert_eq!(read(LOGS_FILE), format!("{LOGS_HEADER}\na,t,1,x\n"));
+        assert!(dedup.seen("n", 1, 1) && !dedup.seen("n", 1, 2));
+        ds.write_batch(b"b,m,1,2\n", b"b,t,1,y\n", "n", 1, 2)
+            .unwrap();
+        assert_eq!(
+            read(SAMPLES_FILE),
+            format!("{SAMPLES_HEADER}\na,m,1,2\nu,m,1,2\nb,m,1,2\n")
+        );
+        // Files shorter than recorded (someone else trimmed them): left as
+        // they are, never padded.
+        drop(ds);
+        std::fs::write(
+            format!("{prefix}{SAMPLES_FILE}"),
+            format!("{SAMPLES_HEADER}\n"),
+        )
+        .unwrap();
+        Dataset::open(&prefix, true, "", "", Layout::Plain, &mut Dedup::default()).unwrap();
+        assert_eq!(read(SAMPLES_FILE), format!("{SAMPLES_HEADER}\n"));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A journal of the earlier format (`S` lines, no lengths) still names
+    /// the stored batches, and nothing is cut.
+    #[test]
+    fn an_earlier_journal_is_read_and_cuts_nothing() {
+        let (dir, prefix) = temp_prefix("old");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            format!("{prefix}{SAMPLES_FILE}"),
+            format!("{SAMPLES_HEADER}\na,m,1,2\nb,m"),
+        )
+        .unwrap();
+        std::fs::write(format!("{prefix}{STATE_FILE}"), "F\t1\t3\tn\nS\t1\t5\tn\n").unwrap();
+        let mut dedup = Dedup::default();
+        Dataset::open(&prefix, true, "", "", Layout::Plain, &mut dedup).unwrap();
+        assert!(dedup.seen("n", 1, 2) && dedup.seen("n", 1, 5) && !dedup.seen("n", 1, 4));
+        let samples = std::fs::read_to_string(format!("{prefix}{SAMPLES_FILE}")).unwrap();
+        assert!(samples.ends_with("b,m"));
         let _ = std::fs::remove_dir_all(dir);
     }
 }
