@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -18,11 +17,11 @@ import threading
 import time
 import urllib.request
 import uuid
-import warnings
 
 import pytest
 
 from edgeless_telemetry import PrometheusTarget, TelemetryProcessor
+from fork_support import fork_child, wait_or_kill
 
 FORKS = 200
 # Fewer than the issue's 10,000 so that 200 forks stay well under a minute
@@ -33,19 +32,6 @@ SERIES = 2_000
 SCRAPERS = 3
 CHILD_DEADLINE_S = 5.0
 MAX_DEPTH = 32  # rust/chain.rs
-
-
-def wait_or_kill(pid: int, deadline_s: float) -> int | None:
-    """The child's exit code, or None if it had to be killed."""
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        time.sleep(0.0005)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-    return None
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
@@ -88,21 +74,13 @@ def test_fork_under_three_scrapers_never_hangs_the_child() -> None:
         while min(scrapes) == 0 and time.monotonic() - started < 10:
             time.sleep(0.01)
         for n, fid in enumerate(fids):
-            with warnings.catch_warnings():
-                # 3.12+ warns that forking a threaded process may deadlock:
-                # that is what this test checks does not happen.
-                warnings.simplefilter("ignore", DeprecationWarning)
-                pid = os.fork()
-            if pid == 0:
-                code = 1
-                try:
-                    h = proc.get_handle({"NODE_ID": "child", "FUNCTION_ID": fid, "FUNCTION_TYPE": "f"})
-                    h.invocation_completed(0.5)
-                    body = prom.render()
-                    code = 0 if fid.encode() in body and body.count(b"_count{") == SERIES + 1 else 2
-                finally:
-                    os._exit(code)
-            exit_code = wait_or_kill(pid, CHILD_DEADLINE_S)
+            def child(fid: str = fid) -> int:
+                h = proc.get_handle({"NODE_ID": "child", "FUNCTION_ID": fid, "FUNCTION_TYPE": "f"})
+                h.invocation_completed(0.5)
+                body = prom.render()
+                return 0 if fid.encode() in body and body.count(b"_count{") == SERIES + 1 else 2
+
+            exit_code = wait_or_kill(fork_child(child), CHILD_DEADLINE_S)
             if exit_code is None:
                 hung.append(n)
                 break  # one is enough; keeps the test bounded

@@ -18,7 +18,6 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from edgeless_telemetry import (
     PrometheusTarget,
     TelemetryProcessor,
 )
+from fork_support import fork_child, wait_or_kill
 from pki import CLIENT_EXT, SERVER_EXT, Pki, make_ca, make_cert
 from prom_support import NODE_JOB, run_prometheus
 
@@ -384,33 +384,18 @@ def test_fork_while_kept_alive_scrapes_read_the_config(pki: Pki, tmp_path: Path)
     with target:
         for t in threads:
             t.start()
+        def child() -> int:
+            target.reload_web_config()
+            return 0 if b"function_count{" in target.render() else 2
+
         hung = failed = 0
         try:
             while scrapes[0] < 10:
                 time.sleep(0.01)
             for _ in range(50):
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", DeprecationWarning)
-                    pid = os.fork()
-                if pid == 0:
-                    code = 1
-                    try:
-                        target.reload_web_config()
-                        code = 0 if b"function_count{" in target.render() else 2
-                    finally:
-                        os._exit(code)
-                deadline = time.monotonic() + 5
-                while True:
-                    done, status = os.waitpid(pid, os.WNOHANG)
-                    if done:
-                        failed += os.waitstatus_to_exitcode(status) != 0
-                        break
-                    if time.monotonic() > deadline:
-                        os.kill(pid, signal.SIGKILL)
-                        os.waitpid(pid, 0)
-                        hung += 1
-                        break
-                    time.sleep(0.001)
+                code = wait_or_kill(fork_child(child), 5.0)
+                hung += code is None
+                failed += code not in (None, 0)
                 if hung:
                     break
         finally:
