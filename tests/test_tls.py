@@ -515,7 +515,7 @@ def test_node_ships_over_mutual_tls_with_token(pki: Pki, tmp_path: Path) -> None
         while c.stats()["http_tls_failures"] < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert c.stats()["http_tls_failures"] >= 2
-    rows = sum(len(p.read_text().splitlines()) - 1 for p in tmp_path.glob("ds_*"))
+    rows = sum(len(p.read_text().splitlines()) - 1 for p in tmp_path.glob("ds_*.csv"))
     assert rows == 25
 
 
