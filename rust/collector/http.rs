@@ -500,9 +500,9 @@ impl CollectorServer {
         for (name, v) in self.handler.stats() {
             d.set_item(name, v)?;
         }
-        let (reloads, errors) = self.security.as_ref().map_or((0, 0), |s| s.reload_counts());
-        d.set_item("web_config_reloads", reloads)?;
-        d.set_item("web_config_reload_errors", errors)?;
+        for (name, v) in Security::reload_stats(self.security.as_deref()) {
+            d.set_item(name, v)?;
+        }
         Ok(d)
     }
 }

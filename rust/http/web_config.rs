@@ -106,12 +106,16 @@ impl Security {
         }))
     }
 
-    /// (reloads done, reloads that failed), by call or on a file change.
-    pub fn reload_counts(&self) -> (u64, u64) {
-        (
-            self.reloads.load(Ordering::Relaxed),
-            self.reload_errors.load(Ordering::Relaxed),
-        )
+    /// The `stats()` entries of a server with this configuration (or
+    /// none: zeros): reloads done and reloads that failed, by call or on a
+    /// file change.
+    pub fn reload_stats(security: Option<&Security>) -> [(&'static str, u64); 2] {
+        let count =
+            |c: fn(&Security) -> &AtomicU64| security.map_or(0, |s| c(s).load(Ordering::Relaxed));
+        [
+            ("web_config_reloads", count(|s| &s.reloads)),
+            ("web_config_reload_errors", count(|s| &s.reload_errors)),
+        ]
     }
 
     /// Called by the servers on each connection and request (from the

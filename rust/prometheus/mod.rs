@@ -350,9 +350,9 @@ impl PrometheusTarget {
         ] {
             d.set_item(name, v.load(Ordering::Relaxed))?;
         }
-        let (reloads, errors) = self.security.as_ref().map_or((0, 0), |s| s.reload_counts());
-        d.set_item("web_config_reloads", reloads)?;
-        d.set_item("web_config_reload_errors", errors)?;
+        for (name, v) in Security::reload_stats(self.security.as_deref()) {
+            d.set_item(name, v)?;
+        }
         Ok(d)
     }
 
