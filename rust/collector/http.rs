@@ -21,7 +21,9 @@ use super::CollectorCore;
 use crate::gil::GilCell;
 use crate::http::admission::{Counters, Limits};
 use crate::http::pool::Pool;
-use crate::http::server::{closing, has_body, response, Conn, Handler, Listener, Server, TEXT};
+use crate::http::server::{
+    closing, has_body, response, unread_body_answer, Conn, Handler, Listener, Server, TEXT,
+};
 use crate::http::web_config::Security;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -298,11 +300,7 @@ impl Handler for Collect {
                 .insert("allow", HeaderValue::from_static("GET, HEAD, POST"));
             resp
         };
-        if declared_body || resp.status() != StatusCode::OK {
-            closing(resp)
-        } else {
-            resp
-        }
+        unread_body_answer(declared_body, resp)
     }
 }
 

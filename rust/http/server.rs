@@ -187,6 +187,20 @@ pub fn closing(mut resp: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
     resp
 }
 
+/// The answer to a request whose body is not read: kept alive for the
+/// next request only when it is a 200 and no body was declared; anything
+/// else ends the connection (`closing`).
+pub fn unread_body_answer(
+    declared_body: bool,
+    resp: Response<Full<Bytes>>,
+) -> Response<Full<Bytes>> {
+    if declared_body || resp.status() != StatusCode::OK {
+        closing(resp)
+    } else {
+        resp
+    }
+}
+
 /// Whether the request carries a body (declared length > 0, or chunked).
 pub fn has_body(req: &Request<Incoming>) -> bool {
     !req.body().is_end_stream()

@@ -12,7 +12,9 @@ use super::encoding::{accepts_gzip, Format};
 use super::registry::Registry;
 use super::scrape::{bytes_of, Scrapes};
 use crate::http::admission::{Counters, Limits};
-use crate::http::server::{closing, has_body, response, Conn, Handler, Listener, Server, TEXT};
+use crate::http::server::{
+    has_body, response, unread_body_answer, Conn, Handler, Listener, Server, TEXT,
+};
 use crate::http::web_config::Security;
 use bytes::Bytes;
 use http_body_util::Full;
@@ -110,11 +112,7 @@ impl Handler for Metrics {
     async fn handle(self: Arc<Self>, req: Request<Incoming>, conn: Conn) -> Response<Full<Bytes>> {
         conn.request_complete();
         let resp = self.answer(&req).await;
-        if has_body(&req) || resp.status() != StatusCode::OK {
-            closing(resp)
-        } else {
-            resp
-        }
+        unread_body_answer(has_body(&req), resp)
     }
 }
 
