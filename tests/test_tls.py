@@ -247,6 +247,31 @@ def test_basic_auth_without_tls(tmp_path: Path) -> None:
         assert fetch(url, auth=("prometheus", PASSWORD))[0] == 200
 
 
+def test_wrong_password_flood_is_refused_while_the_scraper_is_answered(tmp_path: Path) -> None:
+    """Wrong passwords from many connections at once: each is refused (401,
+    never a 5xx), one bcrypt runs at a time (unit-tested in basic_auth.rs),
+    and the scraper whose password is cached is answered meanwhile."""
+    target, _ = node(web_config(tmp_path, basic_auth_users={"prometheus": HASH}))
+    with target:
+        url = target.url or ""
+        assert fetch(url, auth=("prometheus", PASSWORD))[0] == 200  # now cached
+        flood: list[int] = []
+
+        def attacker(i: int) -> None:
+            for j in range(4):
+                flood.append(fetch(url, auth=("prometheus", f"guess-{i}-{j}"))[0])
+
+        threads = [threading.Thread(target=attacker, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        scrapes = [fetch(url, auth=("prometheus", PASSWORD))[0] for _ in range(5)]
+        for t in threads:
+            t.join(timeout=60)
+        assert scrapes == [200] * 5
+        assert flood == [401] * 32
+        assert target.stats()["http_401"] == 32
+
+
 def test_real_prometheus_scrapes_tls_with_basic_auth(pki: Pki, tmp_path: Path) -> None:
     web = web_config(tmp_path, tls_server_config=tls_section(pki), basic_auth_users={"prometheus": HASH})
     target, _ = node(web)

@@ -2,13 +2,16 @@
 //! the way the exporter-toolkit does. A bcrypt costs tens of milliseconds
 //! on purpose, so a verified (user, password) is remembered (as a SHA-256
 //! digest, one per user) and the next scrape with it costs a hash; any
-//! other password pays a bcrypt again, on a blocking thread.
+//! other password pays a bcrypt again, on a blocking thread, one at a time
+//! in the process (`gated`).
 
+use crate::fork;
 use base64::Engine;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use subtle::ConstantTimeEq;
+use tokio::sync::Semaphore;
 
 /// A bcrypt hash (cost 10) of a password nobody is given.
 const UNKNOWN_USER_HASH: &str = "$2b$10$nbOT33s/RxJTEFwt8jQksewlpV8iNr.ZjZ685iPjkS9fA3B/pGs.y";
@@ -88,17 +91,50 @@ impl BasicAuth {
         if self.cached(&user, &d) {
             return true;
         }
-        let ok =
-            tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
-                .await
-                .unwrap_or(false)
-                && known;
+        let ok = gated(move || bcrypt::verify(password, &hash).unwrap_or(false))
+            .await
+            .unwrap_or(false)
+            && known;
         if ok {
             let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
             verified.insert(user, d);
         }
         ok
     }
+}
+
+/// The one permit for a bcrypt, made anew in a forked child (a permit held
+/// by a thread of the parent would never come back there).
+fn bcrypt_gate() -> Arc<Semaphore> {
+    static GATE: fork::Mutex<Option<(u64, Arc<Semaphore>)>> = fork::Mutex::new(None);
+    let generation = fork::generation();
+    let mut gate = GATE.lock();
+    match &*gate {
+        Some((g, semaphore)) if *g == generation => semaphore.clone(),
+        _ => {
+            let semaphore = Arc::new(Semaphore::new(1));
+            *gate = Some((generation, semaphore.clone()));
+            semaphore
+        }
+    }
+}
+
+/// Runs `work` (a bcrypt) on a blocking thread once no other such work
+/// runs in the process, as the exporter-toolkit runs one bcrypt at a time:
+/// a flood of wrong passwords then keeps one core busy, not every core and
+/// every blocking thread (which scrapes render on). A scraper whose
+/// password is cached never waits here; a request that waits is cut at its
+/// deadline like any other. The permit moves with the work, so a request
+/// cut while its bcrypt runs does not let the next one start beside it.
+async fn gated<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let permit = bcrypt_gate().acquire_owned().await.ok()?;
+    tokio::task::spawn_blocking(move || {
+        let out = work();
+        drop(permit);
+        out
+    })
+    .await
+    .ok()
 }
 
 #[cfg(test)]
@@ -125,6 +161,48 @@ mod tests {
         assert!(auth.cached("prom", &digest("prom", "secret")));
         assert!(check(Some(header("prom", "secret"))));
         assert!(!check(Some(header("prom", "secret2"))));
+    }
+
+    #[test]
+    fn one_bcrypt_at_a_time() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static RUNNING: AtomicUsize = AtomicUsize::new(0);
+        static MOST: AtomicUsize = AtomicUsize::new(0);
+        let work = || {
+            let now = RUNNING.fetch_add(1, Ordering::SeqCst) + 1;
+            MOST.fetch_max(now, Ordering::SeqCst);
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            RUNNING.fetch_sub(1, Ordering::SeqCst);
+        };
+        crate::http::runtime::runtime().block_on(async {
+            let tasks: Vec<_> = (0..8).map(|_| tokio::spawn(gated(work))).collect();
+            for task in tasks {
+                assert!(task.await.unwrap().is_some());
+            }
+        });
+        assert_eq!(MOST.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_cut_caller_keeps_the_permit_until_its_work_ends() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        static FIRST_STARTED: AtomicBool = AtomicBool::new(false);
+        static FIRST_DONE: AtomicBool = AtomicBool::new(false);
+        let rt = crate::http::runtime::runtime();
+        let second_saw_first_done = rt.block_on(async {
+            let first = tokio::spawn(gated(|| {
+                FIRST_STARTED.store(true, Ordering::SeqCst);
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                FIRST_DONE.store(true, Ordering::SeqCst);
+            }));
+            while !FIRST_STARTED.load(Ordering::SeqCst) {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            // The request is cut (deadline, eviction) while its bcrypt runs.
+            first.abort();
+            gated(|| FIRST_DONE.load(Ordering::SeqCst)).await.unwrap()
+        });
+        assert!(second_saw_first_done);
     }
 
     #[test]
