@@ -41,7 +41,7 @@ impl LogTarget {
     }
 
     fn debug_enabled(&self, py: Python<'_>, clock: &mut EventClock) -> bool {
-        let now = clock.now_ns();
+        let now = clock.now_ns(py);
         if now >= self.next_check_ns.load(Ordering::Relaxed) {
             let enabled = self
                 .logger

@@ -94,6 +94,9 @@ impl TelemetryProcessor {
     #[new]
     #[pyo3(signature = (targets, *, log = true))]
     fn new(py: Python<'_>, targets: &Bound<'_, PyAny>, log: bool) -> PyResult<Self> {
+        // Calibrate the clock events are stamped with here, not at the
+        // first event (about a millisecond, once per process).
+        crate::clock::monotonic();
         let counters = Arc::new(Counters::default());
         let objects: Vec<Bound<'_, PyAny>> = targets
             .try_iter()

@@ -11,8 +11,8 @@
 //! knows sync from `async def`; each call then enters a fresh timer.
 //!
 //! The sample's wall-clock timestamp is extrapolated from the monotonic
-//! reading that ended the block (`wall_ns`), so a timed block reads no OS
-//! clock at all between anchors.
+//! reading that ended the block (`clock::wall_ns_at`), so a timed block
+//! reads no OS clock at all between anchors.
 //!
 //! When an exception leaves the block, the duration is still recorded (the
 //! time was spent), and if the timer has an `on_error` status the instance
@@ -30,69 +30,19 @@
 //! the duration but no exit (the instance was interrupted, not broken).
 
 use crate::chain::Invocation;
-use crate::clock::now_ns;
+use crate::clock::{monotonic, wall_ns_at};
 use crate::events::{ExitStatus, FunctionTime};
-use crate::gil::GilCell;
 use crate::processor::TelemetryHandle;
 use pyo3::exceptions::{PyException, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::PyType;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
-
-static CLOCK: OnceLock<quanta::Clock> = OnceLock::new();
-
-/// The monotonic clock: quanta reads the TSC where it is invariant (else
-/// the OS clock) and scales differences of its raw readings to
-/// nanoseconds; calibrating takes about a millisecond, once per process.
-/// Raw readings are kept, and only a difference is scaled.
-#[inline]
-fn clock() -> &'static quanta::Clock {
-    CLOCK.get_or_init(quanta::Clock::new)
-}
 
 /// A raw reading, never 0 (0 marks an idle timer).
 #[inline]
 fn raw_now(clock: &quanta::Clock) -> u64 {
     clock.raw().max(1)
-}
-
-/// How often the wall clock is read again for `wall_ns`.
-const ANCHOR_NS: u64 = 1_000_000;
-
-/// A wall-clock reading and the raw monotonic reading taken right after.
-struct Anchor {
-    wall_ns: i64,
-    raw: u64,
-}
-
-static ANCHOR: GilCell<Option<Anchor>> = GilCell::new(None);
-
-/// The wall-clock time (ns since the Unix epoch) at raw monotonic reading
-/// `raw`, for the sample's timestamp. Reading the OS wall clock costs as
-/// much as the rest of a timed block on the VMs we measure on, so it is
-/// read at most once per millisecond and extrapolated with the monotonic
-/// clock in between: the result is within a microsecond of the wall clock
-/// under NTP slewing (at most 500 ppm), and follows a clock step within a
-/// millisecond.
-fn wall_ns(py: Python<'_>, clock: &quanta::Clock, raw: u64) -> i64 {
-    ANCHOR.with(py, |anchor| {
-        let fresh = |a: &Anchor| raw >= a.raw && clock.delta_as_nanos(a.raw, raw) < ANCHOR_NS;
-        let a = match anchor {
-            Some(a) if fresh(a) => a,
-            _ => anchor.insert(Anchor {
-                wall_ns: now_ns(),
-                raw: clock.raw(),
-            }),
-        };
-        // `raw` may precede a fresh anchor by the time it took to read it.
-        if raw >= a.raw {
-            a.wall_ns + clock.delta_as_nanos(a.raw, raw) as i64
-        } else {
-            a.wall_ns - clock.delta_as_nanos(raw, a.raw) as i64
-        }
-    })
 }
 
 /// The `on_error=` argument: left out (the kind's default), `None` (never
@@ -191,7 +141,7 @@ impl Timer {
                 "this timer is already timing a block; use one timer per block",
             ));
         }
-        timer.started.store(raw_now(clock()), Ordering::Relaxed);
+        timer.started.store(raw_now(monotonic()), Ordering::Relaxed);
         Ok(slf.clone())
     }
 
@@ -212,14 +162,14 @@ impl Timer {
             return false; // never entered: nothing was timed
         }
         self.started.store(0, Ordering::Relaxed);
-        let clock = clock();
+        let clock = monotonic();
         let end = clock.raw();
         let seconds = clock.delta_as_nanos(start, end) as f64 * 1e-9;
         let exit = match exc_type {
             Some(t) if !t.is_none() && is_exception(t) => self.on_error,
             _ => None,
         };
-        let ts = wall_ns(py, clock, end);
+        let ts = wall_ns_at(py, clock, end);
         self.handle
             .get()
             .record_timed(py, self.kind, seconds, self.invocation, exit, ts);
@@ -293,7 +243,7 @@ mod tests {
 
     #[test]
     fn raw_readings_scale_to_elapsed_time() {
-        let c = clock();
+        let c = monotonic();
         let start = raw_now(c);
         std::thread::sleep(std::time::Duration::from_millis(20));
         let nanos = c.delta_as_nanos(start, c.raw());

@@ -166,7 +166,7 @@ impl Route for PerfRoute {
             }
             (PerfRoute::Slot(store, slot), EventRef::Duration { kind, seconds, .. }) => {
                 let sample = Sample {
-                    timestamp_ns: clock.now_ns(),
+                    timestamp_ns: clock.now_ns(py),
                     value: *seconds,
                 };
                 store.push_sample(py, slot, *kind, sample);
@@ -178,7 +178,7 @@ impl Route for PerfRoute {
                     target, message, ..
                 },
             ) => {
-                store.push_log(py, slot, clock.now_ns(), target, message);
+                store.push_log(py, slot, clock.now_ns(py), target, message);
                 ChainResult::Processed
             }
         }
