@@ -13,7 +13,7 @@ use crate::log_target::LogTarget;
 use crate::performance::{parse_function_id, PerformanceTarget};
 use crate::py_target::PyTarget;
 use crate::text::Text;
-use crate::timing::{OnError, Timer};
+use crate::timing::{OnError, Timer, TimerSlot, TimerSpec};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
@@ -209,15 +209,56 @@ fn tag_string(obj: &Bound<'_, PyAny>, what: &str, key: &Bound<'_, PyAny>) -> PyR
     Ok(s.into_owned())
 }
 
+/// What recording an event takes from a handle: the routes its tags
+/// resolved to, and the tags. A handle's timers share it rather than hold
+/// the handle object, so a handle can keep an idle timer for the next
+/// block without the two making a reference cycle.
+pub struct Emitter {
+    routes: Box<[Box<dyn Route>]>,
+    tags: Arc<Tags>,
+}
+
+impl Emitter {
+    #[inline]
+    fn emit(&self, py: Python<'_>, event: &EventRef<'_>, clock: &mut EventClock) {
+        dispatch(py, &self.routes, event, &self.tags, clock);
+    }
+
+    /// For `timing::Timer`: a duration it measured (valid by construction)
+    /// and, after a failure that ends the instance, the exit; both stamped
+    /// with the wall-clock time the block ended.
+    pub(crate) fn record_timed(
+        &self,
+        py: Python<'_>,
+        kind: FunctionTime,
+        seconds: f64,
+        invocation: Invocation,
+        exit: Option<ExitStatus>,
+        ts_ns: i64,
+    ) {
+        let event = EventRef::Duration {
+            kind,
+            seconds,
+            invocation,
+        };
+        let mut clock = EventClock::at(ts_ns);
+        self.emit(py, &event, &mut clock);
+        if let Some(status) = exit {
+            self.emit(py, &EventRef::Exit(status), &mut clock);
+        }
+    }
+}
+
 /// Tagged entry point for one function instance (or node, or component).
 /// Its tags are resolved to series once, here; an event is then one call.
 #[pyclass(module = "edgeless_telemetry._core", frozen)]
 pub struct TelemetryHandle {
     core: Arc<Core>,
-    tags: Arc<Tags>,
-    routes: Box<[Box<dyn Route>]>,
+    emitter: Arc<Emitter>,
     /// The invocation kind the handle's own `EVENT_TYPE` tag says.
     invocation: Invocation,
+    /// The last timer made, handed out again while idle (`timing`).
+    idle_timer: TimerSlot,
 }
 
 impl TelemetryHandle {
@@ -226,21 +267,38 @@ impl TelemetryHandle {
         let invocation = Invocation::from_event_type(tags.get(EVENT_TYPE).map(String::as_str));
         Ok(Self {
             core,
-            tags: Arc::new(tags),
-            routes,
+            emitter: Arc::new(Emitter {
+                routes,
+                tags: Arc::new(tags),
+            }),
             invocation,
+            idle_timer: TimerSlot::default(),
         })
+    }
+
+    fn tags(&self) -> &Tags {
+        &self.emitter.tags
     }
 
     #[inline]
     fn emit(&self, py: Python<'_>, event: &EventRef<'_>) {
-        dispatch(
-            py,
-            &self.routes,
-            event,
-            &self.tags,
-            &mut EventClock::default(),
-        );
+        self.emitter.emit(py, event, &mut EventClock::default());
+    }
+
+    /// A timer for `kind`: the handle's idle one when it is alike.
+    fn timer(
+        &self,
+        py: Python<'_>,
+        kind: FunctionTime,
+        invocation: Invocation,
+        on_error: OnError,
+    ) -> PyResult<Py<Timer>> {
+        let spec = TimerSpec {
+            kind,
+            invocation,
+            on_error: on_error.resolve(kind),
+        };
+        self.idle_timer.idle_or_new(py, spec, &self.emitter)
     }
 
     /// Validates a duration from Python and emits it; counts what it drops.
@@ -364,15 +422,15 @@ impl TelemetryHandle {
     /// A new handle with the merged tags (child tags win). Raises like
     /// `get_handle`.
     fn fork(&self, py: Python<'_>, child_tags: &Bound<'_, PyDict>) -> PyResult<TelemetryHandle> {
-        let mut tags = (*self.tags).clone();
+        let mut tags = self.tags().clone();
         tags.extend(parse_handle_tags(child_tags)?);
         TelemetryHandle::new(py, self.core.clone(), tags)
     }
 
     /// A copy of the handle's tags.
-    #[getter]
-    fn tags(&self) -> Tags {
-        (*self.tags).clone()
+    #[getter(tags)]
+    fn tags_copy(&self) -> Tags {
+        self.tags().clone()
     }
 
     /// The generic path (EDGELESS `TelemetryHandleAPI::observe`). Event tags
@@ -428,7 +486,7 @@ impl TelemetryHandle {
         if extra.keys().all(|k| k == EVENT_TYPE) {
             return self.emit(py, &event);
         }
-        let mut tags = (*self.tags).clone();
+        let mut tags = self.tags().clone();
         tags.extend(extra);
         match self.core.resolve(py, &tags) {
             Ok(routes) => dispatch(py, &routes, &event, &tags, &mut EventClock::default()),
@@ -588,13 +646,7 @@ impl TelemetryHandle {
                         seconds,
                         invocation,
                     };
-                    dispatch(
-                        py,
-                        &self.routes,
-                        &event,
-                        &self.tags,
-                        &mut EventClock::at(ts),
-                    );
+                    self.emitter.emit(py, &event, &mut EventClock::at(ts));
                     recorded += 1;
                 }
                 Err(why) => self.core.counters.count_drop(
@@ -608,7 +660,7 @@ impl TelemetryHandle {
     }
 
     fn __repr__(&self) -> String {
-        format!("TelemetryHandle({:?})", self.tags)
+        format!("TelemetryHandle({:?})", self.tags())
     }
 
     // Timing (rust/timing.rs): each returns a `Timer`, a context manager
@@ -620,69 +672,33 @@ impl TelemetryHandle {
         slf: &Bound<'_, Self>,
         event_type: Option<&Bound<'_, PyString>>,
         on_error: OnError,
-    ) -> Timer {
+    ) -> PyResult<Py<Timer>> {
         let invocation = slf.get().invocation_named(event_type);
-        Timer::new(slf, FunctionTime::Execution, invocation, on_error)
+        slf.get()
+            .timer(slf.py(), FunctionTime::Execution, invocation, on_error)
     }
 
     /// Times a block or function; records `function_instantiate`.
     #[pyo3(signature = (*, on_error = OnError::Default))]
-    fn timed_instantiate(slf: &Bound<'_, Self>, on_error: OnError) -> Timer {
-        Timer::new(
-            slf,
-            FunctionTime::Instantiate,
-            slf.get().invocation,
-            on_error,
-        )
+    fn timed_instantiate(&self, py: Python<'_>, on_error: OnError) -> PyResult<Py<Timer>> {
+        self.timer(py, FunctionTime::Instantiate, self.invocation, on_error)
     }
 
     /// Times a block or function; records `function_init`.
     #[pyo3(signature = (*, on_error = OnError::Default))]
-    fn timed_init(slf: &Bound<'_, Self>, on_error: OnError) -> Timer {
-        Timer::new(slf, FunctionTime::Init, slf.get().invocation, on_error)
+    fn timed_init(&self, py: Python<'_>, on_error: OnError) -> PyResult<Py<Timer>> {
+        self.timer(py, FunctionTime::Init, self.invocation, on_error)
     }
 
     /// Times a block or function; records `function_stop`.
     #[pyo3(signature = (*, on_error = OnError::Default))]
-    fn timed_stop(slf: &Bound<'_, Self>, on_error: OnError) -> Timer {
-        Timer::new(slf, FunctionTime::Stop, slf.get().invocation, on_error)
+    fn timed_stop(&self, py: Python<'_>, on_error: OnError) -> PyResult<Py<Timer>> {
+        self.timer(py, FunctionTime::Stop, self.invocation, on_error)
     }
 
     /// Times a block or function; records `function_transfer`.
     #[pyo3(signature = (*, on_error = OnError::Default))]
-    fn timed_transfer(slf: &Bound<'_, Self>, on_error: OnError) -> Timer {
-        Timer::new(slf, FunctionTime::Transfer, slf.get().invocation, on_error)
-    }
-}
-
-impl TelemetryHandle {
-    /// For `timing::Timer`: a duration it measured (valid by construction)
-    /// and, when the timed block ended the instance, its exit; both stamped
-    /// `ts_ns`, the wall-clock time the timer read with the block's end.
-    pub(crate) fn record_timed(
-        &self,
-        py: Python<'_>,
-        kind: FunctionTime,
-        seconds: f64,
-        invocation: Invocation,
-        exit: Option<ExitStatus>,
-        ts_ns: i64,
-    ) {
-        let event = EventRef::Duration {
-            kind,
-            seconds,
-            invocation,
-        };
-        let mut clock = EventClock::at(ts_ns);
-        dispatch(py, &self.routes, &event, &self.tags, &mut clock);
-        if let Some(status) = exit {
-            dispatch(
-                py,
-                &self.routes,
-                &EventRef::Exit(status),
-                &self.tags,
-                &mut clock,
-            );
-        }
+    fn timed_transfer(&self, py: Python<'_>, on_error: OnError) -> PyResult<Py<Timer>> {
+        self.timer(py, FunctionTime::Transfer, self.invocation, on_error)
     }
 }

@@ -32,12 +32,14 @@
 use crate::chain::Invocation;
 use crate::clock::{monotonic, wall_ns_at};
 use crate::events::{ExitStatus, FunctionTime};
-use crate::processor::TelemetryHandle;
+use crate::gil::GilCell;
+use crate::processor::Emitter;
 use pyo3::exceptions::{PyException, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::PyType;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// A raw reading, never 0 (0 marks an idle timer).
 #[inline]
@@ -79,7 +81,7 @@ impl<'py> FromPyObject<'py> for OnError {
 }
 
 impl OnError {
-    fn resolve(self, kind: FunctionTime) -> Option<ExitStatus> {
+    pub fn resolve(self, kind: FunctionTime) -> Option<ExitStatus> {
         match self {
             OnError::Exit(status) => Some(status),
             OnError::Never => None,
@@ -92,30 +94,73 @@ impl OnError {
     }
 }
 
+/// What a timer records: the event kind, the invocation kind, and the exit
+/// status after a failure.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct TimerSpec {
+    pub kind: FunctionTime,
+    pub invocation: Invocation,
+    pub on_error: Option<ExitStatus>,
+}
+
 /// Times one block at a time (`with`), or decorates a function.
 #[pyclass(module = "edgeless_telemetry._core", frozen)]
 pub struct Timer {
-    handle: Py<TelemetryHandle>,
-    kind: FunctionTime,
-    invocation: Invocation,
-    on_error: Option<ExitStatus>,
+    emitter: Arc<Emitter>,
+    spec: TimerSpec,
     /// 0 while idle, else the raw clock reading at the start.
     started: AtomicU64,
+    /// For a decorating timer: the last timer made for a call.
+    idle_fresh: TimerSlot,
+}
+
+/// The last timer a handle (or a decorating timer) made, handed out again
+/// when it is idle: making and freeing a Python object for every block was
+/// a fifth of what timing a block costs. Idle means nobody but the slot
+/// holds it (its reference count is 1): a block in progress, a caller
+/// keeping it, or a decoration holds it, and then a new timer is made,
+/// so overlapping blocks (threads, tasks, recursion) never share one.
+pub struct TimerSlot(GilCell<Option<Py<Timer>>>);
+
+impl Default for TimerSlot {
+    fn default() -> Self {
+        Self(GilCell::new(None))
+    }
+}
+
+impl TimerSlot {
+    pub fn idle_or_new(
+        &self,
+        py: Python<'_>,
+        spec: TimerSpec,
+        emitter: &Arc<Emitter>,
+    ) -> PyResult<Py<Timer>> {
+        let idle = self.0.with(py, |slot| match slot {
+            Some(t) if t.get().spec == spec && t.get_refcnt(py) == 1 => Some(t.clone_ref(py)),
+            _ => None,
+        });
+        if let Some(timer) = idle {
+            // Entered and dropped without `__exit__` (no one can exit it
+            // now): idle again.
+            timer.get().started.store(0, Ordering::Relaxed);
+            return Ok(timer);
+        }
+        let timer = Py::new(py, Timer::new(emitter.clone(), spec))?;
+        // The one replaced is dropped outside the cell: freeing it may run
+        // Python code, which may time a block of this handle.
+        let replaced = self.0.with(py, |slot| slot.replace(timer.clone_ref(py)));
+        drop(replaced);
+        Ok(timer)
+    }
 }
 
 impl Timer {
-    pub fn new(
-        handle: &Bound<'_, TelemetryHandle>,
-        kind: FunctionTime,
-        invocation: Invocation,
-        on_error: OnError,
-    ) -> Self {
+    fn new(emitter: Arc<Emitter>, spec: TimerSpec) -> Self {
         Timer {
-            handle: handle.clone().unbind(),
-            kind,
-            invocation,
-            on_error: on_error.resolve(kind),
+            emitter,
+            spec,
             started: AtomicU64::new(0),
+            idle_fresh: TimerSlot::default(),
         }
     }
 }
@@ -166,13 +211,12 @@ impl Timer {
         let end = clock.raw();
         let seconds = clock.delta_as_nanos(start, end) as f64 * 1e-9;
         let exit = match exc_type {
-            Some(t) if !t.is_none() && is_exception(t) => self.on_error,
+            Some(t) if !t.is_none() && is_exception(t) => self.spec.on_error,
             _ => None,
         };
         let ts = wall_ns_at(py, clock, end);
-        self.handle
-            .get()
-            .record_timed(py, self.kind, seconds, self.invocation, exit, ts);
+        self.emitter
+            .record_timed(py, self.spec.kind, seconds, self.spec.invocation, exit, ts);
         false
     }
 
@@ -182,26 +226,20 @@ impl Timer {
         decorate(slf.py(), &fresh, func)
     }
 
-    /// A new idle timer like this one (for one decorated call).
-    fn _fresh(&self, py: Python<'_>) -> Timer {
-        Timer {
-            handle: self.handle.clone_ref(py),
-            kind: self.kind,
-            invocation: self.invocation,
-            on_error: self.on_error,
-            started: AtomicU64::new(0),
-        }
+    /// An idle timer like this one (for one decorated call).
+    fn _fresh(&self, py: Python<'_>) -> PyResult<Py<Timer>> {
+        self.idle_fresh.idle_or_new(py, self.spec, &self.emitter)
     }
 
     fn __repr__(&self) -> String {
-        let on_error = match self.on_error {
+        let on_error = match self.spec.on_error {
             Some(s) => format!("{}", s as u8),
             None => "None".to_owned(),
         };
         format!(
             "Timer(kind={:?}, invocation={:?}, on_error={on_error})",
-            self.kind.metric_name(),
-            self.invocation
+            self.spec.kind.metric_name(),
+            self.spec.invocation
         )
     }
 }

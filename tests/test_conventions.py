@@ -259,6 +259,43 @@ def test_decorated_calls_overlap_in_threads_and_tasks(node: Node) -> None:
     assert len(node.samples(FunctionTime.EXECUTION)) == 900
 
 
+def test_with_blocks_reuse_an_idle_timer_and_never_a_busy_one(node: Node) -> None:
+    """A handle hands its last timer out again while it is idle (cheaper
+    than a new object per block). A block in progress, a timer the caller
+    keeps, or one entered and dropped never make a block fail or share."""
+    fn = node.fn
+    before = sys.getrefcount(fn)
+    kept = fn.invocation()
+    assert sys.getrefcount(kept) == 3  # `kept`, the handle's slot, the argument
+    with kept:
+        with fn.invocation():  # nested: a timer of its own
+            with fn.invocation():
+                pass
+    fn.invocation().__enter__()  # entered, dropped, never exited
+    for _ in range(3):
+        with fn.invocation():
+            pass
+    errors: list[BaseException] = []
+
+    def thread() -> None:
+        try:
+            for _ in range(200):
+                with fn.invocation(event_type="CALL"):
+                    time.sleep(0)  # another thread's block starts meanwhile
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=thread) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=20)
+    assert not errors and not any(t.is_alive() for t in threads)
+    assert node.executions("Cast") == 6 and node.executions("Call") == 800
+    del kept
+    assert sys.getrefcount(fn) == before  # no timer holds the handle itself
+
+
 def test_misuse_is_refused_clearly(node: Node) -> None:
     fn = node.fn
     timer = fn.invocation()
