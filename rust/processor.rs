@@ -635,7 +635,7 @@ impl TelemetryHandle {
                 )));
             }
         }
-        let now = crate::clock::now_ns();
+        let now = crate::clock::wall_now_ns(py);
         let mut recorded = 0;
         for (i, v) in values.enumerate() {
             match check_duration(v) {
