@@ -177,7 +177,7 @@ class NodeReporterStats(TypedDict):
     """Log entries in those bodies."""
     send_failures: int
     """Sends that got no HTTP answer (refused, timed out, reset, not HTTP),
-    a 5xx, 401 or 403; the body stays pending."""
+    a 5xx, 401, 403, 408 or 429; the body stays pending."""
     batches_rejected: int
     """Bodies refused for good with another 4xx (400, 411, 413, 415):
     dropped; their samples and log entries count as dropped."""
