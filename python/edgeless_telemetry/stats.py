@@ -348,4 +348,5 @@ class OrchestratorCollectorStats(CollectorCoreStats):
     web_config_reload_errors: int
     """Reloads that failed; the running configuration stays."""
     http_inflight_bytes: int
-    """Gauge: bytes of bodies being read or stored now."""
+    """Gauge: bytes of bodies being read (what has arrived so far, not the
+    declared length) or stored now."""
