@@ -14,7 +14,9 @@
 //! - *responding*: the response must be written within `response_timeout`:
 //!   to the socket, not only handed to hyper, which queues a whole body at
 //!   once (a rendering of hundreds of MiB) and then writes it as the client
-//!   reads. So the connection waits again only once hyper has flushed it.
+//!   reads. Once queued, the connection is evictable like a waiting one (a
+//!   client that does not read costs nothing to hold), its response
+//!   deadline still running; it waits again once hyper has flushed it.
 //!
 //! Fairness: waiting connections cost a slow client nothing to hold, so
 //! they are the ones given up under pressure. When a connection arrives
@@ -220,9 +222,15 @@ impl Admission {
         self.set_deadline(conn, self.deadline_after(self.limits.response_timeout));
     }
 
-    /// hyper holds the whole response (its body taken): the response
-    /// deadline still runs until `flushed`.
-    pub fn queued(&self, conn: &ConnState) {
+    /// hyper holds the whole response (its body taken): evictable from
+    /// now on, the response deadline still running until `flushed`.
+    pub fn queued(&self, conn: &Arc<ConnState>) {
+        let mut waiting = self.waiting();
+        if conn.released.load(Ordering::Acquire) {
+            return;
+        }
+        self.remove_waiting(&mut waiting, conn);
+        self.insert_waiting(&mut waiting, conn);
         conn.queued.store(true, Ordering::Relaxed);
     }
 
@@ -315,6 +323,20 @@ mod tests {
         for c in [&third, &fourth, &fifth] {
             a.closed(c);
         }
+        assert_eq!(a.open(), 0);
+    }
+
+    #[test]
+    fn a_response_not_taken_yet_gives_way_to_a_newcomer() {
+        let a = Admission::new(limits(4, 1), Default::default());
+        let slow = a.admit().unwrap();
+        a.handling(&slow);
+        a.responding(&slow);
+        a.queued(&slow);
+        let next = a.admit().unwrap();
+        assert!(slow.evicted() && !next.evicted());
+        a.closed(&slow);
+        a.closed(&next);
         assert_eq!(a.open(), 0);
     }
 
