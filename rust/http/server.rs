@@ -921,7 +921,8 @@ mod tests {
     fn a_response_not_taken_is_cut_at_the_response_timeout_not_the_idle_one() {
         let mut l = limits(8, 10_000);
         l.idle_timeout = Duration::from_secs(60);
-        l.response_timeout = Duration::from_millis(300);
+        // Long enough to write 64 MiB to a reading client on a busy machine.
+        l.response_timeout = Duration::from_millis(1500);
         let server = serve(l);
         let counters = &server.admission().counters;
         // Read at once: the whole answer, and the connection then idles
@@ -937,7 +938,7 @@ mod tests {
         }
         let mut body = vec![0u8; BIG.len()];
         s.read_exact(&mut body).unwrap();
-        std::thread::sleep(Duration::from_millis(900));
+        std::thread::sleep(Duration::from_millis(2000));
         assert!(get_kept(&mut s).starts_with("HTTP/1.1 200"));
         assert_eq!(counters.timeouts.load(Ordering::Relaxed), 0);
         // Never read: hyper has queued the whole body long before it is
@@ -946,7 +947,7 @@ mod tests {
         let mut s = connect(server.local_addr());
         s.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
             .unwrap();
-        std::thread::sleep(Duration::from_millis(1500));
+        std::thread::sleep(Duration::from_millis(2500));
         let mut got = Vec::new();
         s.read_to_end(&mut got).expect("closed by the server");
         assert!(got.len() < BIG.len(), "the whole answer was sent");
