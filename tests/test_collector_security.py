@@ -277,20 +277,23 @@ def test_connections_are_bounded(collectors: Any) -> None:
 def test_bytes_in_flight_are_bounded(collectors: Any, tmp_path: Path) -> None:
     # Every connection may hold a body; together they may hold at most
     # max_inflight_bytes, whatever max_connections is: past it, 503 (kept).
+    # A body holds the bytes it has sent (what it declared holds nothing,
+    # see test_http_attacks.py's attack 4b).
     body = body_for("node-a")
     col = collectors(dataset_path=str(tmp_path / "ds_"), max_body_bytes=len(body),
                      max_inflight_bytes=len(body) + len(body) // 2)
     host, port = col.url.removeprefix("http://").split(":")
+    sent = len(body) * 3 // 4
     with socket.create_connection((host, int(port)), timeout=5) as slow:
-        # Announces a full body but sends only half of it: it holds its bytes.
+        # Announces a full body but sends only 3/4 of it: it holds them.
         slow.sendall(b"POST /performance HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
-                     + f"Content-Length: {len(body)}\r\n\r\n".encode() + body[: len(body) // 2])
+                     + f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:sent])
         deadline = time.monotonic() + 5
-        while col.stats()["http_inflight_bytes"] == 0:
-            assert time.monotonic() < deadline, "the slow body was never reserved"
+        while col.stats()["http_inflight_bytes"] < sent:
+            assert time.monotonic() < deadline, "the slow body's bytes were never reserved"
             time.sleep(0.01)
         assert request(col.url, "POST", "/performance", body_for("node-b"))[0] == 503
-        slow.sendall(body[len(body) // 2:])
+        slow.sendall(body[sent:])
         assert slow.recv(1024).split(b" ", 2)[1] == b"200"
     # Given back: the refused body goes through now.
     assert request(col.url, "POST", "/performance", body_for("node-b"))[0] == 200
@@ -298,6 +301,52 @@ def test_bytes_in_flight_are_bounded(collectors: Any, tmp_path: Path) -> None:
     assert col.stats()["http_503_busy"] == 1
     print(f"\nin flight: budget {len(body) * 3 // 2} bytes, a second {len(body)}-byte body got 503"
           " while the first was read, then 200")
+
+
+def test_a_body_that_outgrows_the_budget_while_it_arrives_gets_503(
+        collectors: Any, tmp_path: Path) -> None:
+    # Two bodies fit when they begin; while both arrive, the one that runs
+    # out of budget gets 503 midway (its bytes given back, nothing of it
+    # written), and the other is stored.
+    body = body_for("node-a")
+    q = len(body) // 4
+    col = collectors(dataset_path=str(tmp_path / "ds_"), max_body_bytes=len(body),
+                     max_inflight_bytes=len(body) + 2 * q)
+    host, port = col.url.removeprefix("http://").split(":")
+    head = (b"POST /performance HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+            + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode())
+
+    def holding(n: int) -> None:
+        deadline = time.monotonic() + 5
+        while col.stats()["http_inflight_bytes"] < n:
+            assert time.monotonic() < deadline, f"{n} bytes never reserved"
+            time.sleep(0.01)
+
+    def answer(s: socket.socket) -> int:
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+        return int(data.split(b" ", 2)[1])
+
+    a = socket.create_connection((host, int(port)), timeout=5)
+    b = socket.create_connection((host, int(port)), timeout=5)
+    try:
+        a.sendall(head + body[:q])
+        holding(q)
+        b.sendall(head + body[: 2 * q])  # declared length fits: 1/4 held
+        holding(3 * q)
+        a.sendall(body[q : 3 * q])  # a holds 3/4: 5/4 in all
+        holding(5 * q)
+        b.sendall(body[2 * q :])  # b needs 2/4 more: over 6/4
+        b_status = answer(b)
+        a.sendall(body[3 * q :])
+        a_status = answer(a)
+    finally:
+        a.close()
+        b.close()
+    assert (a_status, b_status) == (200, 503)
+    stats = col.stats()
+    assert (stats["batches_stored"], stats["http_503_busy"], stats["http_inflight_bytes"]) == (1, 1, 0)
 
 
 def test_orchestrator_and_node_commands_use_the_token(tmp_path: Path) -> None:

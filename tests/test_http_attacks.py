@@ -215,6 +215,41 @@ def test_attack4_a_node_posts_while_256_sockets_declare_bodies_they_never_send(
           f" answered ({dict(answers)}) and closed; a node's POST stored meanwhile")
 
 
+def test_attack4b_bodies_declared_and_never_sent_hold_no_bytes_in_flight(
+        collectors: Any, tmp_path: Path) -> None:
+    # Before: a POST reserved its declared Content-Length in the in-flight
+    # budget before a byte arrived, so 4 sockets declaring 16 MiB each and
+    # sending nothing made every node's POST get 503 until read_timeout_s
+    # (10 s), again and again. Now a body holds what it has sent.
+    col = collectors(dataset_path=str(tmp_path / "d_"))  # 16 MiB bodies, 64 MiB in flight
+    host, port = col.url.removeprefix("http://").split(":")
+    hostile = []
+    for _ in range(8):
+        s = socket.create_connection((host, int(port)), timeout=8)
+        s.sendall(b"POST /performance HTTP/1.1\r\nHost: x\r\n"
+                  b"Content-Type: application/x-protobuf\r\n"
+                  + f"Content-Length: {16 << 20}\r\n\r\n".encode() + b"\x0a")
+        hostile.append(s)
+    try:
+        time.sleep(0.3)  # all eight are reading their bodies
+        in_flight = col.stats()["http_inflight_bytes"]
+        conn = http.client.HTTPConnection(host, int(port), timeout=5)
+        conn.request("POST", "/performance", body=body_for("node-a"),
+                     headers={"Content-Type": "application/x-protobuf"})
+        resp = conn.getresponse()
+        answer = (resp.status, resp.read())
+        conn.close()
+    finally:
+        for s in hostile:
+            s.close()
+    assert answer == (200, b"stored 10 samples, 0 log entries")
+    assert in_flight < 1 << 20, in_flight
+    stats = col.stats()
+    assert stats["http_503_busy"] == 0 and stats["batches_stored"] == 1
+    print(f"\nattack 4b: 8 POSTs declaring 16 MiB bodies and sending 1 byte held"
+          f" {in_flight} bytes of the 64 MiB in flight; a node's POST stored meanwhile")
+
+
 RSS_CHILD = """
     import sys, uuid
     from edgeless_telemetry import PrometheusTarget, TelemetryProcessor

@@ -367,6 +367,36 @@ def test_each_answer_of_the_delivery_table() -> None:
         server.server_close()
 
 
+def test_a_proxy_s_408_and_429_keep_the_body() -> None:
+    """408 (request timeout) and 429 (too many requests) say "later", not
+    "never": a proxy in front of the collector answers them, and the body
+    must be sent again, not dropped as a 400 is."""
+    _Scripted.script = [429, 408, 200]
+    _Scripted.seen = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Scripted)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        perf = PerformanceTarget()
+        h = handle(perf)
+        rep = NodeReporter(perf, f"http://127.0.0.1:{server.server_address[1]}", "node-t",
+                           interval_s=60, timeout_s=5)
+        for i in range(3):
+            h.invocation_completed(0.25 * (i + 1))
+        for status in (429, 408):
+            assert not within(20, rep.flush)
+            assert f"HTTP {status}: scripted {status}" in rep.last_error
+            assert rep.stats()["pending_samples"] == 3
+        assert within(20, rep.flush)
+        s = rep.stats()
+        assert (s["samples_sent"], s["batches_rejected"], s["samples_dropped"]) == (3, 0, 0)
+        assert s["send_failures"] == 2
+        sizes = [n for n, _ in _Scripted.seen]
+        assert len(sizes) == 3 and len(set(sizes)) == 1  # one body, sent three times
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_forked_child_does_not_keep_the_parents_connection_open(
     listener: socket.socket,

@@ -13,9 +13,10 @@ sent twice (its reply was lost) is stored once. With a ``token`` every
 request carries ``Authorization: Bearer <token>``; a 401 or 403 answer
 (token missing, wrong, or another node's) keeps the body pending like a
 5xx: the fault is the configuration, and the data should survive its fix.
-A 202 (the collector took the body but Redis has not: it waits in the
-collector's memory) also keeps it: it goes again until a 200 says Redis
-holds it, so a collector dying meanwhile loses nothing.
+So do a 408 or 429 (a proxy in front of the collector timing out or rate
+limiting). A 202 (the collector took the body but Redis has not: it waits
+in the collector's memory) also keeps it: it goes again until a 200 says
+Redis holds it, so a collector dying meanwhile loses nothing.
 
 Fork: a forked child inherits the reporter without its thread, with locks
 that thread may have held, with the parent's kept-alive socket and with

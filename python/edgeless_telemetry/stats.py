@@ -177,7 +177,7 @@ class NodeReporterStats(TypedDict):
     """Log entries in those bodies."""
     send_failures: int
     """Sends that got no HTTP answer (refused, timed out, reset, not HTTP),
-    a 5xx, 401 or 403; the body stays pending."""
+    a 5xx, 401, 403, 408 or 429; the body stays pending."""
     batches_rejected: int
     """Bodies refused for good with another 4xx (400, 411, 413, 415):
     dropped; their samples and log entries count as dropped."""
@@ -348,4 +348,5 @@ class OrchestratorCollectorStats(CollectorCoreStats):
     web_config_reload_errors: int
     """Reloads that failed; the running configuration stays."""
     http_inflight_bytes: int
-    """Gauge: bytes of bodies being read or stored now."""
+    """Gauge: bytes of bodies being read (what has arrived so far, not the
+    declared length) or stored now."""

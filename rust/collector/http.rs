@@ -4,7 +4,10 @@
 //! Checks run in the order that reads least: token (401, or 403 later
 //! when the body's node is not the token's), path (404), method (405),
 //! declared length (411, 413 without reading), content type (415), then
-//! the in-flight budget (503) before a byte of the body is read. Every
+//! the in-flight budget (503 if the declared length does not fit now)
+//! before a byte of the body is read; the budget is then taken as the body
+//! arrives (503 if it runs out meanwhile), so a length declared but never
+//! sent holds none of it. Every
 //! refusal, and every request that needs no body, is answered without
 //! reading what the client declared and closes the connection; only a
 //! body that was read whole leaves it open for the next batch. The body
@@ -80,6 +83,24 @@ struct Reservation {
     bytes: usize,
 }
 
+impl Reservation {
+    /// Takes `more` bytes of the budget; false (nothing taken) if they do
+    /// not fit.
+    fn grow(&mut self, more: usize) -> bool {
+        let owner = &self.owner;
+        let taken = owner
+            .inflight
+            .fetch_update(Relaxed, Relaxed, |now| {
+                (now + more <= owner.max_inflight_bytes).then_some(now + more)
+            })
+            .is_ok();
+        if taken {
+            self.bytes += more;
+        }
+        taken
+    }
+}
+
 impl Drop for Reservation {
     fn drop(&mut self) {
         self.owner.inflight.fetch_sub(self.bytes, Relaxed);
@@ -95,16 +116,15 @@ impl Collect {
         self.core.get()
     }
 
-    fn reserve(self: &Arc<Self>, bytes: usize) -> Option<Reservation> {
-        self.inflight
-            .fetch_update(Relaxed, Relaxed, |now| {
-                (now + bytes <= self.max_inflight_bytes).then_some(now + bytes)
-            })
-            .ok()
-            .map(|_| Reservation {
-                owner: self.clone(),
-                bytes,
-            })
+    fn busy(&self) -> Response<Full<Bytes>> {
+        let mut resp = self.refuse(
+            &self.refused.inflight_full,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy: too many bytes in flight, send again",
+        );
+        resp.headers_mut()
+            .insert("retry-after", HeaderValue::from_static("1"));
+        resp
     }
 
     fn refuse(
@@ -211,22 +231,23 @@ impl Collect {
                 &reason,
             );
         }
-        let Some(reservation) = self.reserve(length) else {
-            let mut resp = self.refuse(
-                &self.refused.inflight_full,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "busy: too many bytes in flight, send again",
-            );
-            resp.headers_mut()
-                .insert("retry-after", HeaderValue::from_static("1"));
-            return resp;
+        if self.inflight.load(Relaxed) + length > self.max_inflight_bytes {
+            return self.busy();
+        }
+        let mut reservation = Reservation {
+            owner: self.clone(),
+            bytes: 0,
         };
-        let Some(body) = read_body(req.into_body(), length).await else {
+        let body = match read_body(req.into_body(), length, &mut reservation).await {
+            Ok(body) => body,
+            Err(Unread::OverBudget) => return self.busy(),
             // The client went away or sent a body of another length.
-            return closing(text(
-                StatusCode::BAD_REQUEST,
-                "body shorter than Content-Length",
-            ));
+            Err(Unread::Short) => {
+                return closing(text(
+                    StatusCode::BAD_REQUEST,
+                    "body shorter than Content-Length",
+                ))
+            }
         };
         conn.request_complete();
         let stored = self.storers.run(move || {
@@ -265,19 +286,47 @@ impl Collect {
     }
 }
 
-/// Reads exactly `length` bytes of body into one buffer; `None` if the
-/// stream ends early or fails.
-async fn read_body(mut body: Incoming, length: usize) -> Option<Vec<u8>> {
-    let mut buf = Vec::with_capacity(length);
+/// Why a body was not read whole.
+enum Unread {
+    /// The stream ended early, failed, or ran past `Content-Length`.
+    Short,
+    /// The in-flight budget ran out while it arrived.
+    OverBudget,
+}
+
+/// Reads exactly `length` bytes of body into one buffer, which grows (at
+/// most to `length`) as they arrive, each growth taken from the budget
+/// first: a client holds what it has sent, not what it declared.
+async fn read_body(
+    mut body: Incoming,
+    length: usize,
+    held: &mut Reservation,
+) -> Result<Vec<u8>, Unread> {
+    let mut buf = Vec::new();
     while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame.ok()?.into_data() {
-            if buf.len() + data.len() > length {
-                return None;
-            }
-            buf.extend_from_slice(&data);
+        let Ok(data) = frame.map_err(|_| Unread::Short)?.into_data() else {
+            continue;
+        };
+        let needed = buf.len() + data.len();
+        if needed > length {
+            return Err(Unread::Short);
         }
+        if needed > buf.capacity() {
+            // Doubling, so a body arriving in small frames is not copied
+            // once per frame.
+            let capacity = (buf.capacity() * 2).max(needed).min(length);
+            if !held.grow(capacity - buf.capacity()) {
+                return Err(Unread::OverBudget);
+            }
+            buf.reserve_exact(capacity - buf.len());
+        }
+        buf.extend_from_slice(&data);
     }
-    (buf.len() == length).then_some(buf)
+    if buf.len() == length {
+        Ok(buf)
+    } else {
+        Err(Unread::Short)
+    }
 }
 
 impl Handler for Collect {

@@ -11,7 +11,12 @@
 //!   connection lasts from one scrape to the next.
 //! - *handling*: its request is complete (body read, or not needed); the
 //!   handler's own bounds apply (storing waits at most for Redis' ack).
-//! - *responding*: the response must be written within `response_timeout`.
+//! - *responding*: the response must be written within `response_timeout`:
+//!   to the socket, not only handed to hyper, which queues a whole body at
+//!   once (a rendering of hundreds of MiB) and then writes it as the client
+//!   reads. Once queued, the connection is evictable like a waiting one (a
+//!   client that does not read costs nothing to hold), its response
+//!   deadline still running; it waits again once hyper has flushed it.
 //!
 //! Fairness: waiting connections cost a slow client nothing to hold, so
 //! they are the ones given up under pressure. When a connection arrives
@@ -86,6 +91,9 @@ pub struct ConnState {
     /// Kept alive with no byte of a next request yet (`idle_timeout`
     /// runs, not `request_timeout`).
     idle: AtomicBool,
+    /// The response is all queued in hyper, not yet all written: the next
+    /// flush that finishes makes the connection wait again.
+    queued: AtomicBool,
     /// Wakes the connection's task: deadline changed, or evicted.
     pub wake: Notify,
 }
@@ -173,6 +181,7 @@ impl Admission {
             evicted: AtomicBool::new(false),
             released: AtomicBool::new(false),
             idle: AtomicBool::new(false),
+            queued: AtomicBool::new(false),
             wake: Notify::new(),
         });
         self.insert_waiting(&mut waiting, &conn);
@@ -197,16 +206,40 @@ impl Admission {
         conn.wake.notify_one();
     }
 
-    /// The request is complete: no longer evictable, no deadline.
+    /// The request is complete: no longer evictable, no deadline. (A
+    /// pipelined request can get here before the previous response is
+    /// flushed: that flush must not make it wait again.)
     pub fn handling(&self, conn: &ConnState) {
+        conn.queued.store(false, Ordering::Relaxed);
         self.remove_waiting(&mut self.waiting(), conn);
         self.set_deadline(conn, NO_DEADLINE);
     }
 
     /// The handler answered: the response must be written in time.
     pub fn responding(&self, conn: &ConnState) {
+        conn.queued.store(false, Ordering::Relaxed);
         self.remove_waiting(&mut self.waiting(), conn);
         self.set_deadline(conn, self.deadline_after(self.limits.response_timeout));
+    }
+
+    /// hyper holds the whole response (its body taken): evictable from
+    /// now on, the response deadline still running until `flushed`.
+    pub fn queued(&self, conn: &Arc<ConnState>) {
+        let mut waiting = self.waiting();
+        if conn.released.load(Ordering::Acquire) {
+            return;
+        }
+        self.remove_waiting(&mut waiting, conn);
+        self.insert_waiting(&mut waiting, conn);
+        conn.queued.store(true, Ordering::Relaxed);
+    }
+
+    /// hyper's write buffer is empty (it flushes the socket only then):
+    /// a queued response is written, and the connection waits again.
+    pub fn flushed(&self, conn: &Arc<ConnState>) {
+        if conn.queued.load(Ordering::Relaxed) && conn.queued.swap(false, Ordering::Relaxed) {
+            self.waiting_again(conn);
+        }
     }
 
     /// The response is written: waiting for the next request (keep-alive),
@@ -294,6 +327,20 @@ mod tests {
     }
 
     #[test]
+    fn a_response_not_taken_yet_gives_way_to_a_newcomer() {
+        let a = Admission::new(limits(4, 1), Default::default());
+        let slow = a.admit().unwrap();
+        a.handling(&slow);
+        a.responding(&slow);
+        a.queued(&slow);
+        let next = a.admit().unwrap();
+        assert!(slow.evicted() && !next.evicted());
+        a.closed(&slow);
+        a.closed(&next);
+        assert_eq!(a.open(), 0);
+    }
+
+    #[test]
     fn deadlines_follow_the_phase() {
         let a = Admission::new(limits(4, 4), Default::default());
         let c = a.admit().unwrap();
@@ -302,9 +349,13 @@ mod tests {
         assert!(a.deadline(&c).is_none());
         a.responding(&c);
         assert!(a.deadline(&c).is_some());
+        // Queued in hyper is not written: the response deadline runs on
+        // until the flush.
+        a.queued(&c);
+        assert!(a.deadline(&c).unwrap() < Instant::now() + Duration::from_secs(6));
         // Kept alive: the idle timeout runs until the next request's first
         // byte, then the request timeout.
-        a.waiting_again(&c);
+        a.flushed(&c);
         let idle = a.deadline(&c).unwrap();
         assert!(idle > Instant::now() + Duration::from_secs(30));
         a.bytes_arrived(&c);

@@ -44,7 +44,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::AsyncRead;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -94,8 +94,9 @@ impl Drop for Listener {
     }
 }
 
-/// The response body: the bytes, and the connection told when they are
-/// written (then it waits for the next request, deadline running).
+/// The response body: the bytes, and the connection told when hyper has
+/// taken them all (`Admission::queued`; it waits for the next request once
+/// they are written, see `Watched::poll_flush`).
 pub struct Tracked {
     inner: Full<Bytes>,
     done: Option<(Arc<ConnState>, Arc<Admission>)>,
@@ -124,7 +125,7 @@ impl Body for Tracked {
 impl Drop for Tracked {
     fn drop(&mut self) {
         if let Some((conn, admission)) = self.done.take() {
-            admission.waiting_again(&conn);
+            admission.queued(&conn);
         }
     }
 }
@@ -390,7 +391,8 @@ async fn accept_loop(
 }
 
 /// A connection's socket, telling the admission when bytes arrive (the
-/// end of a kept-alive connection's idle time).
+/// end of a kept-alive connection's idle time) and when hyper's writes are
+/// flushed (the end of a response).
 struct Watched {
     inner: TcpStream,
     state: Arc<ConnState>,
@@ -412,7 +414,41 @@ impl AsyncRead for Watched {
     }
 }
 
-super::delegate_async_write!(Watched, inner);
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    /// hyper (and rustls, above us) flush the socket only once all they
+    /// hold is written to it.
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let polled = Pin::new(&mut self.inner).poll_flush(cx);
+        if matches!(polled, Poll::Ready(Ok(()))) {
+            self.admission.flushed(&self.state);
+        }
+        polled
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
 
 /// Every slot is serving a complete request: 503 without reading anything.
 fn refuse_busy(stream: TcpStream) {
@@ -706,6 +742,9 @@ mod tests {
                 self.slow.fetch_add(1, Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_millis(800)).await;
             }
+            if req.uri().path() == "/big" {
+                return response(StatusCode::OK, TEXT, Bytes::from_static(&BIG));
+            }
             let resp = response(StatusCode::OK, TEXT, "ok\n");
             if req.uri().path() == "/keep" {
                 resp
@@ -714,6 +753,9 @@ mod tests {
             }
         }
     }
+
+    /// More than loopback's socket buffers hold (zeroed: no binary size).
+    static BIG: [u8; 64 << 20] = [0; 64 << 20];
 
     fn serve(limits: Limits) -> Server {
         let listener = Listener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
@@ -873,6 +915,43 @@ mod tests {
             server.admission().counters.timeouts.load(Ordering::Relaxed),
             1
         );
+    }
+
+    #[test]
+    fn a_response_not_taken_is_cut_at_the_response_timeout_not_the_idle_one() {
+        let mut l = limits(8, 10_000);
+        l.idle_timeout = Duration::from_secs(60);
+        // Long enough to write 64 MiB to a reading client on a busy machine.
+        l.response_timeout = Duration::from_millis(1500);
+        let server = serve(l);
+        let counters = &server.admission().counters;
+        // Read at once: the whole answer, and the connection then idles
+        // (kept alive) past the response timeout.
+        let mut s = connect(server.local_addr());
+        s.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(s.read(&mut byte).unwrap(), 1);
+            head.push(byte[0]);
+        }
+        let mut body = vec![0u8; BIG.len()];
+        s.read_exact(&mut body).unwrap();
+        std::thread::sleep(Duration::from_millis(2000));
+        assert!(get_kept(&mut s).starts_with("HTTP/1.1 200"));
+        assert_eq!(counters.timeouts.load(Ordering::Relaxed), 0);
+        // Never read: hyper has queued the whole body long before it is
+        // written; the connection is cut at the response timeout, not
+        // kept for the idle one (60 s, past our 10 s read timeout).
+        let mut s = connect(server.local_addr());
+        s.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(2500));
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).expect("closed by the server");
+        assert!(got.len() < BIG.len(), "the whole answer was sent");
+        assert_eq!(counters.timeouts.load(Ordering::Relaxed), 1);
     }
 
     #[test]

@@ -167,7 +167,7 @@ impl Life {
                     self.stats.add(Stat::LogEntriesSent, log_entries);
                     self.went_through();
                 }
-                Ok(a) if (400..500).contains(&a.status) && a.status != 401 && a.status != 403 => {
+                Ok(a) if (400..500).contains(&a.status) && !later(a.status) => {
                     // Refused for good (malformed, too large): resending
                     // cannot help, so it counts as dropped.
                     self.stats.add(Stat::BatchesRejected, 1);
@@ -205,6 +205,13 @@ impl Life {
         s.set(Stat::PendingSamples, state.pending.samples() as u64);
         s.set(Stat::ConnectionsOpened, state.client.connections_opened());
     }
+}
+
+/// 4xx answers that say "not now" rather than "never": a token to fix
+/// (401, 403), or, from a proxy in front of the collector, a request that
+/// took too long (408) or came too often (429). The body is kept.
+fn later(status: u16) -> bool {
+    matches!(status, 401 | 403 | 408 | 429)
 }
 
 fn unix_now() -> u64 {
