@@ -6,10 +6,14 @@ checked; a reporter interval its thread cannot wait killed the thread)."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+
+import pytest
 
 from edgeless_telemetry import (
     FunctionTime,
     PerformanceTarget,
+    PrometheusTarget,
     TelemetryEvent,
     TelemetryProcessor,
 )
@@ -45,3 +49,29 @@ def test_refused_function_counts_each_event_and_is_stored_once_a_slot_frees() ->
     # While `b` holds the slot, another function is refused, counted.
     proc.get_handle({"FUNCTION_ID": first}).function_stop(0.1)
     assert perf.stats()["functions_refused"] == 8
+
+
+def test_buckets_are_read_no_further_than_the_longest_list_allowed() -> None:
+    pulled = 0
+
+    def endless() -> Iterator[float]:
+        # Stands for range(10**9): before the fix it was read to its end
+        # (8 GB of floats; under a memory limit the process aborted).
+        nonlocal pulled
+        while True:
+            pulled += 1
+            if pulled > 10_000:
+                raise RuntimeError("read far past the 128-bucket limit")
+            yield float(pulled)
+
+    with pytest.raises(ValueError, match="at most 128 buckets"):
+        PrometheusTarget(buckets=endless())
+    assert pulled <= 130
+    # The longest list allowed still works: 128 bounds and a trailing +Inf.
+    bounds = [float(i) for i in range(1, 129)]
+    prom = PrometheusTarget(buckets=[*bounds, float("inf")])
+    fn = TelemetryProcessor([prom], log=False).get_handle({"NODE_ID": "n", "FUNCTION_ID": str(uuid.uuid4())})
+    fn.invocation_completed(127.5, event_type="CALL")
+    assert b'le="127.0"} 0\n' in prom.render() and b'le="128.0"} 1\n' in prom.render()
+    with pytest.raises(ValueError, match="at most 128 buckets"):
+        PrometheusTarget(buckets=[*bounds, 129.0])

@@ -124,14 +124,25 @@ fn buckets_from(value: Option<&Bound<'_, PyAny>>) -> PyResult<Buckets> {
             "buckets must be a sequence of numbers, not str",
         ));
     }
+    // Read no further than the longest list allowed (the bounds and a
+    // trailing +Inf): a typo such as `range(10**9)` must fail at once, not
+    // after filling memory with it.
+    let most = histogram::MAX_BUCKETS + 1;
     let bounds: Vec<f64> = value
         .try_iter()
         .map_err(|_| PyTypeError::new_err("buckets must be a sequence of numbers"))?
+        .take(most + 1)
         .map(|b| {
             b.and_then(|b| b.extract::<f64>())
                 .map_err(|_| PyTypeError::new_err("buckets must be a sequence of numbers"))
         })
         .collect::<PyResult<_>>()?;
+    if bounds.len() > most {
+        return Err(PyValueError::new_err(format!(
+            "at most {} buckets are allowed, got more than {most}",
+            histogram::MAX_BUCKETS
+        )));
+    }
     Buckets::new(bounds)
 }
 
