@@ -5,6 +5,7 @@ checked; a reporter interval its thread cannot wait killed the thread)."""
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
 
@@ -12,6 +13,7 @@ import pytest
 
 from edgeless_telemetry import (
     FunctionTime,
+    NodeReporter,
     PerformanceTarget,
     PrometheusTarget,
     TelemetryEvent,
@@ -75,3 +77,13 @@ def test_buckets_are_read_no_further_than_the_longest_list_allowed() -> None:
     assert b'le="127.0"} 0\n' in prom.render() and b'le="128.0"} 1\n' in prom.render()
     with pytest.raises(ValueError, match="at most 128 buckets"):
         PrometheusTarget(buckets=[*bounds, 129.0])
+
+
+@pytest.mark.parametrize("interval_s", [1e10, 1e20])
+def test_reporter_refuses_an_interval_its_thread_cannot_wait(interval_s: float) -> None:
+    # Past threading.TIMEOUT_MAX the thread's wait raised and the thread
+    # died with a traceback (1e10); past 2**64 / 3 the constructor raised
+    # OverflowError "int too big to convert" about an argument never given.
+    with pytest.raises(ValueError, match="interval_s must be at most threading.TIMEOUT_MAX"):
+        NodeReporter(PerformanceTarget(), "http://127.0.0.1:1", "n", interval_s=interval_s)
+    NodeReporter(PerformanceTarget(), "http://127.0.0.1:1", "n", interval_s=threading.TIMEOUT_MAX)

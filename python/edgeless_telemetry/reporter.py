@@ -110,6 +110,13 @@ class NodeReporter:
         for name, value in (("interval_s", interval_s), ("timeout_s", timeout_s)):
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+        # The thread waits interval_s at a time: past TIMEOUT_MAX (about 292
+        # years) that wait raises in the thread, which then dies.
+        if interval_s > threading.TIMEOUT_MAX:
+            raise ValueError(
+                f"interval_s must be at most threading.TIMEOUT_MAX ({threading.TIMEOUT_MAX:g} s), "
+                f"got {interval_s!r}; call flush() yourself for sends on demand"
+            )
         self._core = _core.ReporterCore(
             target,
             orchestrator_url,
