@@ -1,13 +1,16 @@
 """Bad input and misuse on the data plane found by review: each test failed
 before its fix (a refused function's handle lost its events uncounted and
 for good; a `buckets` iterable was read to its end before its length was
-checked; a reporter interval its thread cannot wait killed the thread)."""
+checked; a reporter interval its thread cannot wait killed the thread; a
+reporter stopped before it started never sent after start())."""
 
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -87,3 +90,25 @@ def test_reporter_refuses_an_interval_its_thread_cannot_wait(interval_s: float) 
     with pytest.raises(ValueError, match="interval_s must be at most threading.TIMEOUT_MAX"):
         NodeReporter(PerformanceTarget(), "http://127.0.0.1:1", "n", interval_s=interval_s)
     NodeReporter(PerformanceTarget(), "http://127.0.0.1:1", "n", interval_s=threading.TIMEOUT_MAX)
+
+
+def test_reporter_stopped_before_it_started_still_starts(collectors: Any) -> None:
+    # stop() before start() (a cleanup path, or a final send on demand)
+    # left the stop flag set: start() then ran a thread that ended at once,
+    # and nothing recorded later was sent, with no error anywhere.
+    col = collectors()
+    perf = PerformanceTarget()
+    fn = TelemetryProcessor([perf], log=False).get_handle({"FUNCTION_ID": str(uuid.uuid4())})
+    reporter = NodeReporter(perf, col.url, "node-1", interval_s=0.05)
+    assert reporter.stop()
+    reporter.start()
+    try:
+        fn.invocation_completed(0.1)
+        deadline = time.monotonic() + 10
+        while reporter.stats()["samples_sent"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert reporter.stats()["samples_sent"] == 1
+        with pytest.raises(RuntimeError, match="already started"):
+            reporter.start()
+    finally:
+        reporter.stop()

@@ -160,9 +160,14 @@ class NodeReporter:
         """Starts the reporter's daemon thread, which drains and sends every
         ``interval_s`` (one call into Rust, the GIL held only for the
         drain), and returns the reporter. ``RuntimeError`` if started
-        before."""
+        before (also when stopped since: make a new reporter); a reporter
+        stopped before it ever started starts."""
         if self._thread is not None:
-            raise RuntimeError("NodeReporter already started")
+            raise RuntimeError("NodeReporter already started (start() works once per reporter)")
+        # A stop() before any start() set it: the new thread would see it
+        # at once and end, leaving a reporter that looks started and never
+        # sends.
+        self._stop.clear()
         self._thread = threading.Thread(
             target=self._run, name="edgeless-node-reporter", daemon=True
         )
