@@ -14,7 +14,7 @@ use crate::performance::{parse_function_id, PerformanceTarget};
 use crate::py_target::PyTarget;
 use crate::text::Text;
 use crate::timing::{OnError, Timer};
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
@@ -265,11 +265,21 @@ impl TelemetryHandle {
                     &format!("{why}, got {s}"),
                 ),
             },
+            // A number too large for a float (an int past 1.8e308) is a
+            // value out of range, not a wrong type.
+            Err(err) if err.is_instance_of::<PyOverflowError>(py) => self.core.counters.count_drop(
+                py,
+                DropReason::InvalidValue,
+                &format!(
+                    "a duration must be finite, got {} too large for a float",
+                    type_name(seconds)
+                ),
+            ),
             Err(_) => self.core.counters.count_drop(
                 py,
                 DropReason::InvalidType,
                 &format!(
-                    "a duration must be a float (seconds), got {}",
+                    "a duration must be a number (seconds), got {}",
                     type_name(seconds)
                 ),
             ),

@@ -6,6 +6,7 @@ reporter stopped before it started never sent after start())."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -112,3 +113,20 @@ def test_reporter_stopped_before_it_started_still_starts(collectors: Any) -> Non
             reporter.start()
     finally:
         reporter.stop()
+
+
+def test_an_int_too_large_for_a_float_is_an_invalid_value_not_a_type(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # It was counted as a wrong type and logged as "must be a float, got
+    # int", although ints are durations like any other number.
+    proc = TelemetryProcessor([], log=False)
+    h = proc.get_handle({})
+    with caplog.at_level(logging.WARNING, logger="edgeless_telemetry"):
+        h.invocation_completed(10**400)
+        h.function_stop(-(10**400))
+    h.function_init(10**300)  # fits a float: accepted
+    stats = proc.stats()
+    assert (stats["dropped_invalid_value"], stats["dropped_invalid_type"]) == (2, 0)
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert "must be finite, got int too large for a float" in warning
