@@ -47,7 +47,10 @@ impl LogTarget {
                 .logger
                 .call_method1(py, "isEnabledFor", (10,))
                 .and_then(|r| r.extract::<bool>(py))
-                .unwrap_or(false);
+                .unwrap_or_else(|e| {
+                    crate::interrupt::keep(py, e);
+                    false
+                });
             self.debug_enabled.store(enabled, Ordering::Relaxed);
             self.next_check_ns
                 .store(now.saturating_add(RECHECK_NS), Ordering::Relaxed);
@@ -124,7 +127,7 @@ impl Route for LogRoute {
                 logger.call_method1("debug", ("telemetry event %s tags=%s", repr, tags.clone()))
             }
         };
-        if let Err(err) = result {
+        if let Some(err) = result.err().and_then(|e| crate::interrupt::keep(py, e)) {
             err.write_unraisable(py, None);
         }
         ChainResult::Processed

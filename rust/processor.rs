@@ -339,54 +339,9 @@ impl TelemetryHandle {
         }
         Some(text)
     }
-}
 
-fn type_name(obj: &Bound<'_, PyAny>) -> String {
-    obj.get_type()
-        .name()
-        .map(|n| n.to_string())
-        .unwrap_or_else(|_| "?".into())
-}
-
-static NUMPY: GILOnceCell<Py<PyModule>> = GILOnceCell::new();
-
-/// Reads a 1-D array-like of numbers as native-endian bytes of `dtype`.
-fn array_bytes<'py>(
-    py: Python<'py>,
-    values: &Bound<'py, PyAny>,
-    dtype: &str,
-) -> PyResult<Bound<'py, PyBytes>> {
-    let np = NUMPY
-        .get_or_try_init(py, || py.import("numpy").map(Bound::unbind))?
-        .bind(py);
-    let array = np.call_method1("ascontiguousarray", (values, dtype))?;
-    if array.getattr("ndim")?.extract::<usize>()? != 1 {
-        return Err(PyValueError::new_err("expected a 1-D array"));
-    }
-    Ok(array.call_method0("tobytes")?.downcast_into::<PyBytes>()?)
-}
-
-#[pymethods]
-impl TelemetryHandle {
-    /// A new handle with the merged tags (child tags win). Raises like
-    /// `get_handle`.
-    fn fork(&self, py: Python<'_>, child_tags: &Bound<'_, PyDict>) -> PyResult<TelemetryHandle> {
-        let mut tags = (*self.tags).clone();
-        tags.extend(parse_handle_tags(child_tags)?);
-        TelemetryHandle::new(py, self.core.clone(), tags)
-    }
-
-    /// A copy of the handle's tags.
-    #[getter]
-    fn tags(&self) -> Tags {
-        (*self.tags).clone()
-    }
-
-    /// The generic path (EDGELESS `TelemetryHandleAPI::observe`). Event tags
-    /// other than `EVENT_TYPE` are merged over the handle's and resolved for
-    /// this event only, which is slower; prefer a forked handle.
-    #[pyo3(signature = (event, event_tags = None))]
-    fn observe(
+    /// `observe` without the interrupt check.
+    fn observe_event(
         &self,
         py: Python<'_>,
         event: &Bound<'_, PyAny>,
@@ -447,70 +402,8 @@ impl TelemetryHandle {
         }
     }
 
-    /// Records a FunctionInstantiate duration (seconds); a bad value is
-    /// dropped and counted, never raised.
-    fn function_instantiate(&self, py: Python<'_>, seconds: &Bound<'_, PyAny>) {
-        self.emit_duration(py, FunctionTime::Instantiate, seconds, self.invocation)
-    }
-
-    /// Records a FunctionInit duration (seconds); a bad value is dropped and
-    /// counted.
-    fn function_init(&self, py: Python<'_>, seconds: &Bound<'_, PyAny>) {
-        self.emit_duration(py, FunctionTime::Init, seconds, self.invocation)
-    }
-
-    /// `event_type="CALL"` marks a call; any other str a cast. Without it
-    /// the handle's `EVENT_TYPE` tag decides (cast when absent); a value
-    /// that is not a str drops the event, counted (`dropped_invalid_type`).
-    #[pyo3(signature = (seconds, event_type = None))]
-    fn invocation_completed(
-        &self,
-        py: Python<'_>,
-        seconds: &Bound<'_, PyAny>,
-        event_type: Option<&Bound<'_, PyAny>>,
-    ) {
-        if let Some(invocation) = self.invocation_of(py, event_type) {
-            self.emit_duration(py, FunctionTime::Execution, seconds, invocation)
-        }
-    }
-
-    /// Records a FunctionStop duration (seconds); a bad value is dropped and
-    /// counted.
-    fn function_stop(&self, py: Python<'_>, seconds: &Bound<'_, PyAny>) {
-        self.emit_duration(py, FunctionTime::Stop, seconds, self.invocation)
-    }
-
-    /// Records a FunctionTransfer duration (seconds); a bad value is dropped
-    /// and counted.
-    fn function_transfer(&self, py: Python<'_>, seconds: &Bound<'_, PyAny>) {
-        self.emit_duration(py, FunctionTime::Transfer, seconds, self.invocation)
-    }
-
-    /// Records a FunctionExit with a `FunctionExitStatus`; another value is
-    /// dropped and counted.
-    fn function_exit(&self, py: Python<'_>, status: &Bound<'_, PyAny>) {
-        match status
-            .extract::<i64>()
-            .ok()
-            .and_then(ExitStatus::from_index)
-        {
-            Some(s) => self.emit(py, &EventRef::Exit(s)),
-            None => self.core.counters.count_drop(
-                py,
-                DropReason::InvalidValue,
-                &format!(
-                    "function_exit needs a FunctionExitStatus, got {}",
-                    status.repr().map(|r| r.to_string()).unwrap_or_default()
-                ),
-            ),
-        }
-    }
-
-    /// A function log entry. Messages longer than the PerformanceTarget's
-    /// `max_message_bytes` are cut (counted there); lone surrogates are
-    /// escaped as `\udXXX` (counted as `lossy_strings`); non-str values go
-    /// through `str()`.
-    fn log(
+    /// `log` without the interrupt check.
+    fn log_event(
         &self,
         py: Python<'_>,
         level: &Bound<'_, PyAny>,
@@ -542,6 +435,142 @@ impl TelemetryHandle {
                 message: &message,
             },
         )
+    }
+}
+
+fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+static NUMPY: GILOnceCell<Py<PyModule>> = GILOnceCell::new();
+
+/// Reads a 1-D array-like of numbers as native-endian bytes of `dtype`.
+fn array_bytes<'py>(
+    py: Python<'py>,
+    values: &Bound<'py, PyAny>,
+    dtype: &str,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let np = NUMPY
+        .get_or_try_init(py, || py.import("numpy").map(Bound::unbind))?
+        .bind(py);
+    let array = np.call_method1("ascontiguousarray", (values, dtype))?;
+    if array.getattr("ndim")?.extract::<usize>()? != 1 {
+        return Err(PyValueError::new_err("expected a 1-D array"));
+    }
+    Ok(array.call_method0("tobytes")?.downcast_into::<PyBytes>()?)
+}
+
+#[pymethods]
+impl TelemetryHandle {
+    /// A new handle with the merged tags (child tags win). Raises like
+    /// `get_handle`.
+    fn fork(&self, py: Python<'_>, child_tags: &Bound<'_, PyDict>) -> PyResult<TelemetryHandle> {
+        let mut tags = (*self.tags).clone();
+        tags.extend(parse_handle_tags(child_tags)?);
+        TelemetryHandle::new(py, self.core.clone(), tags)
+    }
+
+    /// A copy of the handle's tags.
+    #[getter]
+    fn tags(&self) -> Tags {
+        (*self.tags).clone()
+    }
+
+    /// The generic path (EDGELESS `TelemetryHandleAPI::observe`). Event tags
+    /// other than `EVENT_TYPE` are merged over the handle's and resolved for
+    /// this event only, which is slower; prefer a forked handle.
+    #[pyo3(signature = (event, event_tags = None))]
+    fn observe(
+        &self,
+        py: Python<'_>,
+        event: &Bound<'_, PyAny>,
+        event_tags: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        self.observe_event(py, event, event_tags);
+        crate::interrupt::take()
+    }
+
+    /// Records a FunctionInstantiate duration (seconds); a bad value is
+    /// dropped and counted, never raised.
+    fn function_instantiate(&self, py: Python<'_>, seconds: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.emit_duration(py, FunctionTime::Instantiate, seconds, self.invocation);
+        crate::interrupt::take()
+    }
+
+    /// Records a FunctionInit duration (seconds); a bad value is dropped and
+    /// counted.
+    fn function_init(&self, py: Python<'_>, seconds: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.emit_duration(py, FunctionTime::Init, seconds, self.invocation);
+        crate::interrupt::take()
+    }
+
+    /// `event_type="CALL"` marks a call; any other str a cast. Without it
+    /// the handle's `EVENT_TYPE` tag decides (cast when absent); a value
+    /// that is not a str drops the event, counted (`dropped_invalid_type`).
+    #[pyo3(signature = (seconds, event_type = None))]
+    fn invocation_completed(
+        &self,
+        py: Python<'_>,
+        seconds: &Bound<'_, PyAny>,
+        event_type: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        if let Some(invocation) = self.invocation_of(py, event_type) {
+            self.emit_duration(py, FunctionTime::Execution, seconds, invocation)
+        }
+        crate::interrupt::take()
+    }
+
+    /// Records a FunctionStop duration (seconds); a bad value is dropped and
+    /// counted.
+    fn function_stop(&self, py: Python<'_>, seconds: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.emit_duration(py, FunctionTime::Stop, seconds, self.invocation);
+        crate::interrupt::take()
+    }
+
+    /// Records a FunctionTransfer duration (seconds); a bad value is dropped
+    /// and counted.
+    fn function_transfer(&self, py: Python<'_>, seconds: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.emit_duration(py, FunctionTime::Transfer, seconds, self.invocation);
+        crate::interrupt::take()
+    }
+
+    /// Records a FunctionExit with a `FunctionExitStatus`; another value is
+    /// dropped and counted.
+    fn function_exit(&self, py: Python<'_>, status: &Bound<'_, PyAny>) -> PyResult<()> {
+        match status
+            .extract::<i64>()
+            .ok()
+            .and_then(ExitStatus::from_index)
+        {
+            Some(s) => self.emit(py, &EventRef::Exit(s)),
+            None => self.core.counters.count_drop(
+                py,
+                DropReason::InvalidValue,
+                &format!(
+                    "function_exit needs a FunctionExitStatus, got {}",
+                    status.repr().map(|r| r.to_string()).unwrap_or_default()
+                ),
+            ),
+        }
+        crate::interrupt::take()
+    }
+
+    /// A function log entry. Messages longer than the PerformanceTarget's
+    /// `max_message_bytes` are cut (counted there); lone surrogates are
+    /// escaped as `\udXXX` (counted as `lossy_strings`); non-str values go
+    /// through `str()`.
+    fn log(
+        &self,
+        py: Python<'_>,
+        level: &Bound<'_, PyAny>,
+        target: &Bound<'_, PyAny>,
+        message: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        self.log_event(py, level, target, message);
+        crate::interrupt::take()
     }
 
     /// Records many durations of one kind at once (for runtimes that
@@ -603,6 +632,9 @@ impl TelemetryHandle {
                         &mut EventClock::at(ts),
                     );
                     recorded += 1;
+                    // The rest is not recorded once a target was
+                    // interrupted (Ctrl-C must not wait for them all).
+                    crate::interrupt::take()?;
                 }
                 Err(why) => self.core.counters.count_drop(
                     py,
@@ -611,6 +643,7 @@ impl TelemetryHandle {
                 ),
             }
         }
+        crate::interrupt::take()?;
         Ok(recorded)
     }
 

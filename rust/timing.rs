@@ -196,8 +196,9 @@ impl Timer {
     }
 
     /// Records the duration; after an `Exception`, also `function_exit`
-    /// with the timer's `on_error` status, if it has one. Never raises and
-    /// never swallows the exception.
+    /// with the timer's `on_error` status, if it has one. Never swallows
+    /// the exception; raises only an interrupt that a target's Python code
+    /// got while recording (see `interrupt`).
     #[pyo3(signature = (exc_type = None, exc_value = None, traceback = None))]
     fn __exit__(
         &self,
@@ -205,11 +206,11 @@ impl Timer {
         exc_type: Option<&Bound<'_, PyAny>>,
         exc_value: Option<&Bound<'_, PyAny>>,
         traceback: Option<&Bound<'_, PyAny>>,
-    ) -> bool {
+    ) -> PyResult<bool> {
         let _ = (exc_value, traceback);
         let start = self.started.load(Ordering::Relaxed);
         if start == 0 {
-            return false; // never entered: nothing was timed
+            return Ok(false); // never entered: nothing was timed
         }
         self.started.store(0, Ordering::Relaxed);
         let clock = clock();
@@ -223,7 +224,7 @@ impl Timer {
         self.handle
             .get()
             .record_timed(py, self.kind, seconds, self.invocation, exit, ts);
-        false
+        crate::interrupt::take().map(|()| false)
     }
 
     /// Decorates a function (sync or `async def`): each call is timed.

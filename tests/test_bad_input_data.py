@@ -2,11 +2,15 @@
 before its fix (a refused function's handle lost its events uncounted and
 for good; a `buckets` iterable was read to its end before its length was
 checked; a reporter interval its thread cannot wait killed the thread; a
-reporter stopped before it started never sent after start())."""
+reporter stopped before it started never sent after start(); Ctrl-C or
+SIGTERM landing inside a target was swallowed)."""
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import sys
 import threading
 import time
 import uuid
@@ -130,3 +134,88 @@ def test_an_int_too_large_for_a_float_is_an_invalid_value_not_a_type(
     assert (stats["dropped_invalid_value"], stats["dropped_invalid_type"]) == (2, 0)
     (warning,) = [r.getMessage() for r in caplog.records]
     assert "must be finite, got int too large for a float" in warning
+
+
+class Signalling:
+    """A Python target during whose ``handle`` a signal arrives (as Ctrl-C
+    or SIGTERM do while a target runs): its Python handler then runs, and
+    raises, inside the target."""
+
+    def __init__(self, signum: int, at_call: int = 1) -> None:
+        self.signum, self.at_call, self.calls = signum, at_call, 0
+
+    def handle(self, event: TelemetryEvent, tags: dict[str, str]) -> None:
+        self.calls += 1
+        if self.calls == self.at_call:
+            os.kill(os.getpid(), self.signum)
+            for _ in range(1000):  # the handler runs at a bytecode boundary
+                pass
+
+
+class SignallingHandler(logging.Handler):
+    """A ``logging`` handler during which SIGTERM arrives."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):
+            pass
+
+
+@pytest.fixture
+def signal_handlers() -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt; SIGTERM calls sys.exit(3)."""
+
+    def on_term(signum: int, frame: object) -> None:
+        sys.exit(3)
+
+    old_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    old_term = signal.signal(signal.SIGTERM, on_term)
+    yield
+    signal.signal(signal.SIGINT, old_int)
+    signal.signal(signal.SIGTERM, old_term)
+
+
+@pytest.mark.usefixtures("signal_handlers")
+def test_an_interrupt_inside_a_target_reaches_the_caller(function_id: str) -> None:
+    # Swallowed before: counted as a target error (or printed as
+    # unraisable by the logging target), and the program went on as if
+    # Ctrl-C or SIGTERM had never come.
+    perf = PerformanceTarget()
+    target = Signalling(signal.SIGINT)
+    proc = TelemetryProcessor([target, perf], log=False)
+    fn = proc.get_handle({"FUNCTION_ID": function_id})
+    with pytest.raises(KeyboardInterrupt):
+        fn.invocation_completed(0.1)
+    fn.invocation_completed(0.2)  # nothing left over from the first
+    target.calls = 0
+    with pytest.raises(KeyboardInterrupt), fn.invocation():
+        pass
+    target.calls, target.at_call = 0, 2
+    with pytest.raises(KeyboardInterrupt):
+        fn.observe_many(FunctionTime.INIT, [0.3, 0.4, 0.5])
+    assert proc.stats()["target_errors"] == 0
+    # The targets after the interrupted one still recorded each event;
+    # observe_many stopped at the value the interrupt came with.
+    times = perf.get_metrics().function_times
+    assert times[FunctionTime.EXECUTION][function_id].values.tolist()[:2] == [0.1, 0.2]
+    assert len(times[FunctionTime.EXECUTION][function_id]) == 3
+    assert times[FunctionTime.INIT][function_id].values.tolist() == [0.3, 0.4]
+
+
+@pytest.mark.usefixtures("signal_handlers")
+def test_sigterm_inside_a_logging_handler_exits(function_id: str) -> None:
+    perf = PerformanceTarget()
+    proc = TelemetryProcessor([perf])  # log=True: log entries go to logging too
+    fn = proc.get_handle({"FUNCTION_ID": function_id})
+    logger = logging.getLogger("edgeless_telemetry")
+    handler = SignallingHandler()
+    logger.addHandler(handler)
+    try:
+        with pytest.raises(SystemExit) as exited:
+            fn.log("ERROR", "t", "stopping")  # ERROR: passes the default level
+    finally:
+        logger.removeHandler(handler)
+    assert exited.value.code == 3
+    fn.log("INFO", "t", "after")
+    entries = perf.get_metrics().function_log_entries[function_id]
+    assert [e.message for e in entries] == ["stopping", "after"]
