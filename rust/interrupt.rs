@@ -16,11 +16,14 @@
 
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Threads whose `PENDING` holds one: the check on every event is one
+/// load of this (a thread-local costs a call in a shared library).
+static KEPT: AtomicUsize = AtomicUsize::new(0);
 
 thread_local! {
-    /// Whether `PENDING` holds one: the check on every event is one load.
-    static RAISED: Cell<bool> = const { Cell::new(false) };
     static PENDING: RefCell<Option<PyErr>> = const { RefCell::new(None) };
 }
 
@@ -39,8 +42,8 @@ pub fn keep(py: Python<'_>, err: PyErr) -> Option<PyErr> {
         let mut p = p.borrow_mut();
         if p.is_none() {
             *p = Some(err);
+            KEPT.fetch_add(1, Ordering::Relaxed);
         }
-        RAISED.set(true);
     });
     None
 }
@@ -49,7 +52,7 @@ pub fn keep(py: Python<'_>, err: PyErr) -> Option<PyErr> {
 /// raise, or `Ok`.
 #[inline]
 pub fn take() -> PyResult<()> {
-    if RAISED.try_with(Cell::get).unwrap_or(false) {
+    if KEPT.load(Ordering::Relaxed) != 0 {
         return take_now();
     }
     Ok(())
@@ -57,9 +60,11 @@ pub fn take() -> PyResult<()> {
 
 #[cold]
 fn take_now() -> PyResult<()> {
-    RAISED.set(false);
     match PENDING.try_with(|p| p.borrow_mut().take()) {
-        Ok(Some(err)) => Err(err),
+        Ok(Some(err)) => {
+            KEPT.fetch_sub(1, Ordering::Relaxed);
+            Err(err)
+        }
         _ => Ok(()),
     }
 }
