@@ -164,7 +164,7 @@ class TelemetryHandle:
         decorated function, sync or ``async def`` (``@fn.invocation()``), and
         records it as ``invocation_completed``.
 
-        ``event_type="CALL"`` marks calls, anything else casts; without it
+        ``event_type="CALL"`` marks calls, any other str casts; without it
         the handle's ``EVENT_TYPE`` tag decides, as for
         ``invocation_completed``. An exception leaving the block still
         records the duration and propagates. ``on_error`` (default ``None``:
@@ -174,7 +174,8 @@ class TelemetryHandle:
         ``FunctionExitStatus.CODE_ERROR``).
 
         Raises ``TypeError``/``ValueError`` for an ``on_error`` that is not a
-        ``FunctionExitStatus`` or ``None``. Costs about 3x a bare
+        ``FunctionExitStatus`` or ``None``, ``TypeError`` for an
+        ``event_type`` that is not a str or ``None``. Costs about 3x a bare
         ``invocation_completed`` call (the README's bench table).
         """
     def timed_instantiate(self, *, on_error: int | None = ...) -> Timer:
