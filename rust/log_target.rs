@@ -42,7 +42,12 @@ impl LogTarget {
 
     fn debug_enabled(&self, py: Python<'_>, clock: &mut EventClock) -> bool {
         let now = clock.now_ns();
-        if now >= self.next_check_ns.load(Ordering::Relaxed) {
+        let next = self.next_check_ns.load(Ordering::Relaxed);
+        // The event's time may be one given to `observe_many`, anywhere in
+        // time: one far in the future set the next check there, and DEBUG
+        // switched on later went unseen for good. A reading more than
+        // `RECHECK_NS` before the next check checks again.
+        if now >= next || now < next.saturating_sub(RECHECK_NS) {
             let enabled = self
                 .logger
                 .call_method1(py, "isEnabledFor", (10,))

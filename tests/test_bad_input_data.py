@@ -219,3 +219,28 @@ def test_sigterm_inside_a_logging_handler_exits(function_id: str) -> None:
     fn.log("INFO", "t", "after")
     entries = perf.get_metrics().function_log_entries[function_id]
     assert [e.message for e in entries] == ["stopping", "after"]
+
+
+def test_debug_logging_of_events_is_noticed_after_a_future_timestamp(function_id: str) -> None:
+    # The logging target re-reads whether DEBUG is on once a second of
+    # event time; an observe_many stamp far in the future put that second
+    # there, and DEBUG switched on afterwards was never noticed.
+    logger = logging.getLogger("edgeless_telemetry")
+    records: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record.getMessage())
+
+    handler, level = Keep(), logger.level
+    logger.addHandler(handler)
+    try:
+        logger.setLevel(logging.INFO)
+        fn = TelemetryProcessor([PerformanceTarget()]).get_handle({"FUNCTION_ID": function_id})
+        fn.observe_many(FunctionTime.EXECUTION, [0.1], timestamps_ns=[2**62])
+        logger.setLevel(logging.DEBUG)
+        fn.invocation_completed(0.25)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert any("0.25" in r for r in records), records
