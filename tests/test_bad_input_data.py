@@ -307,3 +307,14 @@ print(json.dumps([[s.name, [l.message for l in s.logs]] for s in spans.values()]
     out = subprocess.run([str(PY310), "-c", script], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == [["place\0x", ["a\0b,\n\"c\""]], [0.25], {function_id: 1}]
+
+
+def test_reporter_flush_names_a_bad_deadline() -> None:
+    # A NaN deadline raised "budget_s must be a number of seconds", an
+    # argument of the core the caller never gave; a str a TypeError about
+    # subtracting a float.
+    reporter = NodeReporter(PerformanceTarget(), "http://127.0.0.1:1", "n", timeout_s=0.2)
+    for bad in [float("nan"), "soon"]:
+        with pytest.raises(ValueError, match="deadline must be a time.monotonic"):
+            reporter.flush(deadline=bad)  # type: ignore[arg-type]
+    assert reporter.flush(deadline=time.monotonic() + 5)  # nothing pending

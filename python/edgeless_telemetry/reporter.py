@@ -189,8 +189,14 @@ class NodeReporter:
         """Drains now and sends everything pending, by ``deadline``
         (`time.monotonic()`) if given, each request within ``timeout_s``
         (GIL released but for the drain); True if all went. Never raises for
-        a failed send: see `last_error` and ``stats()``."""
-        return self._core.flush(None if deadline is None else deadline - time.monotonic())
+        a failed send: see `last_error` and ``stats()``; ``ValueError`` for
+        a ``deadline`` that is not a number (NaN included)."""
+        if deadline is None:
+            return self._core.flush(None)
+        if not (isinstance(deadline, (int, float)) and not math.isnan(deadline)):
+            # Named here: the core would name its own budget_s instead.
+            raise ValueError(f"deadline must be a time.monotonic() value, got {deadline!r}")
+        return self._core.flush(deadline - time.monotonic())
 
     def stats(self) -> NodeReporterStats:
         """Counters and pending gauges, every key documented in
