@@ -318,3 +318,12 @@ def test_reporter_flush_names_a_bad_deadline() -> None:
         with pytest.raises(ValueError, match="deadline must be a time.monotonic"):
             reporter.flush(deadline=bad)  # type: ignore[arg-type]
     assert reporter.flush(deadline=time.monotonic() + 5)  # nothing pending
+
+
+def test_a_const_label_with_a_lone_surrogate_is_named() -> None:
+    # It raised TypeError "const_labels must map str to str" for a str.
+    with pytest.raises(ValueError, match="const label 'site' is not valid UTF-8"):
+        PrometheusTarget(const_labels={"site": "a\ud800"})
+    with pytest.raises(TypeError, match="must map str to str"):
+        PrometheusTarget(const_labels={"site": b"a"})  # type: ignore[dict-item]
+    assert b'site="a\\"b"' in PrometheusTarget(const_labels={"site": 'a"b'}).render()
