@@ -339,103 +339,6 @@ impl TelemetryHandle {
         }
         Some(text)
     }
-
-    /// `observe` without the interrupt check.
-    fn observe_event(
-        &self,
-        py: Python<'_>,
-        event: &Bound<'_, PyAny>,
-        event_tags: Option<&Bound<'_, PyAny>>,
-    ) {
-        let event_tags = match event_tags
-            .filter(|t| !t.is_none())
-            .map(|t| t.downcast::<PyDict>())
-        {
-            None => None,
-            Some(Ok(dict)) => Some(dict),
-            Some(Err(_)) => {
-                return self.core.counters.count_drop(
-                    py,
-                    DropReason::InvalidType,
-                    &format!(
-                        "event_tags must be a dict of str to str, got {}",
-                        type_name(event_tags.expect("matched Some"))
-                    ),
-                )
-            }
-        };
-        let Ok(event) = event.downcast::<TelemetryEvent>() else {
-            return self.core.counters.count_drop(
-                py,
-                DropReason::InvalidType,
-                &format!("observe() needs a TelemetryEvent, got {}", type_name(event)),
-            );
-        };
-        let event = event.get();
-        let extra = match event_tags.map(parse_tags).transpose() {
-            Ok(t) => t.unwrap_or_default(),
-            Err(err) => {
-                return self.core.counters.count_drop(
-                    py,
-                    DropReason::InvalidType,
-                    &format!("bad event_tags: {err}"),
-                )
-            }
-        };
-        let invocation = match extra.get(EVENT_TYPE) {
-            Some(t) => Invocation::from_event_type(Some(t)),
-            None => self.invocation,
-        };
-        let event = event.as_ref(invocation);
-        if extra.keys().all(|k| k == EVENT_TYPE) {
-            return self.emit(py, &event);
-        }
-        let mut tags = (*self.tags).clone();
-        tags.extend(extra);
-        match self.core.resolve(py, &tags) {
-            Ok(routes) => dispatch(py, &routes, &event, &tags, &mut EventClock::default()),
-            Err(err) => {
-                self.core
-                    .counters
-                    .count_drop(py, DropReason::TargetError, &err.to_string())
-            }
-        }
-    }
-
-    /// `log` without the interrupt check.
-    fn log_event(
-        &self,
-        py: Python<'_>,
-        level: &Bound<'_, PyAny>,
-        target: &Bound<'_, PyAny>,
-        message: &Bound<'_, PyAny>,
-    ) {
-        let Ok(level) = LogLevel::from_py(level) else {
-            return self.core.counters.count_drop(
-                py,
-                DropReason::InvalidValue,
-                &format!(
-                    "unknown log level {}",
-                    level.repr().map(|r| r.to_string()).unwrap_or_default()
-                ),
-            );
-        };
-        let (Some(target), Some(message)) = (self.text(target), self.text(message)) else {
-            return self.core.counters.count_drop(
-                py,
-                DropReason::InvalidType,
-                "log target or message has no str()",
-            );
-        };
-        self.emit(
-            py,
-            &EventRef::Log {
-                level,
-                target: &target,
-                message: &message,
-            },
-        )
-    }
 }
 
 fn type_name(obj: &Bound<'_, PyAny>) -> String {
@@ -724,5 +627,102 @@ impl TelemetryHandle {
                 &mut clock,
             );
         }
+    }
+
+    /// `observe` without the interrupt check.
+    fn observe_event(
+        &self,
+        py: Python<'_>,
+        event: &Bound<'_, PyAny>,
+        event_tags: Option<&Bound<'_, PyAny>>,
+    ) {
+        let event_tags = match event_tags
+            .filter(|t| !t.is_none())
+            .map(|t| t.downcast::<PyDict>())
+        {
+            None => None,
+            Some(Ok(dict)) => Some(dict),
+            Some(Err(_)) => {
+                return self.core.counters.count_drop(
+                    py,
+                    DropReason::InvalidType,
+                    &format!(
+                        "event_tags must be a dict of str to str, got {}",
+                        type_name(event_tags.expect("matched Some"))
+                    ),
+                )
+            }
+        };
+        let Ok(event) = event.downcast::<TelemetryEvent>() else {
+            return self.core.counters.count_drop(
+                py,
+                DropReason::InvalidType,
+                &format!("observe() needs a TelemetryEvent, got {}", type_name(event)),
+            );
+        };
+        let event = event.get();
+        let extra = match event_tags.map(parse_tags).transpose() {
+            Ok(t) => t.unwrap_or_default(),
+            Err(err) => {
+                return self.core.counters.count_drop(
+                    py,
+                    DropReason::InvalidType,
+                    &format!("bad event_tags: {err}"),
+                )
+            }
+        };
+        let invocation = match extra.get(EVENT_TYPE) {
+            Some(t) => Invocation::from_event_type(Some(t)),
+            None => self.invocation,
+        };
+        let event = event.as_ref(invocation);
+        if extra.keys().all(|k| k == EVENT_TYPE) {
+            return self.emit(py, &event);
+        }
+        let mut tags = (*self.tags).clone();
+        tags.extend(extra);
+        match self.core.resolve(py, &tags) {
+            Ok(routes) => dispatch(py, &routes, &event, &tags, &mut EventClock::default()),
+            Err(err) => {
+                self.core
+                    .counters
+                    .count_drop(py, DropReason::TargetError, &err.to_string())
+            }
+        }
+    }
+
+    /// `log` without the interrupt check.
+    fn log_event(
+        &self,
+        py: Python<'_>,
+        level: &Bound<'_, PyAny>,
+        target: &Bound<'_, PyAny>,
+        message: &Bound<'_, PyAny>,
+    ) {
+        let Ok(level) = LogLevel::from_py(level) else {
+            return self.core.counters.count_drop(
+                py,
+                DropReason::InvalidValue,
+                &format!(
+                    "unknown log level {}",
+                    level.repr().map(|r| r.to_string()).unwrap_or_default()
+                ),
+            );
+        };
+        let (Some(target), Some(message)) = (self.text(target), self.text(message)) else {
+            return self.core.counters.count_drop(
+                py,
+                DropReason::InvalidType,
+                "log target or message has no str()",
+            );
+        };
+        self.emit(
+            py,
+            &EventRef::Log {
+                level,
+                target: &target,
+                message: &message,
+            },
+        )
     }
 }
