@@ -97,7 +97,7 @@ pub fn warn(py: Python<'_>, message: &str) {
         .import("logging")
         .and_then(|logging| logging.call_method1("getLogger", ("edgeless_telemetry",)))
         .and_then(|logger| logger.call_method1("warning", (message,)));
-    if let Err(err) = result {
+    if let Some(err) = result.err().and_then(|e| crate::interrupt::keep(py, e)) {
         err.write_unraisable(py, None);
     }
 }

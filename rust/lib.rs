@@ -11,6 +11,7 @@ pub mod events;
 pub mod fork;
 pub mod gil;
 pub mod http;
+pub mod interrupt;
 pub mod log_target;
 pub mod performance;
 pub mod processor;

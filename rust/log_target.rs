@@ -42,12 +42,20 @@ impl LogTarget {
 
     fn debug_enabled(&self, py: Python<'_>, clock: &mut EventClock) -> bool {
         let now = clock.now_ns(py);
-        if now >= self.next_check_ns.load(Ordering::Relaxed) {
+        let next = self.next_check_ns.load(Ordering::Relaxed);
+        // The event's time may be one given to `observe_many`, anywhere in
+        // time: one far in the future set the next check there, and DEBUG
+        // switched on later went unseen for good. A reading more than
+        // `RECHECK_NS` before the next check checks again.
+        if now >= next || now < next.saturating_sub(RECHECK_NS) {
             let enabled = self
                 .logger
                 .call_method1(py, "isEnabledFor", (10,))
                 .and_then(|r| r.extract::<bool>(py))
-                .unwrap_or(false);
+                .unwrap_or_else(|e| {
+                    crate::interrupt::keep(py, e);
+                    false
+                });
             self.debug_enabled.store(enabled, Ordering::Relaxed);
             self.next_check_ns
                 .store(now.saturating_add(RECHECK_NS), Ordering::Relaxed);
@@ -124,7 +132,7 @@ impl Route for LogRoute {
                 logger.call_method1("debug", ("telemetry event %s tags=%s", repr, tags.clone()))
             }
         };
-        if let Err(err) = result {
+        if let Some(err) = result.err().and_then(|e| crate::interrupt::keep(py, e)) {
             err.write_unraisable(py, None);
         }
         ChainResult::Processed

@@ -14,7 +14,7 @@ use crate::performance::{parse_function_id, PerformanceTarget};
 use crate::py_target::PyTarget;
 use crate::text::Text;
 use crate::timing::{OnError, Timer, TimerSlot, TimerSpec};
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
@@ -326,11 +326,21 @@ impl TelemetryHandle {
                     &format!("{why}, got {s}"),
                 ),
             },
+            // A number too large for a float (an int past 1.8e308) is a
+            // value out of range, not a wrong type.
+            Err(err) if err.is_instance_of::<PyOverflowError>(py) => self.core.counters.count_drop(
+                py,
+                DropReason::InvalidValue,
+                &format!(
+                    "a duration must be finite, got {} too large for a float",
+                    type_name(seconds)
+                ),
+            ),
             Err(_) => self.core.counters.count_drop(
                 py,
                 DropReason::InvalidType,
                 &format!(
-                    "a duration must be a float (seconds), got {}",
+                    "a duration must be a number (seconds), got {}",
                     type_name(seconds)
                 ),
             ),
@@ -442,6 +452,208 @@ impl TelemetryHandle {
         py: Python<'_>,
         event: &Bound<'_, PyAny>,
         event_tags: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        self.observe_event(py, event, event_tags);
+        crate::interrupt::take()
+    }
+
+    /// Records a FunctionInstantiate duration (seconds); a bad value is
+    /// dropped and counted, never raised.
+    fn function_instantiate(&self, py: Python<'_>, seconds: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.emit_duration(py, FunctionTime::Instantiate, seconds, self.invocation);
+        crate::interrupt::take()
+    }
+
+    /// Records a FunctionInit duration (seconds); a bad value is dropped and
+    /// counted.
+    fn function_init(&self, py: Python<'_>, seconds: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.emit_duration(py, FunctionTime::Init, seconds, self.invocation);
+        crate::interrupt::take()
+    }
+
+    /// `event_type="CALL"` marks a call; any other str a cast. Without it
+    /// the handle's `EVENT_TYPE` tag decides (cast when absent); a value
+    /// that is not a str drops the event, counted (`dropped_invalid_type`).
+    #[pyo3(signature = (seconds, event_type = None))]
+    fn invocation_completed(
+        &self,
+        py: Python<'_>,
+        seconds: &Bound<'_, PyAny>,
+        event_type: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        if let Some(invocation) = self.invocation_of(py, event_type) {
+            self.emit_duration(py, FunctionTime::Execution, seconds, invocation)
+        }
+        crate::interrupt::take()
+    }
+
+    /// Records a FunctionStop duration (seconds); a bad value is dropped and
+    /// counted.
+    fn function_stop(&self, py: Python<'_>, seconds: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.emit_duration(py, FunctionTime::Stop, seconds, self.invocation);
+        crate::interrupt::take()
+    }
+
+    /// Records a FunctionTransfer duration (seconds); a bad value is dropped
+    /// and counted.
+    fn function_transfer(&self, py: Python<'_>, seconds: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.emit_duration(py, FunctionTime::Transfer, seconds, self.invocation);
+        crate::interrupt::take()
+    }
+
+    /// Records a FunctionExit with a `FunctionExitStatus`; another value is
+    /// dropped and counted.
+    fn function_exit(&self, py: Python<'_>, status: &Bound<'_, PyAny>) -> PyResult<()> {
+        match status
+            .extract::<i64>()
+            .ok()
+            .and_then(ExitStatus::from_index)
+        {
+            Some(s) => self.emit(py, &EventRef::Exit(s)),
+            None => self.core.counters.count_drop(
+                py,
+                DropReason::InvalidValue,
+                &format!(
+                    "function_exit needs a FunctionExitStatus, got {}",
+                    status.repr().map(|r| r.to_string()).unwrap_or_default()
+                ),
+            ),
+        }
+        crate::interrupt::take()
+    }
+
+    /// A function log entry. Messages longer than the PerformanceTarget's
+    /// `max_message_bytes` are cut (counted there); lone surrogates are
+    /// escaped as `\udXXX` (counted as `lossy_strings`); non-str values go
+    /// through `str()`.
+    fn log(
+        &self,
+        py: Python<'_>,
+        level: &Bound<'_, PyAny>,
+        target: &Bound<'_, PyAny>,
+        message: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        self.log_event(py, level, target, message);
+        crate::interrupt::take()
+    }
+
+    /// Records many durations of one kind at once (for runtimes that
+    /// aggregate). `values` is any 1-D array-like of seconds;
+    /// `timestamps_ns`, if given, one int64 per value (else all get now).
+    /// Invalid values are dropped and counted; a shape mismatch raises.
+    #[pyo3(signature = (kind, values, *, timestamps_ns = None, event_type = None))]
+    fn observe_many(
+        &self,
+        py: Python<'_>,
+        kind: i64,
+        values: &Bound<'_, PyAny>,
+        timestamps_ns: Option<&Bound<'_, PyAny>>,
+        event_type: Option<&Bound<'_, PyString>>,
+    ) -> PyResult<usize> {
+        let kind = FunctionTime::from_index(kind).ok_or_else(|| {
+            PyValueError::new_err(format!("kind must be a FunctionTime, got {kind}"))
+        })?;
+        let invocation = self.invocation_named(event_type);
+        let values = array_bytes(py, values, "float64")?;
+        let stamps = timestamps_ns
+            .map(|t| array_bytes(py, t, "int64"))
+            .transpose()?;
+        let values = values
+            .as_bytes()
+            .chunks_exact(8)
+            .map(|c| f64::from_ne_bytes(c.try_into().unwrap()));
+        let stamps: Option<Vec<i64>> = stamps.map(|s| {
+            s.as_bytes()
+                .chunks_exact(8)
+                .map(|c| i64::from_ne_bytes(c.try_into().unwrap()))
+                .collect()
+        });
+        if let Some(s) = &stamps {
+            if s.len() != values.len() {
+                return Err(PyValueError::new_err(format!(
+                    "timestamps_ns has {} entries but values has {}",
+                    s.len(),
+                    values.len()
+                )));
+            }
+        }
+        let now = crate::clock::wall_now_ns(py);
+        let mut recorded = 0;
+        for (i, v) in values.enumerate() {
+            match check_duration(v) {
+                Ok(seconds) => {
+                    let ts = stamps.as_ref().map_or(now, |s| s[i]);
+                    let event = EventRef::Duration {
+                        kind,
+                        seconds,
+                        invocation,
+                    };
+                    self.emitter.emit(py, &event, &mut EventClock::at(ts));
+                    recorded += 1;
+                    // The rest is not recorded once a target was
+                    // interrupted (Ctrl-C must not wait for them all).
+                    crate::interrupt::take()?;
+                }
+                Err(why) => self.core.counters.count_drop(
+                    py,
+                    DropReason::InvalidValue,
+                    &format!("{why}, got {v}"),
+                ),
+            }
+        }
+        crate::interrupt::take()?;
+        Ok(recorded)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("TelemetryHandle({:?})", self.tags())
+    }
+
+    // Timing (rust/timing.rs): each returns a `Timer`, a context manager
+    // and decorator that records the measured duration.
+
+    /// Times a block or function; records `invocation_completed`.
+    #[pyo3(signature = (event_type = None, *, on_error = OnError::Default))]
+    fn invocation(
+        slf: &Bound<'_, Self>,
+        event_type: Option<&Bound<'_, PyString>>,
+        on_error: OnError,
+    ) -> PyResult<Py<Timer>> {
+        let invocation = slf.get().invocation_named(event_type);
+        slf.get()
+            .timer(slf.py(), FunctionTime::Execution, invocation, on_error)
+    }
+
+    /// Times a block or function; records `function_instantiate`.
+    #[pyo3(signature = (*, on_error = OnError::Default))]
+    fn timed_instantiate(&self, py: Python<'_>, on_error: OnError) -> PyResult<Py<Timer>> {
+        self.timer(py, FunctionTime::Instantiate, self.invocation, on_error)
+    }
+
+    /// Times a block or function; records `function_init`.
+    #[pyo3(signature = (*, on_error = OnError::Default))]
+    fn timed_init(&self, py: Python<'_>, on_error: OnError) -> PyResult<Py<Timer>> {
+        self.timer(py, FunctionTime::Init, self.invocation, on_error)
+    }
+
+    /// Times a block or function; records `function_stop`.
+    #[pyo3(signature = (*, on_error = OnError::Default))]
+    fn timed_stop(&self, py: Python<'_>, on_error: OnError) -> PyResult<Py<Timer>> {
+        self.timer(py, FunctionTime::Stop, self.invocation, on_error)
+    }
+
+    /// Times a block or function; records `function_transfer`.
+    #[pyo3(signature = (*, on_error = OnError::Default))]
+    fn timed_transfer(&self, py: Python<'_>, on_error: OnError) -> PyResult<Py<Timer>> {
+        self.timer(py, FunctionTime::Transfer, self.invocation, on_error)
+    }
+
+    /// `observe` without the interrupt check.
+    fn observe_event(
+        &self,
+        py: Python<'_>,
+        event: &Bound<'_, PyAny>,
+        event_tags: Option<&Bound<'_, PyAny>>,
     ) {
         let event_tags = match event_tags
             .filter(|t| !t.is_none())
@@ -498,70 +710,8 @@ impl TelemetryHandle {
         }
     }
 
-    /// Records a FunctionInstantiate duration (seconds); a bad value is
-    /// dropped and counted, never raised.
-    fn function_instantiate(&self, py: Python<'_>, seconds: &Bound<'_, PyAny>) {
-        self.emit_duration(py, FunctionTime::Instantiate, seconds, self.invocation)
-    }
-
-    /// Records a FunctionInit duration (seconds); a bad value is dropped and
-    /// counted.
-    fn function_init(&self, py: Python<'_>, seconds: &Bound<'_, PyAny>) {
-        self.emit_duration(py, FunctionTime::Init, seconds, self.invocation)
-    }
-
-    /// `event_type="CALL"` marks a call; any other str a cast. Without it
-    /// the handle's `EVENT_TYPE` tag decides (cast when absent); a value
-    /// that is not a str drops the event, counted (`dropped_invalid_type`).
-    #[pyo3(signature = (seconds, event_type = None))]
-    fn invocation_completed(
-        &self,
-        py: Python<'_>,
-        seconds: &Bound<'_, PyAny>,
-        event_type: Option<&Bound<'_, PyAny>>,
-    ) {
-        if let Some(invocation) = self.invocation_of(py, event_type) {
-            self.emit_duration(py, FunctionTime::Execution, seconds, invocation)
-        }
-    }
-
-    /// Records a FunctionStop duration (seconds); a bad value is dropped and
-    /// counted.
-    fn function_stop(&self, py: Python<'_>, seconds: &Bound<'_, PyAny>) {
-        self.emit_duration(py, FunctionTime::Stop, seconds, self.invocation)
-    }
-
-    /// Records a FunctionTransfer duration (seconds); a bad value is dropped
-    /// and counted.
-    fn function_transfer(&self, py: Python<'_>, seconds: &Bound<'_, PyAny>) {
-        self.emit_duration(py, FunctionTime::Transfer, seconds, self.invocation)
-    }
-
-    /// Records a FunctionExit with a `FunctionExitStatus`; another value is
-    /// dropped and counted.
-    fn function_exit(&self, py: Python<'_>, status: &Bound<'_, PyAny>) {
-        match status
-            .extract::<i64>()
-            .ok()
-            .and_then(ExitStatus::from_index)
-        {
-            Some(s) => self.emit(py, &EventRef::Exit(s)),
-            None => self.core.counters.count_drop(
-                py,
-                DropReason::InvalidValue,
-                &format!(
-                    "function_exit needs a FunctionExitStatus, got {}",
-                    status.repr().map(|r| r.to_string()).unwrap_or_default()
-                ),
-            ),
-        }
-    }
-
-    /// A function log entry. Messages longer than the PerformanceTarget's
-    /// `max_message_bytes` are cut (counted there); lone surrogates are
-    /// escaped as `\udXXX` (counted as `lossy_strings`); non-str values go
-    /// through `str()`.
-    fn log(
+    /// `log` without the interrupt check.
+    fn log_event(
         &self,
         py: Python<'_>,
         level: &Bound<'_, PyAny>,
@@ -593,112 +743,5 @@ impl TelemetryHandle {
                 message: &message,
             },
         )
-    }
-
-    /// Records many durations of one kind at once (for runtimes that
-    /// aggregate). `values` is any 1-D array-like of seconds;
-    /// `timestamps_ns`, if given, one int64 per value (else all get now).
-    /// Invalid values are dropped and counted; a shape mismatch raises.
-    #[pyo3(signature = (kind, values, *, timestamps_ns = None, event_type = None))]
-    fn observe_many(
-        &self,
-        py: Python<'_>,
-        kind: i64,
-        values: &Bound<'_, PyAny>,
-        timestamps_ns: Option<&Bound<'_, PyAny>>,
-        event_type: Option<&Bound<'_, PyString>>,
-    ) -> PyResult<usize> {
-        let kind = FunctionTime::from_index(kind).ok_or_else(|| {
-            PyValueError::new_err(format!("kind must be a FunctionTime, got {kind}"))
-        })?;
-        let invocation = self.invocation_named(event_type);
-        let values = array_bytes(py, values, "float64")?;
-        let stamps = timestamps_ns
-            .map(|t| array_bytes(py, t, "int64"))
-            .transpose()?;
-        let values = values
-            .as_bytes()
-            .chunks_exact(8)
-            .map(|c| f64::from_ne_bytes(c.try_into().unwrap()));
-        let stamps: Option<Vec<i64>> = stamps.map(|s| {
-            s.as_bytes()
-                .chunks_exact(8)
-                .map(|c| i64::from_ne_bytes(c.try_into().unwrap()))
-                .collect()
-        });
-        if let Some(s) = &stamps {
-            if s.len() != values.len() {
-                return Err(PyValueError::new_err(format!(
-                    "timestamps_ns has {} entries but values has {}",
-                    s.len(),
-                    values.len()
-                )));
-            }
-        }
-        let now = crate::clock::wall_now_ns(py);
-        let mut recorded = 0;
-        for (i, v) in values.enumerate() {
-            match check_duration(v) {
-                Ok(seconds) => {
-                    let ts = stamps.as_ref().map_or(now, |s| s[i]);
-                    let event = EventRef::Duration {
-                        kind,
-                        seconds,
-                        invocation,
-                    };
-                    self.emitter.emit(py, &event, &mut EventClock::at(ts));
-                    recorded += 1;
-                }
-                Err(why) => self.core.counters.count_drop(
-                    py,
-                    DropReason::InvalidValue,
-                    &format!("{why}, got {v}"),
-                ),
-            }
-        }
-        Ok(recorded)
-    }
-
-    fn __repr__(&self) -> String {
-        format!("TelemetryHandle({:?})", self.tags())
-    }
-
-    // Timing (rust/timing.rs): each returns a `Timer`, a context manager
-    // and decorator that records the measured duration.
-
-    /// Times a block or function; records `invocation_completed`.
-    #[pyo3(signature = (event_type = None, *, on_error = OnError::Default))]
-    fn invocation(
-        slf: &Bound<'_, Self>,
-        event_type: Option<&Bound<'_, PyString>>,
-        on_error: OnError,
-    ) -> PyResult<Py<Timer>> {
-        let invocation = slf.get().invocation_named(event_type);
-        slf.get()
-            .timer(slf.py(), FunctionTime::Execution, invocation, on_error)
-    }
-
-    /// Times a block or function; records `function_instantiate`.
-    #[pyo3(signature = (*, on_error = OnError::Default))]
-    fn timed_instantiate(&self, py: Python<'_>, on_error: OnError) -> PyResult<Py<Timer>> {
-        self.timer(py, FunctionTime::Instantiate, self.invocation, on_error)
-    }
-
-    /// Times a block or function; records `function_init`.
-    #[pyo3(signature = (*, on_error = OnError::Default))]
-    fn timed_init(&self, py: Python<'_>, on_error: OnError) -> PyResult<Py<Timer>> {
-        self.timer(py, FunctionTime::Init, self.invocation, on_error)
-    }
-
-    /// Times a block or function; records `function_stop`.
-    #[pyo3(signature = (*, on_error = OnError::Default))]
-    fn timed_stop(&self, py: Python<'_>, on_error: OnError) -> PyResult<Py<Timer>> {
-        self.timer(py, FunctionTime::Stop, self.invocation, on_error)
-    }
-
-    /// Times a block or function; records `function_transfer`.
-    #[pyo3(signature = (*, on_error = OnError::Default))]
-    fn timed_transfer(&self, py: Python<'_>, on_error: OnError) -> PyResult<Py<Timer>> {
-        self.timer(py, FunctionTime::Transfer, self.invocation, on_error)
     }
 }

@@ -73,11 +73,14 @@ impl Route for PyTarget {
                 })
             });
         outcome.unwrap_or_else(|err| {
-            self.counters.count_drop(
-                py,
-                DropReason::TargetError,
-                &format!("a Python target failed: {err}"),
-            );
+            // An interrupt is the caller's to raise (see `interrupt`).
+            if let Some(err) = crate::interrupt::keep(py, err) {
+                self.counters.count_drop(
+                    py,
+                    DropReason::TargetError,
+                    &format!("a Python target failed: {err}"),
+                );
+            }
             ChainResult::Passed
         })
     }

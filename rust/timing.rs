@@ -191,8 +191,9 @@ impl Timer {
     }
 
     /// Records the duration; after an `Exception`, also `function_exit`
-    /// with the timer's `on_error` status, if it has one. Never raises and
-    /// never swallows the exception.
+    /// with the timer's `on_error` status, if it has one. Never swallows
+    /// the exception; raises only an interrupt that a target's Python code
+    /// got while recording (see `interrupt`).
     #[pyo3(signature = (exc_type = None, exc_value = None, traceback = None))]
     fn __exit__(
         &self,
@@ -200,11 +201,11 @@ impl Timer {
         exc_type: Option<&Bound<'_, PyAny>>,
         exc_value: Option<&Bound<'_, PyAny>>,
         traceback: Option<&Bound<'_, PyAny>>,
-    ) -> bool {
+    ) -> PyResult<bool> {
         let _ = (exc_value, traceback);
         let start = self.started.load(Ordering::Relaxed);
         if start == 0 {
-            return false; // never entered: nothing was timed
+            return Ok(false); // never entered: nothing was timed
         }
         self.started.store(0, Ordering::Relaxed);
         let clock = monotonic();
@@ -217,7 +218,7 @@ impl Timer {
         let ts = wall_ns_at(py, clock, end);
         self.emitter
             .record_timed(py, self.spec.kind, seconds, self.spec.invocation, exit, ts);
-        false
+        crate::interrupt::take().map(|()| false)
     }
 
     /// Decorates a function (sync or `async def`): each call is timed.

@@ -497,7 +497,8 @@ def test_other_targets_drops_are_served() -> None:
         h.function_init(0.1)  # ring of 3: 2 overwritten
     h.function_init(float("nan"))
     h.function_init("slow")  # type: ignore[arg-type]
-    proc.get_handle(fn_tags(node="n", fid=str(uuid.uuid4()), ftype="t"))  # table full
+    # Table full: its event is refused (not a Prometheus family's event).
+    proc.get_handle(fn_tags(node="n", fid=str(uuid.uuid4()), ftype="t")).function_init(0.1)
     proc.get_handle({"NODE_ID": "n"}).invocation_completed(0.1)  # no FUNCTION_ID
     got = samples(prom.render().decode())
     dropped = {

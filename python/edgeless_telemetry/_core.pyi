@@ -91,8 +91,12 @@ class TelemetryHandle:
     one call into Rust, about 60 ns through a PerformanceTarget and a
     PrometheusTarget (the README's bench table). The event methods never
     raise for bad event data: it is dropped and counted in
-    ``TelemetryProcessor.stats()``. Thread-safe; a live handle with both
-    targets costs about 2 KB, its series included.
+    ``TelemetryProcessor.stats()``. They raise only an interrupt
+    (``KeyboardInterrupt``, ``SystemExit``: not an ``Exception``) that a
+    signal handler raised inside a Python target or ``logging`` handler
+    the event ran, once the event has been through every target.
+    Thread-safe; a live handle with both targets costs about 2 KB, its
+    series included.
     """
 
     def fork(self, child_tags: dict[str, str]) -> TelemetryHandle:
@@ -152,14 +156,15 @@ class TelemetryHandle:
         seconds; ``timestamps_ns``, if given, one int64 per value (else all
         get now). Invalid values are dropped and counted; a ``kind`` out of
         range, an array that is not 1-D or a length mismatch raises
-        ``ValueError``. Returns how many were recorded. About 21 ns a
+        ``ValueError``; an interrupt (see the class) stops it at that
+        value and is raised. Returns how many were recorded. About 21 ns a
         sample from a numpy array, through both targets."""
     def invocation(self, event_type: str | None = None, *, on_error: int | None = ...) -> Timer:
         """Times a block (``with fn.invocation():``) or each call of a
         decorated function, sync or ``async def`` (``@fn.invocation()``), and
         records it as ``invocation_completed``.
 
-        ``event_type="CALL"`` marks calls, anything else casts; without it
+        ``event_type="CALL"`` marks calls, any other str casts; without it
         the handle's ``EVENT_TYPE`` tag decides, as for
         ``invocation_completed``. An exception leaving the block still
         records the duration and propagates. ``on_error`` (default ``None``:
@@ -169,7 +174,8 @@ class TelemetryHandle:
         ``FunctionExitStatus.CODE_ERROR``).
 
         Raises ``TypeError``/``ValueError`` for an ``on_error`` that is not a
-        ``FunctionExitStatus`` or ``None``. Costs about 3x a bare
+        ``FunctionExitStatus`` or ``None``, ``TypeError`` for an
+        ``event_type`` that is not a str or ``None``. Costs about 3x a bare
         ``invocation_completed`` call (the README's bench table).
         """
     def timed_instantiate(self, *, on_error: int | None = ...) -> Timer:
@@ -220,7 +226,8 @@ class Timer:
         traceback: TracebackType | None = None,
     ) -> bool:
         """Records the duration (and the exit status, see the class); never
-        raises, never swallows the exception (returns ``False``)."""
+        swallows the exception (returns ``False``), raises only an interrupt
+        a target got while recording (see ``TelemetryHandle``)."""
     def __call__(self, func: _F) -> _F:
         """Decorates ``func`` (sync or ``async def``): each call is timed by
         a fresh timer, so overlapping calls (threads, tasks) never share

@@ -86,7 +86,8 @@ class PerformanceTarget(_core.PerformanceTarget):
     ``stats()["samples_dropped"]``. Log entries are bounded per function by
     ``log_capacity`` entries and ``log_bytes`` bytes, messages are cut at
     ``max_message_bytes``; at most ``max_functions`` functions are tracked
-    at once (further ones are refused and counted). Events whose
+    at once (events of further ones are refused and counted until a drain
+    frees a slot). Events whose
     ``FUNCTION_ID`` is missing are not stored, as in EDGELESS, but counted.
     """
 

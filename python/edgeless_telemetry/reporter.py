@@ -111,6 +111,13 @@ class NodeReporter:
         for name, value in (("interval_s", interval_s), ("timeout_s", timeout_s)):
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+        # The thread waits interval_s at a time: past TIMEOUT_MAX (about 292
+        # years) that wait raises in the thread, which then dies.
+        if interval_s > threading.TIMEOUT_MAX:
+            raise ValueError(
+                f"interval_s must be at most threading.TIMEOUT_MAX ({threading.TIMEOUT_MAX:g} s), "
+                f"got {interval_s!r}; call flush() yourself for sends on demand"
+            )
         self._core = _core.ReporterCore(
             target,
             orchestrator_url,
@@ -154,9 +161,14 @@ class NodeReporter:
         """Starts the reporter's daemon thread, which drains and sends every
         ``interval_s`` (one call into Rust, the GIL held only for the
         drain), and returns the reporter. ``RuntimeError`` if started
-        before."""
+        before (also when stopped since: make a new reporter); a reporter
+        stopped before it ever started starts."""
         if self._thread is not None:
-            raise RuntimeError("NodeReporter already started")
+            raise RuntimeError("NodeReporter already started (start() works once per reporter)")
+        # A stop() before any start() set it: the new thread would see it
+        # at once and end, leaving a reporter that looks started and never
+        # sends.
+        self._stop.clear()
         self._thread = threading.Thread(
             target=self._run, name="edgeless-node-reporter", daemon=True
         )
@@ -178,8 +190,14 @@ class NodeReporter:
         """Drains now and sends everything pending, by ``deadline``
         (`time.monotonic()`) if given, each request within ``timeout_s``
         (GIL released but for the drain); True if all went. Never raises for
-        a failed send: see `last_error` and ``stats()``."""
-        return self._core.flush(None if deadline is None else deadline - time.monotonic())
+        a failed send: see `last_error` and ``stats()``; ``ValueError`` for
+        a ``deadline`` that is not a number (NaN included)."""
+        if deadline is None:
+            return self._core.flush(None)
+        if not (isinstance(deadline, (int, float)) and not math.isnan(deadline)):
+            # Named here: the core would name its own budget_s instead.
+            raise ValueError(f"deadline must be a time.monotonic() value, got {deadline!r}")
+        return self._core.flush(deadline - time.monotonic())
 
     def stats(self) -> NodeReporterStats:
         """Counters and pending gauges, every key documented in

@@ -69,8 +69,9 @@ class PerformanceTargetStats(TypedDict):
     """Events not stored because their ``FUNCTION_ID`` is missing or not a
     UUID (as in EDGELESS)."""
     functions_refused: int
-    """Times a new function could not get a slot because ``max_functions``
-    functions were tracked."""
+    """Events not stored because their function found the table full
+    (``max_functions`` functions tracked); its handle gets a slot at the
+    first event after a drain has freed one."""
     pending_samples: int
     """Gauge: samples waiting for the next drain."""
     pending_log_entries: int

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from . import csv_nul
 from .enums import FunctionTime
 
 METRICS = {
@@ -33,12 +34,12 @@ def read_dataset(prefix: str) -> tuple[Series, dict[str, int]]:
     logs: dict[str, int] = defaultdict(int)
     samples_path = Path(f"{prefix}performance_samples.csv")
     with samples_path.open(newline="") as f:
-        for row in csv.DictReader(f):
+        for row in csv.DictReader(csv_nul.lines(f)):
             series[(row["identifier"], row["metric"])].append(float(row["value"]))
     logs_path = Path(f"{prefix}application_logs.csv")
     if logs_path.exists():
         with logs_path.open(newline="") as f:
-            for row in csv.DictReader(f):
+            for row in csv.DictReader(csv_nul.lines(f)):
                 logs[row["identifier"]] += 1
     return dict(series), dict(logs)
 

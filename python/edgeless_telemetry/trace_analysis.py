@@ -17,6 +17,8 @@ from typing import Any, Union
 
 import numpy as np
 
+from . import csv_nul
+
 HEADER = (
     "timestamp_sec",
     "timestamp_ns",
@@ -74,12 +76,12 @@ class SpanSummary:
 
 def _rows(path: PathLike) -> Iterator[tuple[int, list[str]]]:
     with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
+        reader = csv.reader(csv_nul.lines(f))
         header = next(reader, None)
         if header is None or tuple(header) != HEADER:
             raise ValueError(f"{os.fspath(path)}: not a tracer CSV (header {header!r})")
         for row in reader:
-            yield reader.line_num, row
+            yield reader.line_num, csv_nul.fields(row)
 
 
 def read_spans(paths: Iterable[PathLike]) -> dict[str, SpanRecord]:

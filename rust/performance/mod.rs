@@ -11,7 +11,7 @@ use crate::events::EventRef;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyDict, PyList, PyTuple};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use store::SlotRef;
 pub use store::{Drained, LogEntry, PerfConfig, PerfStats, PerfStore, Sample};
 use uuid::Uuid;
@@ -134,7 +134,7 @@ impl Target for Arc<PerfStore> {
             None => PerfRoute::Skip(self.clone()),
             Some(id) => match self.slot_for(py, id) {
                 Some(slot) => PerfRoute::Slot(self.clone(), slot),
-                None => PerfRoute::Refused,
+                None => PerfRoute::Waiting(self.clone(), id, OnceLock::new()),
             },
         };
         Ok(Box::new(route))
@@ -145,8 +145,35 @@ enum PerfRoute {
     Slot(Arc<PerfStore>, SlotRef),
     /// No UUID `FUNCTION_ID`: not stored (as in EDGELESS), but counted.
     Skip(Arc<PerfStore>),
-    /// The function table was full when the handle was made (counted then).
-    Refused,
+    /// The function table was full when the handle was made. A drain frees
+    /// the slots no handle refers to, so each event asks again (only such
+    /// handles pay for it) and keeps the slot once it gets one; until then
+    /// each event is refused and counted. Refused for good, a long-lived
+    /// handle made while the table was full would lose every event after.
+    Waiting(Arc<PerfStore>, Uuid, OnceLock<SlotRef>),
+}
+
+impl PerfRoute {
+    /// A waiting route's slot: the one it got, else a new try (see
+    /// `Waiting`); `None`, counted, while the table stays full.
+    #[cold]
+    fn waiting_slot<'a>(
+        py: Python<'_>,
+        store: &'a Arc<PerfStore>,
+        id: Uuid,
+        slot: &'a OnceLock<SlotRef>,
+    ) -> Option<&'a SlotRef> {
+        if let Some(slot) = slot.get() {
+            return Some(slot);
+        }
+        match store.slot_for(py, id) {
+            Some(got) => Some(slot.get_or_init(|| got)),
+            None => {
+                store.count_refused(py);
+                None
+            }
+        }
+    }
 }
 
 impl Route for PerfRoute {
@@ -158,29 +185,33 @@ impl Route for PerfRoute {
         _tags: &Tags,
         clock: &mut EventClock,
     ) -> ChainResult {
-        match (self, event) {
-            (_, EventRef::Exit(_)) | (PerfRoute::Refused, _) => ChainResult::Passed,
+        let (store, slot) = match (self, event) {
+            (_, EventRef::Exit(_)) => return ChainResult::Passed,
+            (PerfRoute::Slot(store, slot), _) => (store, slot),
             (PerfRoute::Skip(store), _) => {
                 store.count_without_function_id(py);
-                ChainResult::Passed
+                return ChainResult::Passed;
             }
-            (PerfRoute::Slot(store, slot), EventRef::Duration { kind, seconds, .. }) => {
+            (PerfRoute::Waiting(store, id, slot), _) => {
+                match PerfRoute::waiting_slot(py, store, *id, slot) {
+                    Some(slot) => (store, slot),
+                    None => return ChainResult::Passed,
+                }
+            }
+        };
+        match event {
+            EventRef::Duration { kind, seconds, .. } => {
                 let sample = Sample {
                     timestamp_ns: clock.now_ns(py),
                     value: *seconds,
                 };
                 store.push_sample(py, slot, *kind, sample);
-                ChainResult::Processed
             }
-            (
-                PerfRoute::Slot(store, slot),
-                EventRef::Log {
-                    target, message, ..
-                },
-            ) => {
-                store.push_log(py, slot, clock.now_ns(py), target, message);
-                ChainResult::Processed
-            }
+            EventRef::Log {
+                target, message, ..
+            } => store.push_log(py, slot, clock.now_ns(py), target, message),
+            EventRef::Exit(_) => {}
         }
+        ChainResult::Processed
     }
 }

@@ -46,7 +46,8 @@ pub struct PerfConfig {
     pub log_bytes: usize,
     /// Longest message kept; longer ones are cut at a char boundary.
     pub max_message_bytes: usize,
-    /// Functions tracked at once; events of further functions are refused.
+    /// Functions tracked at once; events of further functions are refused
+    /// (counted) until a drain frees a slot.
     pub max_functions: usize,
 }
 
@@ -162,7 +163,7 @@ impl PerfStore {
     }
 
     /// Finds or creates the slot for `id`; `None` when the function table
-    /// is full (counted).
+    /// is full (the caller counts the events this refuses).
     pub fn slot_for(&self, py: Python<'_>, id: Uuid) -> Option<SlotRef> {
         let config = &self.config;
         self.table.with(py, |t| {
@@ -175,7 +176,6 @@ impl PerfStore {
                 return Some(SlotRef { index, _user: user });
             }
             if t.index.len() >= config.max_functions {
-                bump(py, &self.counters.functions_refused, 1);
                 return None;
             }
             let users = Arc::new(());
@@ -239,6 +239,11 @@ impl PerfStore {
             bump(py, &self.counters.log_entries_recorded, 1);
             bump(py, &self.counters.messages_truncated, truncated as u64);
         })
+    }
+
+    /// An event not stored: its function got no slot (`max_functions`).
+    pub fn count_refused(&self, py: Python<'_>) {
+        bump(py, &self.counters.functions_refused, 1);
     }
 
     pub fn count_without_function_id(&self, py: Python<'_>) {

@@ -28,7 +28,7 @@ use encoding::{valid_name, Format};
 use histogram::Buckets;
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict};
+use pyo3::types::{PyBytes, PyDict, PyString};
 use registry::{Config, Registry, RESERVED_LABELS};
 use server::parse_metrics_url;
 use std::sync::atomic::Ordering;
@@ -124,23 +124,41 @@ fn buckets_from(value: Option<&Bound<'_, PyAny>>) -> PyResult<Buckets> {
             "buckets must be a sequence of numbers, not str",
         ));
     }
+    // Read no further than the longest list allowed (the bounds and a
+    // trailing +Inf): a typo such as `range(10**9)` must fail at once, not
+    // after filling memory with it.
+    let most = histogram::MAX_BUCKETS + 1;
     let bounds: Vec<f64> = value
         .try_iter()
         .map_err(|_| PyTypeError::new_err("buckets must be a sequence of numbers"))?
+        .take(most + 1)
         .map(|b| {
             b.and_then(|b| b.extract::<f64>())
                 .map_err(|_| PyTypeError::new_err("buckets must be a sequence of numbers"))
         })
         .collect::<PyResult<_>>()?;
+    if bounds.len() > most {
+        return Err(PyValueError::new_err(format!(
+            "at most {} buckets are allowed, got more than {most}",
+            histogram::MAX_BUCKETS
+        )));
+    }
     Buckets::new(bounds)
 }
 
 fn const_labels_from(dict: Option<&Bound<'_, PyDict>>) -> PyResult<Vec<(String, String)>> {
     let mut labels = Vec::new();
     for (k, v) in dict.into_iter().flat_map(|d| d.iter()) {
-        let (Ok(k), Ok(v)) = (k.extract::<String>(), v.extract::<String>()) else {
+        let (Ok(k), Ok(v)) = (k.downcast::<PyString>(), v.downcast::<PyString>()) else {
             return Err(PyTypeError::new_err("const_labels must map str to str"));
         };
+        let (Ok(k), Ok(v)) = (k.to_str(), v.to_str()) else {
+            return Err(PyValueError::new_err(format!(
+                "const label {} is not valid UTF-8 (lone surrogate?)",
+                k.repr().map(|r| r.to_string()).unwrap_or_default()
+            )));
+        };
+        let (k, v) = (k.to_owned(), v.to_owned());
         if !valid_name(&k) || k.starts_with("__") {
             return Err(PyValueError::new_err(format!(
                 "const label name {k:?} is not a valid Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*, no leading __)"

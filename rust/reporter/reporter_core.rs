@@ -143,6 +143,7 @@ impl ReporterCore {
                 ),
             );
         }
+        crate::interrupt::take()?;
         Ok(done)
     }
 

@@ -1,0 +1,70 @@
+//! Interrupts raised inside the chain's calls into Python, carried out to
+//! the caller.
+//!
+//! A signal handler runs in the main thread wherever Python code runs
+//! there, so a `KeyboardInterrupt` (Ctrl-C) or the `SystemExit` of a
+//! SIGTERM handler calling `sys.exit()` often surfaces inside a Python
+//! target or a `logging` handler that an event called. The hot path never
+//! raises for bad data, but these are no data errors: swallowed (counted
+//! as a target error, or printed as unraisable) the program went on as if
+//! the signal never came. So a route keeps the first one here and the
+//! handle method that emitted the event raises it once the event has been
+//! through the chain (the other targets still record it).
+//!
+//! Only `BaseException`s that are not `Exception`s count: those are what
+//! Python itself lets through `except Exception`.
+
+use pyo3::exceptions::PyException;
+use pyo3::prelude::*;
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Threads whose `PENDING` holds one: the check on every event is one
+/// load of this (a thread-local costs a call in a shared library).
+static KEPT: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static PENDING: RefCell<Option<PyErr>> = const { RefCell::new(None) };
+}
+
+/// Whether `err` is an interrupt (not an `Exception`) rather than an error.
+pub fn is_interrupt(py: Python<'_>, err: &PyErr) -> bool {
+    !err.is_instance_of::<PyException>(py)
+}
+
+/// Keeps `err` for the caller if it is an interrupt (the first one wins);
+/// gives it back otherwise, to be handled as the error it is.
+pub fn keep(py: Python<'_>, err: PyErr) -> Option<PyErr> {
+    if !is_interrupt(py, &err) {
+        return Some(err);
+    }
+    let _ = PENDING.try_with(|p| {
+        let mut p = p.borrow_mut();
+        if p.is_none() {
+            *p = Some(err);
+            KEPT.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    None
+}
+
+/// The interrupt kept on this thread since the last call, as an error to
+/// raise, or `Ok`.
+#[inline]
+pub fn take() -> PyResult<()> {
+    if KEPT.load(Ordering::Relaxed) != 0 {
+        return take_now();
+    }
+    Ok(())
+}
+
+#[cold]
+fn take_now() -> PyResult<()> {
+    match PENDING.try_with(|p| p.borrow_mut().take()) {
+        Ok(Some(err)) => {
+            KEPT.fetch_sub(1, Ordering::Relaxed);
+            Err(err)
+        }
+        _ => Ok(()),
+    }
+}
