@@ -112,6 +112,17 @@ def test_huge_message_is_truncated_at_char_boundary(function_id: str) -> None:
     assert perf.stats()["messages_truncated"] == 1
 
 
+def test_huge_target_is_truncated_at_char_boundary(function_id: str) -> None:
+    perf = PerformanceTarget()
+    h = TelemetryProcessor([perf], log=False).get_handle({"FUNCTION_ID": function_id})
+    h.log("INFO", "é" * 1_000_000, "m")  # a 2 MB target
+    h.log("INFO", "edgeless_node::agent", "m")
+    long, short = perf.get_metrics().function_log_entries[function_id]
+    assert long.target == "é" * 128 and long.message == "m"
+    assert short.target == "edgeless_node::agent"
+    assert perf.stats()["targets_truncated"] == 1
+
+
 def test_function_table_is_bounded_and_recycled() -> None:
     perf = PerformanceTarget(max_functions=3)
     proc = TelemetryProcessor([perf], log=False)

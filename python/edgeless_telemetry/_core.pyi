@@ -140,7 +140,8 @@ class TelemetryHandle:
     def log(self, level: int | str, target: str, message: str) -> None:
         """Records a function log entry; ``level`` a ``TelemetryLogLevel``,
         0..4 or its name. Messages over the PerformanceTarget's
-        ``max_message_bytes`` are cut (counted there), lone surrogates
+        ``max_message_bytes`` and targets over 256 bytes are cut (counted
+        there), lone surrogates
         escaped (``lossy_strings``), non-str values go through ``str()``; a
         bad level is dropped and counted, never raised."""
     def observe_many(
@@ -282,7 +283,8 @@ class PerformanceTarget:
         """``capacity`` samples per function and ``FunctionTime`` (a ring:
         the oldest is overwritten, counted); ``log_capacity`` entries and
         ``log_bytes`` bytes of log per function; messages cut at
-        ``max_message_bytes``; at most ``max_functions`` functions at once.
+        ``max_message_bytes``, targets at 256 bytes; at most
+        ``max_functions`` functions at once.
         Raises ``ValueError`` for a limit of zero."""
     @property
     def capacity(self) -> int:

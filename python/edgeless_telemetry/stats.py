@@ -65,6 +65,8 @@ class PerformanceTargetStats(TypedDict):
     """Oldest log entries overwritten past ``log_capacity`` or ``log_bytes``."""
     messages_truncated: int
     """Log messages cut at ``max_message_bytes``."""
+    targets_truncated: int
+    """Log targets cut at 256 bytes (a target becomes part of a Redis key)."""
     events_without_function_id: int
     """Events not stored because their ``FUNCTION_ID`` is missing or not a
     UUID (as in EDGELESS)."""

@@ -78,6 +78,7 @@ impl PerformanceTarget {
         d.set_item("log_entries_recorded", s.log_entries_recorded)?;
         d.set_item("log_entries_dropped", s.log_entries_dropped)?;
         d.set_item("messages_truncated", s.messages_truncated)?;
+        d.set_item("targets_truncated", s.targets_truncated)?;
         d.set_item("events_without_function_id", s.events_without_function_id)?;
         d.set_item("functions_refused", s.functions_refused)?;
         d.set_item("pending_samples", pending_samples)?;

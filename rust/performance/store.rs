@@ -63,6 +63,12 @@ impl Default for PerfConfig {
     }
 }
 
+/// Longest log target kept; longer ones are cut at a char boundary. A
+/// target names where an entry came from (a module path, tens of bytes),
+/// and it becomes part of a Redis key (`performance:<function_id>:<target>`)
+/// and of every CSV row of the entry: no reason to carry megabytes.
+pub const MAX_TARGET_BYTES: usize = 256;
+
 /// Cumulative counters, never reset by a drain.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PerfStats {
@@ -71,6 +77,7 @@ pub struct PerfStats {
     pub log_entries_recorded: u64,
     pub log_entries_dropped: u64,
     pub messages_truncated: u64,
+    pub targets_truncated: u64,
     pub events_without_function_id: u64,
     pub functions_refused: u64,
 }
@@ -86,6 +93,7 @@ struct PerfCounters {
     log_entries_recorded: AtomicU64,
     log_entries_dropped: AtomicU64,
     messages_truncated: AtomicU64,
+    targets_truncated: AtomicU64,
     events_without_function_id: AtomicU64,
     functions_refused: AtomicU64,
 }
@@ -226,6 +234,9 @@ impl PerfStore {
         let cut = truncate(message, self.config.max_message_bytes);
         let truncated = cut.is_some();
         let message = cut.unwrap_or(message);
+        let cut_target = truncate(target, MAX_TARGET_BYTES);
+        let target_truncated = cut_target.is_some();
+        let target = cut_target.unwrap_or(target);
         let entry = LogEntry {
             timestamp_ns,
             target: target.to_owned(),
@@ -238,6 +249,7 @@ impl PerfStore {
             bump(py, &self.counters.log_entries_dropped, s.logs.push(entry));
             bump(py, &self.counters.log_entries_recorded, 1);
             bump(py, &self.counters.messages_truncated, truncated as u64);
+            bump(py, &self.counters.targets_truncated, target_truncated as u64);
         })
     }
 
@@ -260,6 +272,7 @@ impl PerfStore {
             log_entries_recorded: get(&c.log_entries_recorded),
             log_entries_dropped: get(&c.log_entries_dropped),
             messages_truncated: get(&c.messages_truncated),
+            targets_truncated: get(&c.targets_truncated),
             events_without_function_id: get(&c.events_without_function_id),
             functions_refused: get(&c.functions_refused),
         }
