@@ -12,6 +12,7 @@ pub mod fork;
 pub mod gil;
 pub mod http;
 pub mod interrupt;
+pub mod limit;
 pub mod log_target;
 pub mod performance;
 pub mod processor;

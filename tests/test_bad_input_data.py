@@ -327,3 +327,25 @@ def test_a_const_label_with_a_lone_surrogate_is_named() -> None:
     with pytest.raises(TypeError, match="must map str to str"):
         PrometheusTarget(const_labels={"site": b"a"})  # type: ignore[dict-item]
     assert b'site="a\\"b"' in PrometheusTarget(const_labels={"site": 'a"b'}).render()
+
+
+@pytest.mark.parametrize(
+    ("make", "name"),
+    [
+        (lambda v: PerformanceTarget(capacity=v), "capacity"),
+        (lambda v: PerformanceTarget(log_bytes=v), "log_bytes"),
+        (lambda v: PerformanceTarget(max_functions=v), "max_functions"),
+        (lambda v: PrometheusTarget("", max_series=v), "max_series"),
+        (lambda v: PrometheusTarget("", native_max_buckets=v), "native_max_buckets"),
+        (lambda v: ControlPlaneTracer(None, max_pending_bytes=v), "max_pending_bytes"),
+        (lambda v: ControlPlaneTracer(None, max_message_bytes=v), "max_message_bytes"),
+    ],
+)
+def test_a_limit_out_of_range_names_its_argument(make: Any, name: str) -> None:
+    """A negative or huge int was a bare OverflowError ("can't convert
+    negative int to unsigned") that did not say which limit was wrong."""
+    for value in (-1, 2**70):
+        with pytest.raises(ValueError, match=rf"\b{name} must be an int from \d+ to \d+, got {value}"):
+            make(value)
+    with pytest.raises(TypeError, match=name):
+        make("10")

@@ -8,7 +8,7 @@ pub mod store;
 use crate::chain::{ChainResult, Route, Tags, Target, FUNCTION_ID};
 use crate::clock::EventClock;
 use crate::events::EventRef;
-use pyo3::exceptions::PyValueError;
+use crate::limit::Limit;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyDict, PyList, PyTuple};
 use std::sync::{Arc, OnceLock};
@@ -30,27 +30,23 @@ pub struct PerformanceTarget {
 #[pymethods]
 impl PerformanceTarget {
     #[new]
-    #[pyo3(signature = (capacity = 100_000, *, log_capacity = 10_000, log_bytes = 4_194_304, max_message_bytes = 65_536, max_functions = 10_000))]
+    #[pyo3(
+        text_signature = "(capacity=100000, *, log_capacity=10000, log_bytes=4194304, max_message_bytes=65536, max_functions=10000)"
+    )]
+    #[pyo3(signature = (capacity = Limit::new(100_000), *, log_capacity = Limit::new(10_000), log_bytes = Limit::new(4_194_304), max_message_bytes = Limit::new(65_536), max_functions = Limit::new(10_000)))]
     fn new(
-        capacity: usize,
-        log_capacity: usize,
-        log_bytes: usize,
-        max_message_bytes: usize,
-        max_functions: usize,
+        capacity: Limit,
+        log_capacity: Limit,
+        log_bytes: Limit,
+        max_message_bytes: Limit,
+        max_functions: Limit,
     ) -> PyResult<Self> {
-        for (name, value) in [
-            ("capacity", capacity),
-            ("log_capacity", log_capacity),
-            ("log_bytes", log_bytes),
-            ("max_message_bytes", max_message_bytes),
-            ("max_functions", max_functions),
-        ] {
-            if value == 0 {
-                return Err(PyValueError::new_err(format!(
-                    "PerformanceTarget: {name} must be at least 1"
-                )));
-            }
-        }
+        const ME: &str = "PerformanceTarget";
+        let capacity = capacity.at_least(ME, "capacity", 1)?;
+        let log_capacity = log_capacity.at_least(ME, "log_capacity", 1)?;
+        let log_bytes = log_bytes.at_least(ME, "log_bytes", 1)?;
+        let max_message_bytes = max_message_bytes.at_least(ME, "max_message_bytes", 1)?;
+        let max_functions = max_functions.at_least(ME, "max_functions", 1)?;
         Ok(Self {
             store: Arc::new(PerfStore::new(PerfConfig {
                 capacity,

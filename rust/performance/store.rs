@@ -249,7 +249,11 @@ impl PerfStore {
             bump(py, &self.counters.log_entries_dropped, s.logs.push(entry));
             bump(py, &self.counters.log_entries_recorded, 1);
             bump(py, &self.counters.messages_truncated, truncated as u64);
-            bump(py, &self.counters.targets_truncated, target_truncated as u64);
+            bump(
+                py,
+                &self.counters.targets_truncated,
+                target_truncated as u64,
+            );
         })
     }
 

@@ -24,6 +24,7 @@ use crate::gil::GilCell;
 use crate::http::admission::Counters;
 use crate::http::server::Server;
 use crate::http::web_config::Security;
+use crate::limit::Limit;
 use encoding::{valid_name, Format};
 use histogram::Buckets;
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
@@ -194,7 +195,10 @@ impl PrometheusTarget {
     /// `execution_times` and `transfer_times` (see `native`), served in the
     /// protobuf format to scrapers that ask for it.
     #[new]
-    #[pyo3(signature = (metrics_url = "", *, buckets = None, namespace = None, const_labels = None, max_series = 10_000, native = false, native_schema = 3, native_max_buckets = 100, native_zero_threshold = 2.938735877055719e-39, web_config = None))]
+    #[pyo3(
+        text_signature = "(metrics_url='', *, buckets=None, namespace=None, const_labels=None, max_series=10000, native=False, native_schema=3, native_max_buckets=100, native_zero_threshold=2.938735877055719e-39, web_config=None)"
+    )]
+    #[pyo3(signature = (metrics_url = "", *, buckets = None, namespace = None, const_labels = None, max_series = Limit::new(10_000), native = false, native_schema = 3, native_max_buckets = Limit::new(100), native_zero_threshold = 2.938735877055719e-39, web_config = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -202,10 +206,10 @@ impl PrometheusTarget {
         buckets: Option<&Bound<'_, PyAny>>,
         namespace: Option<String>,
         const_labels: Option<&Bound<'_, PyDict>>,
-        max_series: usize,
+        max_series: Limit,
         native: bool,
         native_schema: i32,
-        native_max_buckets: usize,
+        native_max_buckets: Limit,
         native_zero_threshold: f64,
         web_config: Option<std::path::PathBuf>,
     ) -> PyResult<Self> {
@@ -213,6 +217,9 @@ impl PrometheusTarget {
             Some(path) => Some(Security::load(py, &path.to_string_lossy(), |_| Ok(()))?),
             None => None,
         };
+        let max_series = max_series.at_least("PrometheusTarget", "max_series", 1)?;
+        let native_max_buckets =
+            native_max_buckets.at_least("PrometheusTarget", "native_max_buckets", 0)?;
         let buckets = buckets_from(buckets)?;
         // Checked also when off, so a typo is not silently ignored.
         let native_config =
@@ -224,9 +231,6 @@ impl PrometheusTarget {
                     "namespace {ns:?} is not a valid metric name prefix ([a-zA-Z_][a-zA-Z0-9_]*)"
                 )));
             }
-        }
-        if max_series == 0 {
-            return Err(PyValueError::new_err("max_series must be at least 1"));
         }
         let registry = Arc::new(Registry::new(Config {
             buckets,

@@ -16,6 +16,7 @@ pub mod traceparent;
 pub mod writer;
 
 use crate::events::LogLevel;
+use crate::limit::Limit;
 use current::SpanScope;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -146,22 +147,20 @@ impl ControlPlaneTracer {
     /// `append=True` keeps its rows (header only if it was empty; a
     /// non-empty file without our header is refused with `ValueError`).
     #[new]
-    #[pyo3(signature = (output_path = None, *, append = false, max_pending_bytes = 16777216, max_message_bytes = 65536))]
+    #[pyo3(
+        text_signature = "(output_path=None, *, append=False, max_pending_bytes=16777216, max_message_bytes=65536)"
+    )]
+    #[pyo3(signature = (output_path = None, *, append = false, max_pending_bytes = Limit::new(16777216), max_message_bytes = Limit::new(65536)))]
     fn new(
         py: Python<'_>,
         output_path: Option<&Bound<'_, PyAny>>,
         append: bool,
-        max_pending_bytes: usize,
-        max_message_bytes: usize,
+        max_pending_bytes: Limit,
+        max_message_bytes: Limit,
     ) -> PyResult<Self> {
-        if max_pending_bytes < 4096 {
-            return Err(PyValueError::new_err(format!(
-                "max_pending_bytes must be at least 4096, got {max_pending_bytes}"
-            )));
-        }
-        if max_message_bytes == 0 {
-            return Err(PyValueError::new_err("max_message_bytes must be positive"));
-        }
+        const ME: &str = "ControlPlaneTracer";
+        let max_pending_bytes = max_pending_bytes.at_least(ME, "max_pending_bytes", 4096)?;
+        let max_message_bytes = max_message_bytes.at_least(ME, "max_message_bytes", 1)?;
         let path = output_target(output_path)?;
         let sink = Sink::open(path.clone(), append, max_pending_bytes, max_message_bytes)
             .map_err(|e| open_error(&path, e))?;
