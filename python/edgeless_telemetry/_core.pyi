@@ -285,7 +285,8 @@ class PerformanceTarget:
         ``log_bytes`` bytes of log per function; messages cut at
         ``max_message_bytes``, targets at 256 bytes; at most
         ``max_functions`` functions at once.
-        Raises ``ValueError`` for a limit of zero."""
+        Raises ``ValueError`` naming the limit for one of zero, negative or
+        past 2**64."""
     @property
     def capacity(self) -> int:
         """Samples kept per function and ``FunctionTime``."""
