@@ -5,6 +5,7 @@ hangs up, bad URLs, and a fork while a send is in progress. Real sockets on
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import http.client
 import http.server
@@ -321,18 +322,28 @@ class _Scripted(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_each_answer_of_the_delivery_table() -> None:
-    """400 and 413 drop the body (counted) and the next goes on; 401, 500
-    and 202 keep it for the next period; 200 sends it. All on one
-    kept-alive connection, each request carrying the token."""
-    _Scripted.script = [400, 200, 401, 500, 202, 200, 413]
+@contextlib.contextmanager
+def scripted(script: list[int]) -> Iterator[str]:
+    """A `_Scripted` server answering `script` in turn; yields its URL."""
+    _Scripted.script = script
     _Scripted.seen = []
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Scripted)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_each_answer_of_the_delivery_table() -> None:
+    """400 and 413 drop the body (counted) and the next goes on; 401, 500
+    and 202 keep it for the next period; 200 sends it. All on one
+    kept-alive connection, each request carrying the token."""
+    with scripted([400, 200, 401, 500, 202, 200, 413]) as url:
         perf = PerformanceTarget()
         h = handle(perf)
-        rep = NodeReporter(perf, f"http://127.0.0.1:{server.server_address[1]}", "node-t",
+        rep = NodeReporter(perf, url, "node-t",
                            interval_s=60, timeout_s=5, token="tok-1")
 
         def record(n: int) -> None:
@@ -362,23 +373,16 @@ def test_each_answer_of_the_delivery_table() -> None:
         sizes = [n for n, _ in _Scripted.seen]
         assert len(sizes) == 7 and sizes[2] == sizes[3] == sizes[4] == sizes[5]  # one body resent
         assert {auth for _, auth in _Scripted.seen} == {"Bearer tok-1"}
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_a_proxy_s_408_and_429_keep_the_body() -> None:
     """408 (request timeout) and 429 (too many requests) say "later", not
     "never": a proxy in front of the collector answers them, and the body
     must be sent again, not dropped as a 400 is."""
-    _Scripted.script = [429, 408, 200]
-    _Scripted.seen = []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Scripted)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with scripted([429, 408, 200]) as url:
         perf = PerformanceTarget()
         h = handle(perf)
-        rep = NodeReporter(perf, f"http://127.0.0.1:{server.server_address[1]}", "node-t",
+        rep = NodeReporter(perf, url, "node-t",
                            interval_s=60, timeout_s=5)
         for i in range(3):
             h.invocation_completed(0.25 * (i + 1))
@@ -392,9 +396,6 @@ def test_a_proxy_s_408_and_429_keep_the_body() -> None:
         assert s["send_failures"] == 2
         sizes = [n for n, _ in _Scripted.seen]
         assert len(sizes) == 3 and len(set(sizes)) == 1  # one body, sent three times
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
