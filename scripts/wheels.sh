@@ -29,7 +29,7 @@ while [ $# -gt 0 ]; do
 done
 [ ${#KINDS[@]} -gt 0 ] || KINDS=(x86_64 aarch64 sdist)
 # A wheel over this many bytes fails the release build (an edge node's
-# download): the release wheels are 1.76-1.82 MB, dependencies built for
+# download): the release wheels are 1.79-1.85 MB, dependencies built for
 # size; see "Building from source" in the README for why not 1 MB.
 MAX_WHEEL_BYTES=1900000
 
