@@ -52,8 +52,8 @@ pub fn monotonic() -> &'static quanta::Clock {
 /// How often the OS wall clock is read again.
 const ANCHOR_NS: u64 = 1_000_000;
 
-/// An OS wall-clock reading and the raw monotonic reading taken right
-/// after; and the last timestamp given.
+/// An OS wall-clock reading and the raw monotonic reading of the same
+/// instant (`read_anchor`); and the last timestamp given.
 struct Anchor {
     wall_ns: i64,
     raw: u64,
