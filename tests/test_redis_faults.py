@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import subprocess
 import threading
@@ -404,3 +405,37 @@ def test_cluster_one_master_refusing_and_a_wrongtype_key(
     assert stats["redis_members_added"] == 11 * 2000
     assert fault_logs(caplog_info) == (1, 1)
     core.close(1)
+
+
+def test_close_is_not_held_by_a_redis_that_stopped_answering(
+        make_redis: Callable[..., RedisServer]) -> None:
+    """SIGSTOP: the host of Redis hangs; connections still open (the kernel
+    accepts them) and nothing is answered. `close(0.5)` used to wait for
+    the writer's 30 s read timeout; now it returns (bounded generously
+    here), and every sample is still counted once, stored or abandoned,
+    the batch being written at close included, once Redis wakes up."""
+    redis = make_redis("--appendonly", "no")
+    assert redis.proc is not None
+    fids = [str(uuid.UUID(int=f + 1, version=4)) for f in range(3)]
+    sent = bodies(fids, 4000)
+    core = _core.CollectorCore(redis_url=redis.url, redis_ack_timeout_s=0.2)
+    assert core.ingest(sent[0])[0] in (200, 202)
+    assert core.flush(20)  # connected, first batch stored
+    os.kill(redis.proc.pid, signal.SIGSTOP)
+    try:
+        assert {core.ingest(b)[0] for b in sent[1:]} == {202}
+        wait_for("a batch in the writer's hands", lambda: core.stats()["redis_queue_bytes"] > 0)
+        start = time.monotonic()
+        core.close(0.5)
+        assert time.monotonic() - start < 15  # the writer's read times out at 30 s
+    finally:
+        os.kill(redis.proc.pid, signal.SIGCONT)
+    total = 3 * 4000
+
+    def counted() -> bool:
+        s = core.stats()
+        return s["redis_entries_written"] + s["redis_entries_abandoned"] == total
+
+    wait_for("every sample counted once", counted, timeout=60)
+    s = core.stats()
+    assert s["redis_entries_written"] >= 3 * 1000 and s["redis_entries_abandoned"] > 0

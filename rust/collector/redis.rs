@@ -170,6 +170,8 @@ struct Queue {
     /// still counted).
     in_flight: bool,
     stop: bool,
+    /// The writer thread has returned.
+    exited: bool,
     /// Ids of the last job pushed and the last one Redis acknowledged.
     pushed: u64,
     acked: u64,
@@ -187,6 +189,10 @@ struct Shared {
     last_error: Mutex<String>,
 }
 
+/// How long `close` waits for the writer past its timeout: enough for a
+/// write to a Redis that answers, not for one that hangs.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
 pub struct RedisSink {
     shared: Arc<Shared>,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -200,6 +206,7 @@ impl RedisSink {
                 bytes: 0,
                 in_flight: false,
                 stop: false,
+                exited: false,
                 pushed: 0,
                 acked: 0,
                 failing: false,
@@ -213,7 +220,11 @@ impl RedisSink {
         let worker = shared.clone();
         let thread = std::thread::Builder::new()
             .name("edgeless-redis-writer".into())
-            .spawn(move || writer_loop(&worker, &config))?;
+            .spawn(move || {
+                writer_loop(&worker, &config);
+                worker.queue.lock().expect("queue lock").exited = true;
+                worker.idle.notify_all();
+            })?;
         Ok(Self {
             shared,
             thread: Mutex::new(Some(thread)),
@@ -289,21 +300,49 @@ impl RedisSink {
     }
 
     /// Flushes for at most `timeout`, then stops the writer; what is still
-    /// queued is counted in `samples_abandoned`.
+    /// queued is counted in `samples_abandoned`. Returns by `timeout` (and
+    /// a moment): a writer stuck in a write to a Redis that stopped
+    /// answering (up to its 30 s read timeout) is left to end by itself,
+    /// and counts the job it holds as written or abandoned when it does.
     pub fn close(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
         self.flush(timeout);
-        {
-            let mut q = self.shared.queue.lock().expect("queue lock");
-            q.stop = true;
-            self.shared.wake.notify_all();
-        }
-        if let Some(t) = self.thread.lock().expect("thread lock").take() {
-            let _ = t.join();
-        }
         let mut q = self.shared.queue.lock().expect("queue lock");
-        let left: u64 = q.jobs.drain(..).map(|j| j.samples).sum();
-        q.bytes = 0;
-        self.shared.stats.samples_abandoned.fetch_add(left, Relaxed);
+        q.stop = true;
+        self.shared.wake.notify_all();
+        let grace = deadline.max(Instant::now() + CLOSE_GRACE);
+        while !q.exited {
+            let now = Instant::now();
+            if now >= grace {
+                break;
+            }
+            q = self
+                .shared
+                .idle
+                .wait_timeout(q, grace - now)
+                .expect("queue lock")
+                .0;
+        }
+        let exited = q.exited;
+        let (mut samples, mut bytes) = (0, 0);
+        for job in q.jobs.drain(..) {
+            samples += job.samples;
+            bytes += job.payload.len();
+        }
+        q.bytes = q.bytes.saturating_sub(bytes);
+        self.shared
+            .stats
+            .samples_abandoned
+            .fetch_add(samples, Relaxed);
+        drop(q);
+        let thread = self.thread.lock().expect("thread lock").take();
+        match thread {
+            Some(t) if exited => {
+                let _ = t.join();
+            }
+            // Detached: it ends at its next look at `stop`.
+            _ => {}
+        }
     }
 
     pub fn stats(&self) -> &RedisStats {
@@ -501,6 +540,13 @@ fn writer_loop(shared: &Shared, config: &RedisConfig) {
                         ),
                     );
                 }
+            }
+            // Stopped meanwhile (`close` did not wait for us): nobody will
+            // try it again.
+            Some(_) if q.stop => {
+                q.bytes = q.bytes.saturating_sub(job.payload.len());
+                stats.samples_abandoned.fetch_add(job.samples, Relaxed);
+                shared.idle.notify_all();
             }
             Some(why) => {
                 q.failing = true;
