@@ -305,25 +305,14 @@ impl RedisSink {
     /// answering (up to its 30 s read timeout) is left to end by itself,
     /// and counts the job it holds as written or abandoned when it does.
     pub fn close(&self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
         self.flush(timeout);
-        let mut q = self.shared.queue.lock().expect("queue lock");
-        q.stop = true;
-        self.shared.wake.notify_all();
-        let grace = deadline.max(Instant::now() + CLOSE_GRACE);
-        while !q.exited {
-            let now = Instant::now();
-            if now >= grace {
-                break;
-            }
-            q = self
-                .shared
-                .idle
-                .wait_timeout(q, grace - now)
-                .expect("queue lock")
-                .0;
+        {
+            let mut q = self.shared.queue.lock().expect("queue lock");
+            q.stop = true;
+            self.shared.wake.notify_all();
         }
-        let exited = q.exited;
+        let exited = self.wait_idle(CLOSE_GRACE, |q| q.exited.then_some(true));
+        let mut q = self.shared.queue.lock().expect("queue lock");
         let (mut samples, mut bytes) = (0, 0);
         for job in q.jobs.drain(..) {
             samples += job.samples;
@@ -335,13 +324,10 @@ impl RedisSink {
             .samples_abandoned
             .fetch_add(samples, Relaxed);
         drop(q);
+        // Not exited: detached; it ends at its next look at `stop`.
         let thread = self.thread.lock().expect("thread lock").take();
-        match thread {
-            Some(t) if exited => {
-                let _ = t.join();
-            }
-            // Detached: it ends at its next look at `stop`.
-            _ => {}
+        if let (Some(t), true) = (thread, exited) {
+            let _ = t.join();
         }
     }
 
