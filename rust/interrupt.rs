@@ -23,8 +23,21 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// load of this (a thread-local costs a call in a shared library).
 static KEPT: AtomicUsize = AtomicUsize::new(0);
 
+/// This thread's kept interrupt. A thread that ends with one still kept
+/// (nothing took it) gives its count back, or every later event in the
+/// process would take the slow check.
+struct Pending(Option<PyErr>);
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if self.0.take().is_some() {
+            KEPT.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
 thread_local! {
-    static PENDING: RefCell<Option<PyErr>> = const { RefCell::new(None) };
+    static PENDING: RefCell<Pending> = const { RefCell::new(Pending(None)) };
 }
 
 /// Whether `err` is an interrupt (not an `Exception`) rather than an error.
@@ -40,8 +53,8 @@ pub fn keep(py: Python<'_>, err: PyErr) -> Option<PyErr> {
     }
     let _ = PENDING.try_with(|p| {
         let mut p = p.borrow_mut();
-        if p.is_none() {
-            *p = Some(err);
+        if p.0.is_none() {
+            p.0 = Some(err);
             KEPT.fetch_add(1, Ordering::Relaxed);
         }
     });
@@ -60,11 +73,33 @@ pub fn take() -> PyResult<()> {
 
 #[cold]
 fn take_now() -> PyResult<()> {
-    match PENDING.try_with(|p| p.borrow_mut().take()) {
+    match PENDING.try_with(|p| p.borrow_mut().0.take()) {
         Ok(Some(err)) => {
             KEPT.fetch_sub(1, Ordering::Relaxed);
             Err(err)
         }
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pyo3::exceptions::PyKeyboardInterrupt;
+
+    #[test]
+    fn a_thread_that_ends_with_one_kept_gives_its_count_back() {
+        pyo3::prepare_freethreaded_python();
+        let before = KEPT.load(Ordering::Relaxed);
+        std::thread::spawn(move || {
+            Python::with_gil(|py| {
+                assert!(keep(py, PyKeyboardInterrupt::new_err(())).is_none());
+            });
+            assert_eq!(KEPT.load(Ordering::Relaxed), before + 1);
+        })
+        .join()
+        .unwrap();
+        assert_eq!(KEPT.load(Ordering::Relaxed), before);
+        assert!(take().is_ok());
     }
 }
