@@ -615,13 +615,13 @@ impl TelemetryHandle {
     /// Times a block or function; records `invocation_completed`.
     #[pyo3(signature = (event_type = None, *, on_error = OnError::Default))]
     fn invocation(
-        slf: &Bound<'_, Self>,
+        &self,
+        py: Python<'_>,
         event_type: Option<&Bound<'_, PyString>>,
         on_error: OnError,
     ) -> PyResult<Py<Timer>> {
-        let invocation = slf.get().invocation_named(event_type);
-        slf.get()
-            .timer(slf.py(), FunctionTime::Execution, invocation, on_error)
+        let invocation = self.invocation_named(event_type);
+        self.timer(py, FunctionTime::Execution, invocation, on_error)
     }
 
     /// Times a block or function; records `function_instantiate`.

@@ -231,12 +231,9 @@ impl PerfStore {
         target: &str,
         message: &str,
     ) {
-        let cut = truncate(message, self.config.max_message_bytes);
-        let truncated = cut.is_some();
-        let message = cut.unwrap_or(message);
-        let cut_target = truncate(target, MAX_TARGET_BYTES);
-        let target_truncated = cut_target.is_some();
-        let target = cut_target.unwrap_or(target);
+        let cut = |s, max| truncate(s, max).map_or((s, false), |cut| (cut, true));
+        let (message, truncated) = cut(message, self.config.max_message_bytes);
+        let (target, target_truncated) = cut(target, MAX_TARGET_BYTES);
         let entry = LogEntry {
             timestamp_ns,
             target: target.to_owned(),
