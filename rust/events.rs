@@ -95,10 +95,15 @@ impl LogLevel {
     /// Accepts the enum (an int) or its name, case-insensitively; used by
     /// setup-style calls that may raise.
     pub fn from_py(value: &Bound<'_, PyAny>) -> PyResult<Self> {
-        if let Ok(i) = value.extract::<i64>() {
-            return Self::from_index(i).ok_or_else(|| {
-                PyValueError::new_err(format!("log level {i} is out of range 0..=4"))
-            });
+        match value.extract::<i64>() {
+            Ok(i) => {
+                return Self::from_index(i).ok_or_else(|| {
+                    PyValueError::new_err(format!("log level {i} is out of range 0..=4"))
+                })
+            }
+            // Raised by the value's `__index__`: not a wrong level.
+            Err(err) if crate::interrupt::is_interrupt(value.py(), &err) => return Err(err),
+            Err(_) => {}
         }
         if let Ok(s) = value.extract::<String>() {
             let upper = s.to_ascii_uppercase();

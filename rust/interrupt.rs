@@ -9,7 +9,9 @@
 //! as a target error, or printed as unraisable) the program went on as if
 //! the signal never came. So a route keeps the first one here and the
 //! handle method that emitted the event raises it once the event has been
-//! through the chain (the other targets still record it).
+//! through the chain (the other targets still record it). The same holds
+//! for the value's own conversions (a user's `__float__`, `__index__`,
+//! `__str__`, `__repr__`): kept, not counted as a bad value.
 //!
 //! Only `BaseException`s that are not `Exception`s count: those are what
 //! Python itself lets through `except Exception`.

@@ -326,24 +326,31 @@ impl TelemetryHandle {
                     &format!("{why}, got {s}"),
                 ),
             },
-            // A number too large for a float (an int past 1.8e308) is a
-            // value out of range, not a wrong type.
-            Err(err) if err.is_instance_of::<PyOverflowError>(py) => self.core.counters.count_drop(
-                py,
-                DropReason::InvalidValue,
-                &format!(
-                    "a duration must be finite, got {} too large for a float",
-                    type_name(seconds)
+            // An interrupt raised by the value's `__float__` is kept for the
+            // caller (`crate::interrupt`), not counted.
+            Err(err) => match crate::interrupt::keep(py, err) {
+                None => {}
+                // A number too large for a float (an int past 1.8e308) is a
+                // value out of range, not a wrong type.
+                Some(err) if err.is_instance_of::<PyOverflowError>(py) => {
+                    self.core.counters.count_drop(
+                        py,
+                        DropReason::InvalidValue,
+                        &format!(
+                            "a duration must be finite, got {} too large for a float",
+                            type_name(seconds)
+                        ),
+                    )
+                }
+                Some(_) => self.core.counters.count_drop(
+                    py,
+                    DropReason::InvalidType,
+                    &format!(
+                        "a duration must be a number (seconds), got {}",
+                        type_name(seconds)
+                    ),
                 ),
-            ),
-            Err(_) => self.core.counters.count_drop(
-                py,
-                DropReason::InvalidType,
-                &format!(
-                    "a duration must be a number (seconds), got {}",
-                    type_name(seconds)
-                ),
-            ),
+            },
         }
     }
 
@@ -386,20 +393,29 @@ impl TelemetryHandle {
 
     /// Text from Python for a log entry: a str as is (lone surrogates
     /// escaped, counted as `lossy_strings`), other objects through `str()`.
-    fn text(&self, obj: &Bound<'_, PyAny>) -> Option<Text> {
+    fn text(&self, obj: &Bound<'_, PyAny>) -> PyResult<Text> {
         let s = match obj.downcast::<PyString>() {
             Ok(s) => s.clone(),
-            Err(_) => obj.str().ok()?,
+            Err(_) => obj.str()?,
         };
-        let text = Text::from_py(&s).ok()?;
+        let text = Text::from_py(&s)?;
         if text.is_escaped() {
             self.core
                 .counters
                 .lossy_strings
                 .fetch_add(1, Ordering::Relaxed);
         }
-        Some(text)
+        Ok(text)
     }
+}
+
+/// `repr(obj)` for a drop's detail; an interrupt raised by the object's
+/// `__repr__` is kept for the caller, as on the rest of the hot path.
+fn repr(obj: &Bound<'_, PyAny>) -> String {
+    obj.repr().map(|r| r.to_string()).unwrap_or_else(|err| {
+        crate::interrupt::keep(obj.py(), err);
+        String::new()
+    })
 }
 
 fn type_name(obj: &Bound<'_, PyAny>) -> String {
@@ -504,18 +520,19 @@ impl TelemetryHandle {
     /// Records a FunctionExit with a `FunctionExitStatus`; another value is
     /// dropped and counted.
     fn function_exit(&self, py: Python<'_>, status: &Bound<'_, PyAny>) -> PyResult<()> {
-        match status
+        let index = status
             .extract::<i64>()
-            .ok()
-            .and_then(ExitStatus::from_index)
-        {
-            Some(s) => self.emit(py, &EventRef::Exit(s)),
-            None => self.core.counters.count_drop(
+            .map_err(|e| crate::interrupt::keep(py, e));
+        match index.map(ExitStatus::from_index) {
+            Ok(Some(s)) => self.emit(py, &EventRef::Exit(s)),
+            // An interrupt from the value's `__index__`: raised below.
+            Err(None) => {}
+            Ok(None) | Err(Some(_)) => self.core.counters.count_drop(
                 py,
                 DropReason::InvalidValue,
                 &format!(
                     "function_exit needs a FunctionExitStatus, got {}",
-                    status.repr().map(|r| r.to_string()).unwrap_or_default()
+                    repr(status)
                 ),
             ),
         }
@@ -718,22 +735,34 @@ impl TelemetryHandle {
         target: &Bound<'_, PyAny>,
         message: &Bound<'_, PyAny>,
     ) {
-        let Ok(level) = LogLevel::from_py(level) else {
-            return self.core.counters.count_drop(
-                py,
-                DropReason::InvalidValue,
-                &format!(
-                    "unknown log level {}",
-                    level.repr().map(|r| r.to_string()).unwrap_or_default()
-                ),
-            );
+        // Interrupts from a user's `__index__` or `__str__` are kept for
+        // the caller (`crate::interrupt::keep` gives back `None`), not
+        // counted.
+        let level = match LogLevel::from_py(level) {
+            Ok(level) => level,
+            Err(err) => {
+                if crate::interrupt::keep(py, err).is_some() {
+                    let detail = format!("unknown log level {}", repr(level));
+                    self.core
+                        .counters
+                        .count_drop(py, DropReason::InvalidValue, &detail);
+                }
+                return;
+            }
         };
-        let (Some(target), Some(message)) = (self.text(target), self.text(message)) else {
-            return self.core.counters.count_drop(
-                py,
-                DropReason::InvalidType,
-                "log target or message has no str()",
-            );
+        let texts = self.text(target).and_then(|t| Ok((t, self.text(message)?)));
+        let (target, message) = match texts {
+            Ok(texts) => texts,
+            Err(err) => {
+                if crate::interrupt::keep(py, err).is_some() {
+                    self.core.counters.count_drop(
+                        py,
+                        DropReason::InvalidType,
+                        "log target or message has no str()",
+                    );
+                }
+                return;
+            }
         };
         self.emit(
             py,

@@ -230,6 +230,56 @@ def test_sigterm_inside_a_logging_handler_exits(function_id: str) -> None:
     assert [e.message for e in entries] == ["stopping", "after"]
 
 
+class Raises:
+    """A value whose conversions raise ``exc``: what a user's ``__float__``,
+    ``__index__``, ``__str__`` or ``__repr__`` does when Ctrl-C (or a SIGTERM
+    handler's ``sys.exit()``) lands inside it."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+    def _raise(self) -> Any:
+        raise self.exc
+
+    __float__ = __index__ = __str__ = __repr__ = _raise
+
+
+@pytest.mark.parametrize("exc", [KeyboardInterrupt(), SystemExit(3)], ids=type)
+def test_an_interrupt_inside_a_value_s_conversion_reaches_the_caller(
+    function_id: str, exc: BaseException
+) -> None:
+    # Counted as a bad value before (dropped_invalid_type or _value), and
+    # the program went on as if the signal had never come.
+    perf = PerformanceTarget()
+    proc = TelemetryProcessor([perf], log=False)
+    fn = proc.get_handle({"FUNCTION_ID": function_id})
+    calls = [  # each with a good value for the call after the interrupt
+        (fn.invocation_completed, 0.5),
+        (fn.function_init, 0.25),
+        (fn.function_exit, 0),  # FunctionExitStatus.OK
+        (lambda v: fn.log(v, "t", "m"), "INFO"),
+        (lambda v: fn.log("INFO", v, "m"), "t"),
+        (lambda v: fn.log("INFO", "t", v), "m"),
+    ]
+    for call, good in calls:
+        with pytest.raises(type(exc)):
+            call(Raises(exc))
+        call(good)  # nothing left over from the interrupt
+    stats = proc.stats()
+    assert stats["dropped_invalid_type"] == stats["dropped_invalid_value"] == 0, stats
+    metrics = perf.get_metrics()  # drains
+    times = metrics.function_times
+    assert times[FunctionTime.EXECUTION][function_id].values.tolist() == [0.5]
+    assert times[FunctionTime.INIT][function_id].values.tolist() == [0.25]
+    assert len(metrics.function_log_entries[function_id]) == 3
+    # An ordinary exception in the same places is still a bad value.
+    before = proc.stats()
+    fn.invocation_completed(Raises(ValueError("no")))
+    fn.log("INFO", "t", Raises(ValueError("no")))
+    after = proc.stats()
+    assert after["dropped_invalid_type"] == before["dropped_invalid_type"] + 2
+
+
 def test_debug_logging_of_events_is_noticed_after_a_future_timestamp(function_id: str) -> None:
     # The logging target re-reads whether DEBUG is on once a second of
     # event time; an observe_many stamp far in the future put that second
