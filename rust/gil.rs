@@ -48,12 +48,13 @@ impl<T> GilCell<T> {
 }
 
 /// A value made once, on first use, with the GIL held throughout.
-/// `PyOnceLock::get_or_init` releases the GIL before making the value
-/// (so a thread waiting for another's initialisation cannot deadlock with
-/// it), which would bypass the exit-time rule below; this keeps the old
-/// `GILOnceCell` way: the maker runs with the GIL, and if it lets another
-/// thread in (Python code may) that sets the cell first, that value wins
-/// and ours is dropped. The set itself never waits on Python.
+/// `PyOnceLock::get_or_init` releases the GIL before making the value,
+/// even when no other thread is making it (so that one waiting for
+/// another cannot deadlock with it): a release that bypasses the
+/// exit-time rule below. This keeps the old `GILOnceCell` way instead:
+/// the maker runs with the GIL, and if it lets another thread in (Python
+/// code may) that sets the cell first, that value wins and ours is
+/// dropped. Setting never waits on Python.
 #[derive(Default)]
 pub struct GilOnce<T>(PyOnceLock<T>);
 
@@ -72,7 +73,10 @@ impl<T> GilOnce<T> {
         }
         let value = make()?;
         let _ = self.0.set(py, value);
-        Ok(self.0.get(py).expect("the cell was set just above"))
+        Ok(self
+            .0
+            .get(py)
+            .expect("set just above, by us or another thread"))
     }
 }
 
@@ -149,4 +153,38 @@ pub fn with_gil_unless_exiting<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> 
     };
     RELEASED.fetch_sub(1, Ordering::SeqCst);
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gil_once_first_set_wins_and_maker_may_reenter() {
+        static CELL: GilOnce<u32> = GilOnce::new();
+        Python::initialize();
+        Python::attach(|py| {
+            // The maker lets "another thread" in (here: a nested use, which
+            // `PyOnceLock::get_or_try_init` would deadlock on) that sets
+            // the cell first; its value stays and ours is dropped.
+            let got = CELL.get_or_try_init(py, || {
+                let inner = CELL.get_or_try_init(py, || Ok::<_, ()>(1));
+                assert_eq!(inner, Ok(&1));
+                Ok::<_, ()>(2)
+            });
+            assert_eq!(got, Ok(&1));
+            let again = CELL.get_or_try_init(py, || -> Result<u32, ()> { panic!("made twice") });
+            assert_eq!(again, Ok(&1));
+        });
+    }
+
+    #[test]
+    fn gil_once_stays_empty_when_the_maker_fails() {
+        static CELL: GilOnce<u32> = GilOnce::new();
+        Python::initialize();
+        Python::attach(|py| {
+            assert_eq!(CELL.get_or_try_init(py, || Err("no")), Err("no"));
+            assert_eq!(CELL.get_or_try_init(py, || Ok::<_, &str>(3)), Ok(&3));
+        });
+    }
 }
