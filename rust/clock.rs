@@ -153,8 +153,8 @@ mod tests {
 
     #[test]
     fn event_clock_reads_once() {
-        pyo3::prepare_freethreaded_python();
-        Python::with_gil(|py| {
+        Python::initialize();
+        Python::attach(|py| {
             let mut c = EventClock::default();
             let a = c.now_ns(py);
             assert_eq!(a, c.now_ns(py));
@@ -163,8 +163,8 @@ mod tests {
 
     #[test]
     fn extrapolated_wall_clock_keeps_to_the_os_clock() {
-        pyo3::prepare_freethreaded_python();
-        Python::with_gil(|py| {
+        Python::initialize();
+        Python::attach(|py| {
             for _ in 0..2_000 {
                 let before = now_ns();
                 let ours = wall_now_ns(py);
@@ -182,8 +182,8 @@ mod tests {
 
     #[test]
     fn timestamps_do_not_go_back() {
-        pyo3::prepare_freethreaded_python();
-        Python::with_gil(|py| {
+        Python::initialize();
+        Python::attach(|py| {
             let mut last = i64::MIN;
             // Across many anchors (each about a millisecond).
             for _ in 0..200_000 {

@@ -369,7 +369,7 @@ impl TelemetryEvent {
     }
 
     fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
-        match other.downcast::<TelemetryEvent>() {
+        match other.cast::<TelemetryEvent>() {
             Ok(o) => self.payload == o.get().payload,
             Err(_) => false,
         }

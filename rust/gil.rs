@@ -8,6 +8,7 @@
 
 use pyo3::marker::Ungil;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::Python;
 use std::cell::{Cell, UnsafeCell};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -46,6 +47,39 @@ impl<T> GilCell<T> {
     }
 }
 
+/// A value made once, on first use, with the GIL held throughout.
+/// `PyOnceLock::get_or_init` releases the GIL before making the value,
+/// even when no other thread is making it (so that one waiting for
+/// another cannot deadlock with it): a release that bypasses the
+/// exit-time rule below. This keeps the old `GILOnceCell` way instead:
+/// the maker runs with the GIL, and if it lets another thread in (Python
+/// code may) that sets the cell first, that value wins and ours is
+/// dropped. Setting never waits on Python.
+#[derive(Default)]
+pub struct GilOnce<T>(PyOnceLock<T>);
+
+impl<T> GilOnce<T> {
+    pub const fn new() -> Self {
+        Self(PyOnceLock::new())
+    }
+
+    pub fn get_or_try_init<E>(
+        &self,
+        py: Python<'_>,
+        make: impl FnOnce() -> Result<T, E>,
+    ) -> Result<&T, E> {
+        if let Some(value) = self.0.get(py) {
+            return Ok(value);
+        }
+        let value = make()?;
+        let _ = self.0.set(py, value);
+        Ok(self
+            .0
+            .get(py)
+            .expect("set just above, by us or another thread"))
+    }
+}
+
 /// Releasing the GIL is unsafe for a non-main thread once the interpreter
 /// finalizes: CPython 3.10-3.13 ends a thread that takes the GIL back then
 /// with `pthread_exit`, whose forced unwind through our frames aborts the
@@ -58,7 +92,7 @@ static EXITING: AtomicBool = AtomicBool::new(false);
 static RELEASED: AtomicUsize = AtomicUsize::new(0);
 const EXIT_WAIT: Duration = Duration::from_secs(5);
 
-/// `py.allow_threads(f)`, but safe at interpreter exit (see above).
+/// `py.detach(f)`, but safe at interpreter exit (see above).
 pub fn allow_threads<T, F>(py: Python<'_>, f: F) -> T
 where
     F: Ungil + FnOnce() -> T,
@@ -76,7 +110,7 @@ where
     if EXITING.load(Ordering::SeqCst) {
         return f();
     }
-    py.allow_threads(f)
+    py.detach(f)
 }
 
 /// The atexit hook: from now on `allow_threads` keeps the GIL; waits (GIL
@@ -84,7 +118,7 @@ where
 #[pyfunction]
 pub fn enter_exit(py: Python<'_>) {
     EXITING.store(true, Ordering::SeqCst);
-    py.allow_threads(|| {
+    py.detach(|| {
         let deadline = Instant::now() + EXIT_WAIT;
         while RELEASED.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(1));
@@ -113,10 +147,44 @@ pub fn with_gil_unless_exiting<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> 
     // SAFETY: a plain query of interpreter state, callable without the GIL.
     let running = unsafe { pyo3::ffi::Py_IsInitialized() } != 0;
     let result = if running && !EXITING.load(Ordering::SeqCst) {
-        Some(Python::with_gil(f))
+        Some(Python::attach(f))
     } else {
         None
     };
     RELEASED.fetch_sub(1, Ordering::SeqCst);
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gil_once_first_set_wins_and_maker_may_reenter() {
+        static CELL: GilOnce<u32> = GilOnce::new();
+        Python::initialize();
+        Python::attach(|py| {
+            // The maker lets "another thread" in (here: a nested use, which
+            // `PyOnceLock::get_or_try_init` would deadlock on) that sets
+            // the cell first; its value stays and ours is dropped.
+            let got = CELL.get_or_try_init(py, || {
+                let inner = CELL.get_or_try_init(py, || Ok::<_, ()>(1));
+                assert_eq!(inner, Ok(&1));
+                Ok::<_, ()>(2)
+            });
+            assert_eq!(got, Ok(&1));
+            let again = CELL.get_or_try_init(py, || -> Result<u32, ()> { panic!("made twice") });
+            assert_eq!(again, Ok(&1));
+        });
+    }
+
+    #[test]
+    fn gil_once_stays_empty_when_the_maker_fails() {
+        static CELL: GilOnce<u32> = GilOnce::new();
+        Python::initialize();
+        Python::attach(|py| {
+            assert_eq!(CELL.get_or_try_init(py, || Err("no")), Err("no"));
+            assert_eq!(CELL.get_or_try_init(py, || Ok::<_, &str>(3)), Ok(&3));
+        });
+    }
 }

@@ -91,10 +91,10 @@ mod tests {
 
     #[test]
     fn a_thread_that_ends_with_one_kept_gives_its_count_back() {
-        pyo3::prepare_freethreaded_python();
+        Python::initialize();
         let before = KEPT.load(Ordering::Relaxed);
         std::thread::spawn(move || {
-            Python::with_gil(|py| {
+            Python::attach(|py| {
                 assert!(keep(py, PyKeyboardInterrupt::new_err(())).is_none());
             });
             assert_eq!(KEPT.load(Ordering::Relaxed), before + 1);

@@ -28,7 +28,10 @@ pub mod wire;
 
 use pyo3::prelude::*;
 
-#[pymodule]
+// `gil_used`: the GIL is our lock (rust/gil.rs); PyO3 0.28 changed the
+// default to declaring free-threading support. (A no-op for an abi3-py310
+// build, whose module never names it; the right answer if that changes.)
+#[pymodule(gil_used = true)]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // The package version: Cargo.toml is its one source (pyproject.toml
     // declares it dynamic, so maturin copies it into the wheel too).

@@ -31,8 +31,10 @@ impl Limit {
     }
 }
 
-impl<'py> FromPyObject<'py> for Limit {
-    fn extract_bound(ob: &Bound<'py, PyAny>) -> PyResult<Self> {
+impl<'py> FromPyObject<'_, 'py> for Limit {
+    type Error = PyErr;
+
+    fn extract(ob: Borrowed<'_, 'py, PyAny>) -> PyResult<Self> {
         match ob.extract::<usize>() {
             Ok(v) => Ok(Limit(Ok(v))),
             Err(e) if e.is_instance_of::<PyOverflowError>(ob.py()) => Ok(Limit(Err(ob

@@ -9,6 +9,7 @@ use crate::chain::{dispatch, Invocation, Route, Tags, Target, EVENT_TYPE, FUNCTI
 use crate::clock::EventClock;
 use crate::counters::{Counters, DropReason, DropSource};
 use crate::events::{check_duration, EventRef, ExitStatus, FunctionTime, LogLevel, TelemetryEvent};
+use crate::gil::GilOnce;
 use crate::log_target::LogTarget;
 use crate::performance::{parse_function_id, PerformanceTarget};
 use crate::py_target::PyTarget;
@@ -16,7 +17,6 @@ use crate::text::Text;
 use crate::timing::{OnError, Timer, TimerSlot, TimerSpec};
 use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -51,10 +51,10 @@ fn native_target(
     object: &Bound<'_, PyAny>,
     counters: &Arc<Counters>,
 ) -> PyResult<Box<dyn Target>> {
-    if let Ok(perf) = object.downcast::<PerformanceTarget>() {
+    if let Ok(perf) = object.cast::<PerformanceTarget>() {
         return Ok(Box::new(perf.get().store.clone()));
     }
-    if let Ok(prom) = object.downcast::<crate::prometheus::PrometheusTarget>() {
+    if let Ok(prom) = object.cast::<crate::prometheus::PrometheusTarget>() {
         return Ok(Box::new(prom.get().target()));
     }
     if object.hasattr("handle")? && object.getattr("handle")?.is_callable() {
@@ -75,12 +75,12 @@ fn native_target(
 fn attach_drop_sources(objects: &[Bound<'_, PyAny>], counters: &Arc<Counters>) {
     let mut sources: Vec<Arc<dyn DropSource>> = vec![counters.clone()];
     for o in objects {
-        if let Ok(perf) = o.downcast::<PerformanceTarget>() {
+        if let Ok(perf) = o.cast::<PerformanceTarget>() {
             sources.push(perf.get().store.clone());
         }
     }
     for o in objects {
-        if let Ok(prom) = o.downcast::<crate::prometheus::PrometheusTarget>() {
+        if let Ok(prom) = o.cast::<crate::prometheus::PrometheusTarget>() {
             let registry = prom.get().target();
             for source in &sources {
                 registry.attach_drops(source);
@@ -183,7 +183,7 @@ fn parse_handle_tags(dict: &Bound<'_, PyDict>) -> PyResult<Tags> {
 }
 
 fn tag_string(obj: &Bound<'_, PyAny>, what: &str, key: &Bound<'_, PyAny>) -> PyResult<String> {
-    let s = obj.downcast::<PyString>().map_err(|_| {
+    let s = obj.cast::<PyString>().map_err(|_| {
         PyTypeError::new_err(format!(
             "tag {what}s must be str, got {} for tag {}",
             obj.get_type()
@@ -378,7 +378,7 @@ impl TelemetryHandle {
         let Some(value) = event_type.filter(|v| !v.is_none()) else {
             return Some(self.invocation_named(None));
         };
-        match value.downcast::<PyString>() {
+        match value.cast::<PyString>() {
             Ok(s) => Some(self.invocation_named(Some(s))),
             Err(_) => {
                 self.core.counters.count_drop(
@@ -394,7 +394,7 @@ impl TelemetryHandle {
     /// Text from Python for a log entry: a str as is (lone surrogates
     /// escaped, counted as `lossy_strings`), other objects through `str()`.
     fn text(&self, obj: &Bound<'_, PyAny>) -> PyResult<Text> {
-        let s = match obj.downcast::<PyString>() {
+        let s = match obj.cast::<PyString>() {
             Ok(s) => s.clone(),
             Err(_) => obj.str()?,
         };
@@ -425,7 +425,7 @@ fn type_name(obj: &Bound<'_, PyAny>) -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
-static NUMPY: GILOnceCell<Py<PyModule>> = GILOnceCell::new();
+static NUMPY: GilOnce<Py<PyModule>> = GilOnce::new();
 
 /// Reads a 1-D array-like of numbers as native-endian bytes of `dtype`.
 fn array_bytes<'py>(
@@ -440,7 +440,7 @@ fn array_bytes<'py>(
     if array.getattr("ndim")?.extract::<usize>()? != 1 {
         return Err(PyValueError::new_err("expected a 1-D array"));
     }
-    Ok(array.call_method0("tobytes")?.downcast_into::<PyBytes>()?)
+    Ok(array.call_method0("tobytes")?.cast_into::<PyBytes>()?)
 }
 
 #[pymethods]
@@ -674,7 +674,7 @@ impl TelemetryHandle {
     ) {
         let event_tags = match event_tags
             .filter(|t| !t.is_none())
-            .map(|t| t.downcast::<PyDict>())
+            .map(|t| t.cast::<PyDict>())
         {
             None => None,
             Some(Ok(dict)) => Some(dict),
@@ -689,7 +689,7 @@ impl TelemetryHandle {
                 )
             }
         };
-        let Ok(event) = event.downcast::<TelemetryEvent>() else {
+        let Ok(event) = event.cast::<TelemetryEvent>() else {
             return self.core.counters.count_drop(
                 py,
                 DropReason::InvalidType,

@@ -32,11 +32,10 @@
 use crate::chain::Invocation;
 use crate::clock::{monotonic, wall_ns_at};
 use crate::events::{ExitStatus, FunctionTime};
-use crate::gil::GilCell;
+use crate::gil::{GilCell, GilOnce};
 use crate::processor::Emitter;
 use pyo3::exceptions::{PyException, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::sync::GILOnceCell;
 use pyo3::types::PyType;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -56,8 +55,10 @@ pub enum OnError {
     Exit(ExitStatus),
 }
 
-impl<'py> FromPyObject<'py> for OnError {
-    fn extract_bound(ob: &Bound<'py, PyAny>) -> PyResult<Self> {
+impl<'py> FromPyObject<'_, 'py> for OnError {
+    type Error = PyErr;
+
+    fn extract(ob: Borrowed<'_, 'py, PyAny>) -> PyResult<Self> {
         if ob.is_none() {
             return Ok(OnError::Never);
         }
@@ -136,7 +137,7 @@ impl TimerSlot {
         emitter: &Arc<Emitter>,
     ) -> PyResult<Py<Timer>> {
         let idle = self.0.with(py, |slot| match slot {
-            Some(t) if t.get().spec == spec && t.get_refcnt(py) == 1 => Some(t.clone_ref(py)),
+            Some(t) if t.get().spec == spec && refcnt(py, t) == 1 => Some(t.clone_ref(py)),
             _ => None,
         });
         if let Some(timer) = idle {
@@ -154,6 +155,15 @@ impl TimerSlot {
     }
 }
 
+/// `t`'s reference count (PyO3 0.29 deprecated `Py::get_refcnt` in favour
+/// of the FFI call).
+#[inline]
+fn refcnt(_py: Python<'_>, t: &Py<Timer>) -> isize {
+    // SAFETY: `t` keeps the object alive and the token proves the thread
+    // is attached, so its header may be read.
+    unsafe { pyo3::ffi::Py_REFCNT(t.as_ptr()) }
+}
+
 impl Timer {
     fn new(emitter: Arc<Emitter>, spec: TimerSpec) -> Self {
         Timer {
@@ -167,7 +177,7 @@ impl Timer {
 
 fn is_exception(exc_type: &Bound<'_, PyAny>) -> bool {
     exc_type
-        .downcast::<PyType>()
+        .cast::<PyType>()
         .ok()
         .and_then(|t| t.is_subclass_of::<PyException>().ok())
         .unwrap_or(false)
@@ -222,7 +232,7 @@ impl Timer {
     }
 
     /// Decorates a function (sync or `async def`): each call is timed.
-    fn __call__(slf: &Bound<'_, Self>, func: &Bound<'_, PyAny>) -> PyResult<PyObject> {
+    fn __call__(slf: &Bound<'_, Self>, func: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         let fresh = slf.getattr("_fresh")?;
         decorate(slf.py(), &fresh, func)
     }
@@ -245,7 +255,7 @@ impl Timer {
     }
 }
 
-static DECORATE: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
+static DECORATE: GilOnce<Py<PyAny>> = GilOnce::new();
 
 /// `edgeless_telemetry.decorators.decorate(fresh, func)`: wraps `func` so
 /// that each call runs inside `with fresh():`.
@@ -253,7 +263,7 @@ pub fn decorate(
     py: Python<'_>,
     fresh: &Bound<'_, PyAny>,
     func: &Bound<'_, PyAny>,
-) -> PyResult<PyObject> {
+) -> PyResult<Py<PyAny>> {
     let decorate = DECORATE.get_or_try_init(py, || {
         py.import("edgeless_telemetry.decorators")?
             .getattr("decorate")

@@ -30,7 +30,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 project = tomllib.load(open("pyproject.toml", "rb"))["project"]
-print("maturin>=1.5,<2")
+print("maturin>=1.9.4,<2")
 for req in project["dependencies"]:
     print(req)
 for extra in sys.argv[1:]:

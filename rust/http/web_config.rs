@@ -241,7 +241,7 @@ fn load(py: Python<'_>, path: &Path) -> PyResult<WebConfig> {
         });
     }
     let doc = doc
-        .downcast::<PyDict>()
+        .cast::<PyDict>()
         .map_err(|_| bad(path, "must be a mapping at the top level"))?;
     let base = path.parent().unwrap_or(Path::new("."));
     let mut config = WebConfig {
@@ -258,7 +258,7 @@ fn load(py: Python<'_>, path: &Path) -> PyResult<WebConfig> {
             "tls_server_config" if value.is_none() => {}
             "tls_server_config" => {
                 let section = value
-                    .downcast::<PyDict>()
+                    .cast::<PyDict>()
                     .map_err(|_| bad(path, "tls_server_config must be a mapping"))?;
                 let (tls, verifier) = tls_config(path, base, section, &mut config.files)?;
                 config.tls = Some(tls);
@@ -266,7 +266,7 @@ fn load(py: Python<'_>, path: &Path) -> PyResult<WebConfig> {
             }
             "basic_auth_users" if value.is_none() => {}
             "basic_auth_users" => {
-                let users = value.downcast::<PyDict>().map_err(|_| {
+                let users = value.cast::<PyDict>().map_err(|_| {
                     bad(
                         path,
                         "basic_auth_users must map user names to bcrypt hashes",
@@ -303,7 +303,7 @@ fn string(path: &Path, section: &Bound<'_, PyDict>, key: &str) -> PyResult<Optio
     match section.get_item(key)? {
         None => Ok(None),
         Some(v) if v.is_none() => Ok(None),
-        Some(v) => match v.downcast::<PyString>() {
+        Some(v) => match v.cast::<PyString>() {
             Ok(s) => Ok(Some(s.to_string())),
             Err(_) => Err(bad(
                 path,

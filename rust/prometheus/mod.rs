@@ -150,7 +150,7 @@ fn buckets_from(value: Option<&Bound<'_, PyAny>>) -> PyResult<Buckets> {
 fn const_labels_from(dict: Option<&Bound<'_, PyDict>>) -> PyResult<Vec<(String, String)>> {
     let mut labels = Vec::new();
     for (k, v) in dict.into_iter().flat_map(|d| d.iter()) {
-        let (Ok(k), Ok(v)) = (k.downcast::<PyString>(), v.downcast::<PyString>()) else {
+        let (Ok(k), Ok(v)) = (k.cast::<PyString>(), v.cast::<PyString>()) else {
             return Err(PyTypeError::new_err("const_labels must map str to str"));
         };
         let (Ok(k), Ok(v)) = (k.to_str(), v.to_str()) else {

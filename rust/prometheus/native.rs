@@ -630,7 +630,7 @@ mod tests {
     }
 
     fn observe_all(h: &NativeHistogram, c: &NativeConfig, values: &[f64]) {
-        Python::with_gil(|py| {
+        Python::attach(|py| {
             for v in values {
                 h.observe(py, c, *v);
             }
@@ -639,7 +639,7 @@ mod tests {
 
     #[test]
     fn counts_land_in_their_buckets() {
-        pyo3::prepare_freethreaded_python();
+        Python::initialize();
         let c = NativeConfig::new(3, 1e-9, 100).unwrap();
         let h = NativeHistogram::new(&c);
         observe_all(&h, &c, &[1.0, 1.0, 2.0, 0.0, 1e-12, 1.05]);
@@ -652,7 +652,7 @@ mod tests {
 
     #[test]
     fn resolution_drops_when_the_window_is_too_narrow() {
-        pyo3::prepare_freethreaded_python();
+        Python::initialize();
         let c = NativeConfig::new(3, 0.0, 16).unwrap();
         let h = NativeHistogram::new(&c);
         let values: Vec<f64> = (0..200).map(|i| 1e-3 * 1.07f64.powi(i)).collect();
@@ -670,7 +670,7 @@ mod tests {
 
     #[test]
     fn extremes_are_clamped_at_the_coarsest_schema() {
-        pyo3::prepare_freethreaded_python();
+        Python::initialize();
         let c = NativeConfig::new(0, 0.0, 16).unwrap();
         let h = NativeHistogram::new(&c);
         observe_all(
@@ -697,7 +697,7 @@ mod tests {
 
     #[test]
     fn counts_stay_exact_past_the_32_bit_counters() {
-        pyo3::prepare_freethreaded_python();
+        Python::initialize();
         let c = NativeConfig::new(3, 0.0, 16).unwrap();
         let h = NativeHistogram::new(&c);
         observe_all(&h, &c, &[1.0, 1.05]);

@@ -11,10 +11,9 @@
 
 use super::span::{Origin, Span};
 use super::writer::Sink;
-use crate::gil::GilCell;
+use crate::gil::{GilCell, GilOnce};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
-use pyo3::sync::GILOnceCell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -27,7 +26,7 @@ struct Var {
     reset: Py<PyAny>,
 }
 
-static VAR: GILOnceCell<Var> = GILOnceCell::new();
+static VAR: GilOnce<Var> = GilOnce::new();
 
 fn var(py: Python<'_>) -> PyResult<&Var> {
     VAR.get_or_try_init(py, || {
@@ -52,7 +51,7 @@ pub fn current(py: Python<'_>) -> Option<Bound<'_, Span>> {
         return None;
     }
     let value = var(py).ok()?.get.bind(py).call0().ok()?;
-    value.downcast_into::<Span>().ok()
+    value.cast_into::<Span>().ok()
 }
 
 /// Where a span started without an explicit parent goes: under the
@@ -186,7 +185,7 @@ impl SpanScope {
 
     /// Decorates a function (sync or `async def`): each call runs in its own
     /// span, current for the call.
-    fn __call__(slf: &Bound<'_, Self>, func: &Bound<'_, PyAny>) -> PyResult<PyObject> {
+    fn __call__(slf: &Bound<'_, Self>, func: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         let fresh = slf.getattr("_fresh")?;
         crate::timing::decorate(slf.py(), &fresh, func)
     }

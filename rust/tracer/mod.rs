@@ -48,7 +48,7 @@ fn output_target(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option<PathBuf>> {
     let Some(obj) = obj.filter(|o| !o.is_none()) else {
         return Ok(None);
     };
-    if let Ok(s) = obj.downcast::<PyString>() {
+    if let Ok(s) = obj.cast::<PyString>() {
         let s = s.to_cow()?;
         if s.is_empty() || s == "-" {
             return Ok(None);
@@ -67,7 +67,7 @@ fn output_target(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option<PathBuf>> {
 
 /// A parent id from another process: a UUID string or `uuid.UUID`.
 fn parent_uuid(obj: &Bound<'_, PyAny>) -> PyResult<Uuid> {
-    let text = if let Ok(s) = obj.downcast::<PyString>() {
+    let text = if let Ok(s) = obj.cast::<PyString>() {
         s.to_string_lossy().into_owned()
     } else if obj.is_instance(&obj.py().import("uuid")?.getattr("UUID")?)? {
         obj.str()?.to_string_lossy().into_owned()
@@ -97,7 +97,7 @@ fn explicit_origin(
         )),
         (Some(p), None) => Ok(Some(Origin::under_id(parent_uuid(p)?))),
         (None, Some(t)) => {
-            let header = t.downcast::<PyString>().map_err(|_| {
+            let header = t.cast::<PyString>().map_err(|_| {
                 PyTypeError::new_err(format!(
                     "traceparent must be a str, not {}",
                     t.get_type()

@@ -35,7 +35,7 @@ pub struct Span {
 }
 
 pub fn text(sink: &Sink, obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Text> {
-    let s = obj.downcast::<PyString>().map_err(|_| {
+    let s = obj.cast::<PyString>().map_err(|_| {
         PyTypeError::new_err(format!(
             "{what} must be str, not {}",
             obj.get_type()
