@@ -29,8 +29,10 @@ try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
-project = tomllib.load(open("pyproject.toml", "rb"))["project"]
-print("maturin>=1.9.4,<2")
+pyproject = tomllib.load(open("pyproject.toml", "rb"))
+project = pyproject["project"]
+for req in pyproject["build-system"]["requires"]:  # maturin
+    print(req)
 for req in project["dependencies"]:
     print(req)
 for extra in sys.argv[1:]:
