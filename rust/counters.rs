@@ -29,14 +29,19 @@ pub enum DropReason {
     /// Recorded from inside a target more than `chain::MAX_DEPTH` deep:
     /// not passed to a Python target or the `logging` target.
     Reentrant,
+    /// Recorded on another thread than the finalizing one once the
+    /// interpreter exits: not passed to a Python target or the `logging`
+    /// target (`crate::gil::PythonSection`).
+    Exiting,
 }
 
 impl DropReason {
-    const ALL: [DropReason; 4] = [
+    const ALL: [DropReason; 5] = [
         DropReason::InvalidType,
         DropReason::InvalidValue,
         DropReason::TargetError,
         DropReason::Reentrant,
+        DropReason::Exiting,
     ];
 
     fn name(self) -> &'static str {
@@ -45,6 +50,7 @@ impl DropReason {
             DropReason::InvalidValue => "dropped_invalid_value",
             DropReason::TargetError => "target_errors",
             DropReason::Reentrant => "dropped_reentrant",
+            DropReason::Exiting => "dropped_at_exit",
         }
     }
 
@@ -55,13 +61,14 @@ impl DropReason {
             DropReason::InvalidValue => "invalid_value",
             DropReason::TargetError => "target_error",
             DropReason::Reentrant => "reentrant",
+            DropReason::Exiting => "exiting",
         }
     }
 }
 
 #[derive(Default)]
 pub struct Counters {
-    counts: [AtomicU64; 4],
+    counts: [AtomicU64; DropReason::ALL.len()],
     /// Strings that were not valid UTF-8 (lone surrogates) and were stored
     /// with them escaped (`backslashreplace`): kept, but altered.
     pub lossy_strings: AtomicU64,
@@ -93,6 +100,10 @@ impl Counters {
 
 /// Logs a warning on the package logger; never raises into the caller.
 pub fn warn(py: Python<'_>, message: &str) {
+    // Not from a daemon thread at interpreter exit (`gil::PythonSection`).
+    let Some(_section) = crate::gil::PythonSection::enter() else {
+        return;
+    };
     let result = py
         .import("logging")
         .and_then(|logging| logging.call_method1("getLogger", ("edgeless_telemetry",)))

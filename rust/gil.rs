@@ -92,6 +92,23 @@ static EXITING: AtomicBool = AtomicBool::new(false);
 static RELEASED: AtomicUsize = AtomicUsize::new(0);
 const EXIT_WAIT: Duration = Duration::from_secs(5);
 
+thread_local! {
+    /// This thread's share of `RELEASED`.
+    static MINE: Cell<usize> = const { Cell::new(0) };
+}
+
+#[inline]
+fn section_begin() {
+    RELEASED.fetch_add(1, Ordering::SeqCst);
+    MINE.with(|m| m.set(m.get() + 1));
+}
+
+#[inline]
+fn section_end() {
+    MINE.with(|m| m.set(m.get() - 1));
+    RELEASED.fetch_sub(1, Ordering::SeqCst);
+}
+
 /// `py.detach(f)`, but safe at interpreter exit (see above).
 pub fn allow_threads<T, F>(py: Python<'_>, f: F) -> T
 where
@@ -102,33 +119,73 @@ where
     impl Drop for Section {
         // Runs once the GIL is held again (also when `f` panics).
         fn drop(&mut self) {
-            RELEASED.fetch_sub(1, Ordering::SeqCst);
+            section_end();
         }
     }
+    section_begin();
     let _section = Section;
-    RELEASED.fetch_add(1, Ordering::SeqCst);
     if EXITING.load(Ordering::SeqCst) {
         return f();
     }
     py.detach(f)
 }
 
-/// The atexit hook: from now on `allow_threads` keeps the GIL; waits (GIL
-/// released, so they can finish) until no section runs without it.
+thread_local! {
+    /// Set on the thread that ran `enter_exit`: the one that finalizes.
+    static EXIT_THREAD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// A call from our frames into Python code (a Python target, a `logging`
+/// handler). The same `pthread_exit` hits a thread running Python code
+/// called from Rust: the eval loop gives the GIL up to the finalizing
+/// thread and takes it back. So `enter_exit` waits for these calls too, and
+/// from then on only the finalizing thread may start one.
+pub struct PythonSection(());
+
+impl PythonSection {
+    /// `None` once the interpreter exits, on every thread but the one
+    /// finalizing: the caller must not call Python (it counts a drop).
+    #[inline]
+    pub fn enter() -> Option<Self> {
+        section_begin();
+        if EXITING.load(Ordering::SeqCst) && !EXIT_THREAD.with(Cell::get) {
+            section_end();
+            return None;
+        }
+        Some(PythonSection(()))
+    }
+}
+
+impl Drop for PythonSection {
+    #[inline]
+    fn drop(&mut self) {
+        section_end();
+    }
+}
+
+/// The atexit hook: from now on `allow_threads` keeps the GIL and other
+/// threads call no Python code from ours; waits (GIL released, so they can
+/// finish) until no section runs without the GIL or in Python.
 #[pyfunction]
 pub fn enter_exit(py: Python<'_>) {
+    EXIT_THREAD.with(|t| t.set(true));
     EXITING.store(true, Ordering::SeqCst);
+    // Sections this thread is in itself (it runs the hook from inside one)
+    // cannot end while it waits.
+    let own = MINE.with(Cell::get);
     py.detach(|| {
         let deadline = Instant::now() + EXIT_WAIT;
-        while RELEASED.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        while RELEASED.load(Ordering::SeqCst) > own && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(1));
         }
     });
 }
 
-/// From the fork handler: the threads inside sections are the parent's.
+/// From the fork handler: the threads inside sections are the parent's,
+/// but the forking thread may be inside its own (a Python target that
+/// forks), which it leaves in the child too.
 pub fn after_fork_in_child() {
-    RELEASED.store(0, Ordering::SeqCst);
+    RELEASED.store(MINE.with(Cell::get), Ordering::SeqCst);
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -143,7 +200,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
 /// when there is none. Counted like an `allow_threads` section, so
 /// `enter_exit` waits for it instead of finalizing under it.
 pub fn with_gil_unless_exiting<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> Option<R> {
-    RELEASED.fetch_add(1, Ordering::SeqCst);
+    section_begin();
     // SAFETY: a plain query of interpreter state, callable without the GIL.
     let running = unsafe { pyo3::ffi::Py_IsInitialized() } != 0;
     let result = if running && !EXITING.load(Ordering::SeqCst) {
@@ -151,7 +208,7 @@ pub fn with_gil_unless_exiting<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> 
     } else {
         None
     };
-    RELEASED.fetch_sub(1, Ordering::SeqCst);
+    section_end();
     result
 }
 

@@ -48,6 +48,10 @@ impl LogTarget {
         // switched on later went unseen for good. A reading more than
         // `RECHECK_NS` before the next check checks again.
         if now >= next || now < next.saturating_sub(RECHECK_NS) {
+            // At interpreter exit, off the finalizing thread: as it was.
+            let Some(_exit) = crate::gil::PythonSection::enter() else {
+                return self.debug_enabled.load(Ordering::Relaxed);
+            };
             let enabled = self
                 .logger
                 .call_method1(py, "isEnabledFor", (10,))
@@ -102,6 +106,10 @@ impl Route for LogRoute {
         if !log && !self.target.debug_enabled(py, clock) {
             return ChainResult::Passed;
         }
+        let Some(_exit) = crate::gil::PythonSection::enter() else {
+            self.target.counters.count_drop(py, DropReason::Exiting, "");
+            return ChainResult::Passed;
+        };
         let Some(_call) = PythonCall::enter() else {
             self.target.counters.count_drop(
                 py,

@@ -45,6 +45,10 @@ impl Route for PyTarget {
         tags: &Tags,
         _clock: &mut EventClock,
     ) -> ChainResult {
+        let Some(_exit) = crate::gil::PythonSection::enter() else {
+            self.counters.count_drop(py, DropReason::Exiting, "");
+            return ChainResult::Passed;
+        };
         let Some(_call) = PythonCall::enter() else {
             self.counters
                 .count_drop(py, DropReason::Reentrant, &too_deep("a Python target"));

@@ -507,7 +507,7 @@ def test_other_targets_drops_are_served() -> None:
         if name == "edgeless_telemetry_dropped_total"
     }
     assert dropped == {
-        "invalid_type": 1, "invalid_value": 1, "target_error": 0, "reentrant": 0,
+        "invalid_type": 1, "invalid_value": 1, "target_error": 0, "reentrant": 0, "exiting": 0,
         "sample_overwritten": 2, "log_entry_overwritten": 0, "no_function_id": 1, "function_refused": 1,
         # The invocation without FUNCTION_ID, ignored by the PrometheusTarget as by EDGELESS's.
         "missing_tag": 1,

@@ -46,6 +46,10 @@ class TelemetryProcessorStats(TypedDict):
     dropped_reentrant: int
     """Events recorded from inside a target more than 32 levels deep, not
     passed to the Python (or ``logging``) targets at that depth."""
+    dropped_at_exit: int
+    """Events recorded on a thread other than the one finalizing once the
+    interpreter exits (a daemon thread), not passed to the Python (or
+    ``logging``) targets: CPython would end that thread inside them."""
     lossy_strings: int
     """Strings holding lone surrogates, stored escaped (``backslashreplace``):
     kept, but altered."""
