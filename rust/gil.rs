@@ -11,7 +11,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::Python;
 use std::cell::{Cell, UnsafeCell};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 pub struct GilCell<T> {
@@ -186,6 +186,29 @@ pub fn enter_exit(py: Python<'_>) {
 /// forks), which it leaves in the child too.
 pub fn after_fork_in_child() {
     RELEASED.store(MINE.with(Cell::get), Ordering::SeqCst);
+}
+
+/// The interpreter the module was first made in.
+static INTERPRETER: AtomicI64 = AtomicI64::new(-1);
+
+/// Refuses a second interpreter: everything here (the exit hook's flag,
+/// the GIL-bound cells, the type objects) is per process. PyO3 did this
+/// before its module code ran until 0.28; since then a subinterpreter's
+/// import ran ours (and then failed), and the exit hook it registered there
+/// set the process exiting when that interpreter ended. Runs first.
+pub fn one_interpreter(py: Python<'_>) -> PyResult<()> {
+    // SAFETY: the token proves this thread is attached to an interpreter.
+    let id = unsafe { pyo3::ffi::PyInterpreterState_GetID(pyo3::ffi::PyInterpreterState_Get()) };
+    if id < 0 {
+        return Err(PyErr::fetch(py));
+    }
+    match INTERPRETER.compare_exchange(-1, id, Ordering::SeqCst, Ordering::SeqCst) {
+        Ok(_) => Ok(()),
+        Err(first) if first == id => Ok(()),
+        Err(_) => Err(pyo3::exceptions::PyImportError::new_err(
+            "edgeless_telemetry does not support subinterpreters: import it in the main interpreter only",
+        )),
+    }
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

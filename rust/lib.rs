@@ -33,6 +33,7 @@ use pyo3::prelude::*;
 // build, whose module never names it; the right answer if that changes.)
 #[pymodule(gil_used = true)]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    gil::one_interpreter(m.py())?;
     // The package version: Cargo.toml is its one source (pyproject.toml
     // declares it dynamic, so maturin copies it into the wheel too).
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

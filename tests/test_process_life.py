@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -228,3 +230,51 @@ def test_inherited_collector_refuses_in_the_child_never_hangs(tmp_path: Path) ->
     finally:
         redis.stop()
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+
+
+SUBINTERPRETER = """
+import sys, threading
+import edgeless_telemetry._core as core
+try:
+    import _xxsubinterpreters as interpreters
+except ImportError:
+    import _interpreters as interpreters
+sub = interpreters.create()
+try:
+    interpreters.run_string(sub, "import edgeless_telemetry")
+except Exception as e:  # the ImportError, as text
+    print("refused:", e)
+else:
+    print("imported")
+sys.stdout.flush()
+interpreters.run_string(sub, "import atexit; print('hooks', atexit._ncallbacks(), flush=True)")
+interpreters.destroy(sub)
+got = []
+class Target:
+    def handle(self, event, tags):
+        got.append(event)
+proc = core.TelemetryProcessor([Target()], log=False)
+t = threading.Thread(target=lambda: proc.get_handle({}).invocation_completed(0.1))
+t.start()
+t.join()
+print("calls", len(got), flush=True)
+"""
+
+
+def test_a_subinterpreter_is_refused_and_leaves_the_main_one_alone() -> None:
+    """The extension keeps process-wide state (the exit hook's flag, the
+    GIL-bound cells): PyO3 0.28+ no longer refuses a subinterpreter before
+    our module code runs, and the exit hook it registered there set the
+    process exiting when the subinterpreter ended (Python targets on other
+    threads skipped for good; a subinterpreter left to the main one's
+    finalization hung the process at exit instead)."""
+    pytest.importorskip("_xxsubinterpreters" if sys.version_info < (3, 13) else "_interpreters")
+    run = subprocess.run(
+        [sys.executable, "-c", SUBINTERPRETER],
+        capture_output=True, text=True, timeout=20,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = run.stdout.splitlines()
+    assert lines[0].startswith("refused:") and "subinterpreter" in lines[0], run.stdout
+    assert lines[1] == "hooks 0", run.stdout
+    assert lines[2] == "calls 1", run.stdout
