@@ -183,8 +183,8 @@ def check_query(prom: Any, name: str, query: str, nodes: list[Node], total: dict
         assert sorted(v for v in by(result, "instance").values()) == [1.0] * len(nodes), name
     elif "dropped_total" in expr:
         got = by(result, "target", "reason")
-        # per node: the processor's 4 reasons and the PrometheusTarget's missing_tag
-        assert len(result) == len(nodes) * 5, (name, result)
+        # per node: the processor's 5 reasons and the PrometheusTarget's missing_tag
+        assert len(result) == len(nodes) * 6, (name, result)
         assert got[("processor", "invalid_value")] == 1.0 and got[("processor", "invalid_type")] == 0.0, got
     elif "series_refused" in expr:
         got = by(result, "family")
