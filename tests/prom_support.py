@@ -20,16 +20,12 @@ from typing import Any
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from ports import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRAPE_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboard.json"
 NODE_JOB = "edgeless-node"  # EDGELESS's own prometheus.yml names its job so
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def http_get(

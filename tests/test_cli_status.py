@@ -17,7 +17,8 @@ import threading
 import time
 from pathlib import Path
 
-from redis_fixture import RedisServer, free_port
+from ports import free_port
+from redis_fixture import RedisServer
 
 CLI = [sys.executable, "-m", "edgeless_telemetry.cli"]
 

@@ -29,7 +29,7 @@ from edgeless_telemetry import (
     TelemetryProcessor,
     _core,
 )
-from redis_fixture import free_port
+from ports import free_port
 
 T0 = 1_700_000_000_000_000_000
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from redis_fixture import RedisServer, free_port
+from ports import free_port
+from redis_fixture import RedisServer
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 BLOCKS = re.findall(r"^```python\n(.*?)^```", README.read_text(), flags=re.M | re.S)

@@ -30,6 +30,7 @@ from edgeless_telemetry import (
     TelemetryHandle,
     TelemetryProcessor,
 )
+from ports import listening_socket
 
 
 def handle(perf: PerformanceTarget) -> TelemetryHandle:
@@ -57,9 +58,7 @@ def within(seconds: float, fn: Callable[[], Any]) -> Any:
 def listener() -> Iterator[socket.socket]:
     """A listening socket nobody serves: connections queue in its backlog.
     `accept()` on it gives up after 10 s rather than hang the test."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen(8)
+    with listening_socket() as s:
         s.settimeout(10)
         yield s
 

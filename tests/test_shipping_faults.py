@@ -25,7 +25,8 @@ from edgeless_telemetry import (
     TelemetryProcessor,
     _core,
 )
-from redis_fixture import RedisServer, free_port
+from ports import free_port
+from redis_fixture import RedisServer
 
 T0 = 1_700_000_000_000_000_000
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from redis_fixture import free_port
+from ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 WHEELHOUSE = os.environ.get("EDGELESS_WHEELHOUSE", "")
