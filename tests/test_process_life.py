@@ -21,6 +21,7 @@ from edgeless_telemetry import (
     PrometheusTarget,
     TelemetryProcessor,
 )
+from ports import free_port
 from prom_support import http_get, sample
 
 
@@ -102,9 +103,8 @@ def test_prometheus_target_in_forked_child() -> None:
     values included), is not serving (the parent's server thread and socket
     are the parent's), and can serve on a port of its own; the parent keeps
     serving, and once it closes, its port is free although the child lives."""
-    prom = PrometheusTarget("http://127.0.0.1:0")
-    port = prom.port
-    assert port is not None
+    port = free_port()  # bound again below
+    prom = PrometheusTarget(f"http://127.0.0.1:{port}")
     h = TelemetryProcessor([prom], log=False).get_handle({"NODE_ID": "n", "FUNCTION_ID": FID, "FUNCTION_TYPE": "t"})
     h.invocation_completed(0.1)
 

@@ -24,6 +24,7 @@ from edgeless_telemetry import (
     PrometheusTarget,
     TelemetryProcessor,
 )
+from ports import free_port
 from prom_support import http_get, sample, samples
 
 FID = "1c6e8f0e-6b0a-4b5e-9d4e-2f1f2f6a1b11"
@@ -314,10 +315,10 @@ def test_endpoint_survives_garbage(served: PrometheusTarget) -> None:
 
 
 def test_close_frees_the_port_and_is_idempotent() -> None:
-    prom = PrometheusTarget("http://127.0.0.1:0")
-    port = prom.port
-    assert port is not None
+    port = free_port()  # bound again below
     url = f"http://127.0.0.1:{port}"
+    prom = PrometheusTarget(url)
+    assert prom.port == port
     with pytest.raises(OSError, match="cannot listen"):
         PrometheusTarget(url)
     prom.close()

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from edgeless_telemetry import NodeReporter, OrchestratorCollector, PerformanceTarget, TelemetryProcessor
+from ports import free_port
 from tracer_util import HEADER
 
 
@@ -108,7 +109,7 @@ def test_node_exiting_mid_write_leaves_whole_files(tmp_path: Path, how: str) -> 
 COLLECTOR = """
 import sys, time
 from edgeless_telemetry import OrchestratorCollector
-col = OrchestratorCollector("http://127.0.0.1:0", dataset_path=sys.argv[1]).start()
+col = OrchestratorCollector(sys.argv[3], dataset_path=sys.argv[1]).start()
 print(col.url, flush=True)
 time.sleep(float(sys.argv[2]))
 # the main thread ends while the handler threads store batches
@@ -127,7 +128,9 @@ def test_collector_exiting_mid_store_leaves_whole_rows_and_loses_nothing(tmp_pat
     writing a batch; the restart cuts the CSV files back to the last batch
     its journal records whole, and the resent batches land once."""
     prefix = str(tmp_path / "c_")
-    server = spawn(COLLECTOR, prefix, "0.6" if how == "exit" else "60")
+    # A port outside the ephemeral range: the restart below binds it again.
+    server = spawn(COLLECTOR, prefix, "0.6" if how == "exit" else "60",
+                   f"http://127.0.0.1:{free_port()}")
     if how == "sigkill":
         threading.Timer(0.6, server.kill).start()
     assert server.stdout is not None
