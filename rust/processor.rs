@@ -430,15 +430,28 @@ static NUMPY: GilOnce<Py<PyModule>> = GilOnce::new();
 /// Reads a 1-D array-like of numbers as native-endian bytes of `dtype`.
 fn array_bytes<'py>(
     py: Python<'py>,
+    name: &str,
     values: &Bound<'py, PyAny>,
     dtype: &str,
 ) -> PyResult<Bound<'py, PyBytes>> {
     let np = NUMPY
         .get_or_try_init(py, || py.import("numpy").map(Bound::unbind))?
         .bind(py);
-    let array = np.call_method1("ascontiguousarray", (values, dtype))?;
+    // numpy would parse text ("1.5", ["2"]) as numbers; text is a caller's
+    // mistake (an unparsed CSV field), so it is refused, not guessed at.
+    let given = np.call_method1("asarray", (values,))?;
+    let kind: String = given.getattr("dtype")?.getattr("kind")?.extract()?;
+    if kind == "U" || kind == "S" {
+        return Err(PyTypeError::new_err(format!(
+            "{name} must be numbers, not text (got a {} holding text)",
+            type_name(values)
+        )));
+    }
+    let array = np.call_method1("ascontiguousarray", (given, dtype))?;
     if array.getattr("ndim")?.extract::<usize>()? != 1 {
-        return Err(PyValueError::new_err("expected a 1-D array"));
+        return Err(PyValueError::new_err(format!(
+            "{name} must be 1-D (a scalar counts as one value)"
+        )));
     }
     Ok(array.call_method0("tobytes")?.cast_into::<PyBytes>()?)
 }
@@ -571,9 +584,9 @@ impl TelemetryHandle {
             PyValueError::new_err(format!("kind must be a FunctionTime, got {kind}"))
         })?;
         let invocation = self.invocation_named(event_type);
-        let values = array_bytes(py, values, "float64")?;
+        let values = array_bytes(py, "values", values, "float64")?;
         let stamps = timestamps_ns
-            .map(|t| array_bytes(py, t, "int64"))
+            .map(|t| array_bytes(py, "timestamps_ns", t, "int64"))
             .transpose()?;
         let values = values
             .as_bytes()

@@ -163,6 +163,38 @@ def test_observe_many_records_with_given_timestamps(
         handle.observe_many(9, values)
 
 
+@pytest.mark.parametrize(
+    ("values", "stamps", "error", "message"),
+    [
+        ("1.5", None, TypeError, "values must be numbers, not text"),
+        (["0.1", "0.2"], None, TypeError, "values must be numbers, not text"),
+        (b"1", None, TypeError, "values must be numbers, not text"),
+        ([0.1], ["10"], TypeError, "timestamps_ns must be numbers, not text"),
+        ([[0.1, 0.2]], None, ValueError, "values must be 1-D"),
+        ([0.1, 0.2], [[1, 2]], ValueError, "timestamps_ns must be 1-D"),
+    ],
+    ids=["str", "list-of-str", "bytes", "str-stamps", "2-D", "2-D-stamps"],
+)
+def test_observe_many_refuses_text_and_shapes_and_records_nothing(
+    perf: PerformanceTarget, handle: TelemetryHandle,
+    values: object, stamps: object, error: type[Exception], message: str,
+) -> None:
+    """numpy alone would read "1.5" as 1.5; text is an unparsed field, so
+    the whole call is refused before anything is recorded or counted."""
+    assert handle.observe_many(FunctionTime.EXECUTION, [0.5]) == 1
+    with pytest.raises(error, match=message):
+        handle.observe_many(FunctionTime.EXECUTION, values, timestamps_ns=stamps)
+    assert perf.get_metrics().sample_count() == 1  # only the 0.5
+
+
+def test_observe_many_takes_a_scalar_as_one_value(
+    perf: PerformanceTarget, handle: TelemetryHandle, function_id: str
+) -> None:
+    assert handle.observe_many(FunctionTime.EXECUTION, 0.25, timestamps_ns=7) == 1
+    s = perf.get_metrics().function_times[FunctionTime.EXECUTION][function_id]
+    assert (s.values.tolist(), s.timestamps_ns.tolist()) == ([0.25], [7])
+
+
 def test_drained_arrays_are_writable_and_independent(
     perf: PerformanceTarget, handle: TelemetryHandle, function_id: str
 ) -> None:
