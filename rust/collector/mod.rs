@@ -290,7 +290,8 @@ impl CollectorCore {
 }
 
 /// `CollectorCore`'s state: no Python object in it, so that any thread may
-/// drop it.
+/// drop it (the last holder may be a storer thread or a server task, so
+/// dropping never waits: the Redis writer is only told to stop).
 pub struct Core {
     /// The fork generation that made it: its Redis writer thread and the
     /// locks that thread takes belong to that process (see `usable`).
