@@ -31,10 +31,20 @@ static KEPT: AtomicUsize = AtomicUsize::new(0);
 struct Pending(Option<PyErr>);
 
 impl Drop for Pending {
+    /// Runs at thread exit, when the thread is no longer attached to
+    /// Python: dropping the error there would leave its decrefs to PyO3's
+    /// pool, whose lock a `fork()` at that instant leaves held in the child
+    /// (README, "Process life"). So it is dropped attached, unless the
+    /// interpreter is gone or exiting: then it is leaked (one exception, at
+    /// most once per thread).
     fn drop(&mut self) {
-        if self.0.take().is_some() {
-            KEPT.fetch_sub(1, Ordering::Relaxed);
-        }
+        let Some(err) = self.0.take() else {
+            return;
+        };
+        KEPT.fetch_sub(1, Ordering::Relaxed);
+        let mut err = Some(err);
+        crate::gil::with_gil_unless_exiting(|_py| drop(err.take()));
+        std::mem::forget(err);
     }
 }
 
@@ -103,5 +113,32 @@ mod tests {
         .unwrap();
         assert_eq!(KEPT.load(Ordering::Relaxed), before);
         assert!(take().is_ok());
+    }
+
+    #[test]
+    fn a_thread_that_ends_with_one_kept_drops_it_attached() {
+        Python::initialize();
+        let (err, value) = Python::attach(|py| {
+            let err = PyKeyboardInterrupt::new_err(());
+            let value = err.value(py).clone().unbind();
+            (err, value)
+        });
+        let refs = || {
+            // Read without attaching through PyO3, which would first apply
+            // the decrefs waiting in its pool: what this looks for. (No
+            // other thread touches this object.)
+            // SAFETY: `value` keeps the object alive.
+            unsafe { pyo3::ffi::Py_REFCNT(value.as_ptr()) }
+        };
+        let held = refs();
+        std::thread::spawn(move || {
+            Python::attach(|py| assert!(keep(py, err).is_none()));
+        })
+        .join()
+        .unwrap();
+        // Dropped by the ending thread itself, attached (a drop left to the
+        // pool would still count here).
+        assert_eq!(refs(), held - 1);
+        Python::attach(|_py| drop(value));
     }
 }

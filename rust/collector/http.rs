@@ -11,7 +11,7 @@
 //! refusal, and every request that needs no body, is answered without
 //! reading what the client declared and closes the connection; only a
 //! body that was read whole leaves it open for the next batch. The body
-//! goes to `CollectorCore::ingest_body` on a blocking thread, whose status
+//! goes to `Core::ingest_body` on a blocking thread, whose status
 //! is the answer.
 //!
 //! `read_timeout_s` is the whole-request deadline (head and body, from
@@ -20,7 +20,7 @@
 //! `crate::http::admission` for who gives way when it is reached).
 
 use super::tokens::{Access, Tokens};
-use super::CollectorCore;
+use super::{CollectorCore, Core};
 use crate::gil::GilCell;
 use crate::http::admission::{Counters, Limits};
 use crate::http::pool::Pool;
@@ -63,7 +63,10 @@ struct Refused {
 }
 
 struct Collect {
-    core: Py<CollectorCore>,
+    /// The core's Rust state, not the Python object: this is held by the
+    /// server's tasks and storer threads, which must never drop a Python
+    /// reference (see `CollectorCore`).
+    core: Arc<Core>,
     tokens: Tokens,
     max_body_bytes: usize,
     max_inflight_bytes: usize,
@@ -112,8 +115,8 @@ fn text(status: StatusCode, reason: impl Into<String>) -> Response<Full<Bytes>> 
 }
 
 impl Collect {
-    fn core(&self) -> &CollectorCore {
-        self.core.get()
+    fn core(&self) -> &Core {
+        &self.core
     }
 
     fn busy(&self) -> Response<Full<Bytes>> {
@@ -403,7 +406,7 @@ impl CollectorServer {
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
-        core: Py<CollectorCore>,
+        core: &Bound<'_, CollectorCore>,
         host: &str,
         port: u16,
         token: Option<String>,
@@ -460,7 +463,7 @@ impl CollectorServer {
         Ok(Self {
             addr: listener.local_addr(),
             handler: Arc::new(Collect {
-                core,
+                core: core.get().shared(),
                 tokens,
                 max_body_bytes,
                 max_inflight_bytes,

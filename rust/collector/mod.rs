@@ -39,7 +39,7 @@ use redis::{Job, RedisSink, Route};
 use std::collections::VecDeque;
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 #[derive(Default)]
@@ -259,9 +259,40 @@ fn render_into(
     out
 }
 
-/// The collector's storage half; see the module doc.
+/// The collector's storage half (see the module doc), as Python sees it:
+/// a handle on the Rust state it shares with the HTTP server.
+///
+/// Why not one pyclass that the server holds as a `Py<CollectorCore>`: the
+/// server's async tasks and storer threads hold it until their request is
+/// done, which may be after `stop()` and after Python let go of it, so the
+/// last reference was dropped by a thread that is not attached to Python.
+/// PyO3 defers such a decref to a pool behind a mutex (its "reference
+/// pool"): a `fork()` while that thread held the mutex left it locked in
+/// the child, whose next call into the extension then hung. Those threads
+/// now hold an `Arc<Core>`, with nothing of Python in it (README, "Process
+/// life"; `tests/test_reference_pool.py`).
 #[pyclass(module = "edgeless_telemetry._core", frozen)]
-pub struct CollectorCore {
+pub struct CollectorCore(Arc<Core>);
+
+impl std::ops::Deref for CollectorCore {
+    type Target = Core;
+
+    fn deref(&self) -> &Core {
+        &self.0
+    }
+}
+
+impl CollectorCore {
+    /// What the HTTP server holds (see the type doc).
+    pub(crate) fn shared(&self) -> Arc<Core> {
+        self.0.clone()
+    }
+}
+
+/// `CollectorCore`'s state: no Python object in it, so that any thread may
+/// drop it (the last holder may be a storer thread or a server task, so
+/// dropping never waits: the Redis writer is only told to stop).
+pub struct Core {
     /// The fork generation that made it: its Redis writer thread and the
     /// locks that thread takes belong to that process (see `usable`).
     generation: u64,
@@ -278,7 +309,7 @@ pub struct CollectorCore {
     budget: Budget,
 }
 
-impl CollectorCore {
+impl Core {
     /// `node`: the only node id this body may carry (the sender's token is
     /// that node's), checked before anything is written.
     pub fn ingest_body(&self, body: &[u8], node: Option<&str>) -> (u16, String) {
@@ -688,7 +719,7 @@ impl CollectorCore {
             ),
         };
         let row_prefix = dataset.as_ref().map(|d| d.row_prefix.clone());
-        Ok(Self {
+        Ok(Self(Arc::new(Core {
             generation: crate::fork::generation(),
             state: Mutex::new(State {
                 dedup,
@@ -704,7 +735,7 @@ impl CollectorCore {
             stats: Stats::default(),
             max_entries: max_entries_per_body,
             budget: Budget::new(max_decoded_bytes),
-        })
+        })))
     }
 
     /// Stores one received body; returns (HTTP status, reason). With
@@ -769,7 +800,7 @@ impl CollectorCore {
     }
 }
 
-impl Drop for CollectorCore {
+impl Drop for Core {
     /// In a forked child the Redis writer's locks may be held for good by
     /// the parent's thread: leak the sink there rather than touch them.
     fn drop(&mut self) {

@@ -143,7 +143,10 @@ impl Security {
         tokio::task::spawn_blocking(move || {
             let now = fingerprint(&files);
             if me.seen.swap(now, Ordering::Relaxed) != now {
-                crate::gil::with_gil_unless_exiting(|py| me.reload(py));
+                // The error (counted) is dropped here, attached: it may
+                // hold Python objects, and a drop on this thread would
+                // leave them to PyO3's pool (see `crate::interrupt`).
+                crate::gil::with_gil_unless_exiting(|py| drop(me.reload(py)));
             }
         });
     }
