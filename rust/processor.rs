@@ -427,33 +427,91 @@ fn type_name(obj: &Bound<'_, PyAny>) -> String {
 
 static NUMPY: GilOnce<Py<PyModule>> = GilOnce::new();
 
-/// Reads a 1-D array-like of numbers as native-endian bytes of `dtype`.
-fn array_bytes<'py>(
+fn numpy(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
+    Ok(NUMPY
+        .get_or_try_init(py, || py.import("numpy").map(Bound::unbind))?
+        .bind(py))
+}
+
+/// A 1-D array-like of numbers as a numpy array (its own dtype).
+fn numbers<'py>(
     py: Python<'py>,
     name: &str,
     values: &Bound<'py, PyAny>,
-    dtype: &str,
-) -> PyResult<Bound<'py, PyBytes>> {
-    let np = NUMPY
-        .get_or_try_init(py, || py.import("numpy").map(Bound::unbind))?
-        .bind(py);
+) -> PyResult<Bound<'py, PyAny>> {
+    let array = numpy(py)?.call_method1("asarray", (values,))?;
     // numpy would parse text ("1.5", ["2"]) as numbers; text is a caller's
     // mistake (an unparsed CSV field), so it is refused, not guessed at.
-    let given = np.call_method1("asarray", (values,))?;
-    let kind: String = given.getattr("dtype")?.getattr("kind")?.extract()?;
-    if kind == "U" || kind == "S" {
+    if matches!(dtype_kind(&array)?, 'U' | 'S') {
         return Err(PyTypeError::new_err(format!(
             "{name} must be numbers, not text (got a {} holding text)",
             type_name(values)
         )));
     }
-    let array = np.call_method1("ascontiguousarray", (given, dtype))?;
-    if array.getattr("ndim")?.extract::<usize>()? != 1 {
+    if array.getattr("ndim")?.extract::<usize>()? > 1 {
         return Err(PyValueError::new_err(format!(
             "{name} must be 1-D (a scalar counts as one value)"
         )));
     }
-    Ok(array.call_method0("tobytes")?.cast_into::<PyBytes>()?)
+    Ok(array)
+}
+
+fn dtype_kind(array: &Bound<'_, PyAny>) -> PyResult<char> {
+    array.getattr("dtype")?.getattr("kind")?.extract()
+}
+
+/// The 8-byte numbers `read_as` gives.
+trait Word: Sized {
+    fn from_ne(bytes: [u8; 8]) -> Self;
+}
+
+impl Word for f64 {
+    fn from_ne(bytes: [u8; 8]) -> Self {
+        f64::from_ne_bytes(bytes)
+    }
+}
+
+impl Word for i64 {
+    fn from_ne(bytes: [u8; 8]) -> Self {
+        i64::from_ne_bytes(bytes)
+    }
+}
+
+/// `array` (0-D or 1-D) converted to `dtype` as numpy casts, one `T` each.
+fn read_as<T: Word>(array: &Bound<'_, PyAny>, dtype: &str) -> PyResult<Vec<T>> {
+    let flat = numpy(array.py())?.call_method1("ascontiguousarray", (array, dtype))?;
+    let bytes = flat.call_method0("tobytes")?.cast_into::<PyBytes>()?;
+    Ok(bytes
+        .as_bytes()
+        .chunks_exact(8)
+        .map(|c| T::from_ne(c.try_into().unwrap()))
+        .collect())
+}
+
+/// The caller's `timestamps_ns`: each one a time (`Ok`), or what was given
+/// for one that is none (`Err`: NaN, infinite, before the epoch, past
+/// 2**63 - 1 ns), whose sample is then dropped and counted. Floats are
+/// read as floats, so a NaN is seen rather than cast to numpy's arbitrary
+/// integer.
+fn stamps_of(py: Python<'_>, given: &Bound<'_, PyAny>) -> PyResult<Vec<Result<i64, f64>>> {
+    let array = numbers(py, "timestamps_ns", given)?;
+    Ok(if dtype_kind(&array)? == 'f' {
+        read_as::<f64>(&array, "float64")?
+            .into_iter()
+            .map(|ns| {
+                if (0.0..9.223_372_036_854_775e18).contains(&ns) {
+                    Ok(ns as i64)
+                } else {
+                    Err(ns)
+                }
+            })
+            .collect()
+    } else {
+        read_as::<i64>(&array, "int64")?
+            .into_iter()
+            .map(|ns| if ns >= 0 { Ok(ns) } else { Err(ns as f64) })
+            .collect()
+    })
 }
 
 #[pymethods]
@@ -584,20 +642,8 @@ impl TelemetryHandle {
             PyValueError::new_err(format!("kind must be a FunctionTime, got {kind}"))
         })?;
         let invocation = self.invocation_named(event_type);
-        let values = array_bytes(py, "values", values, "float64")?;
-        let stamps = timestamps_ns
-            .map(|t| array_bytes(py, "timestamps_ns", t, "int64"))
-            .transpose()?;
-        let values = values
-            .as_bytes()
-            .chunks_exact(8)
-            .map(|c| f64::from_ne_bytes(c.try_into().unwrap()));
-        let stamps: Option<Vec<i64>> = stamps.map(|s| {
-            s.as_bytes()
-                .chunks_exact(8)
-                .map(|c| i64::from_ne_bytes(c.try_into().unwrap()))
-                .collect()
-        });
+        let values = read_as::<f64>(&numbers(py, "values", values)?, "float64")?;
+        let stamps = timestamps_ns.map(|t| stamps_of(py, t)).transpose()?;
         if let Some(s) = &stamps {
             if s.len() != values.len() {
                 return Err(PyValueError::new_err(format!(
@@ -609,10 +655,21 @@ impl TelemetryHandle {
         }
         let now = crate::clock::wall_now_ns(py);
         let mut recorded = 0;
-        for (i, v) in values.enumerate() {
+        for (i, v) in values.into_iter().enumerate() {
+            let stamp = stamps.as_ref().map_or(Ok(now), |s| s[i]);
             match check_duration(v) {
                 Ok(seconds) => {
-                    let ts = stamps.as_ref().map_or(now, |s| s[i]);
+                    let Ok(ts) = stamp else {
+                        self.core.counters.count_drop(
+                            py,
+                            DropReason::InvalidValue,
+                            &format!(
+                                "a timestamp must be ns since the Unix epoch (0 to 2**63-1), got {}",
+                                stamp.unwrap_err()
+                            ),
+                        );
+                        continue;
+                    };
                     let event = EventRef::Duration {
                         kind,
                         seconds,

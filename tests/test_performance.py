@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+import warnings
 
 import numpy as np
 import pytest
@@ -185,6 +186,27 @@ def test_observe_many_refuses_text_and_shapes_and_records_nothing(
     with pytest.raises(error, match=message):
         handle.observe_many(FunctionTime.EXECUTION, values, timestamps_ns=stamps)
     assert perf.get_metrics().sample_count() == 1  # only the 0.5
+
+
+def test_observe_many_drops_and_counts_samples_whose_timestamp_is_no_time(
+    perf: PerformanceTarget, function_id: str
+) -> None:
+    """NaN, infinite, negative or past-int64 stamps: that sample is dropped
+    and counted as an invalid value, the others recorded with their own
+    stamps (numpy alone would cast NaN to an arbitrary int64, warning)."""
+    proc = TelemetryProcessor([perf], log=False)
+    h = proc.get_handle({"FUNCTION_ID": function_id})
+    values = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
+    floats = [10.0, float("nan"), float("inf"), -1.0, 1e30, 60.0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert h.observe_many(FunctionTime.TRANSFER, values, timestamps_ns=floats) == 2
+        assert h.observe_many(FunctionTime.TRANSFER, [0.7, 0.8], timestamps_ns=[-5, 80]) == 1
+        assert h.observe_many(FunctionTime.TRANSFER, [0.9], timestamps_ns=np.uint64(2**64 - 1)) == 0
+    s = perf.get_metrics().function_times[FunctionTime.TRANSFER][function_id]
+    assert s.values.tolist() == [0.1, 0.6, 0.8]
+    assert s.timestamps_ns.tolist() == [10, 60, 80]
+    assert proc.stats()["dropped_invalid_value"] == 4 + 1 + 1
 
 
 def test_observe_many_takes_a_scalar_as_one_value(

@@ -155,8 +155,8 @@ class TelemetryHandle:
         """Records many durations of one ``FunctionTime`` at once (for
         runtimes that aggregate). ``values`` is any 1-D array-like of
         seconds; ``timestamps_ns``, if given, one int64 per value (else all
-        get now); a scalar is one value. Invalid values are dropped and
-        counted; a ``kind`` out of range, an array that is not 1-D or a
+        get now); a scalar is one value. Invalid values and timestamps
+        (NaN, infinite, negative) are dropped and counted; a ``kind`` out of range, an array that is not 1-D or a
         length mismatch raises ``ValueError``, text (``"1.5"``, a list of
         str) ``TypeError``, recording nothing; an interrupt (see the class)
         stops it at that value and is raised. Returns how many were
