@@ -2,6 +2,7 @@
 //! format and the control-plane tracer. The Python package in
 //! `python/edgeless_telemetry` re-exports and types what lives here.
 
+pub mod args;
 pub mod chain;
 pub mod clock;
 pub mod collector;
@@ -12,7 +13,6 @@ pub mod fork;
 pub mod gil;
 pub mod http;
 pub mod interrupt;
-pub mod limit;
 pub mod log_target;
 pub mod performance;
 pub mod processor;

@@ -5,6 +5,7 @@
 //! drop it (see `counters`). An event runs through the chain on the
 //! caller's thread, inside one call into Rust.
 
+use crate::args::Arg;
 use crate::chain::{dispatch, Invocation, Route, Tags, Target, EVENT_TYPE, FUNCTION_ID};
 use crate::clock::EventClock;
 use crate::counters::{Counters, DropReason, DropSource};
@@ -92,8 +93,10 @@ fn attach_drop_sources(objects: &[Bound<'_, PyAny>], counters: &Arc<Counters>) {
 #[pymethods]
 impl TelemetryProcessor {
     #[new]
-    #[pyo3(signature = (targets, *, log = true))]
-    fn new(py: Python<'_>, targets: &Bound<'_, PyAny>, log: bool) -> PyResult<Self> {
+    #[pyo3(text_signature = "(targets, *, log=True)")]
+    #[pyo3(signature = (targets, *, log = Arg::value(true)))]
+    fn new(py: Python<'_>, targets: &Bound<'_, PyAny>, log: Arg<bool>) -> PyResult<Self> {
+        let log = log.named("TelemetryProcessor", "log")?;
         // Calibrate the clock events are stamped with here, not at the
         // first event (about a millisecond, once per process).
         crate::clock::monotonic();
@@ -128,10 +131,10 @@ impl TelemetryProcessor {
     fn get_handle(
         &self,
         py: Python<'_>,
-        tags: Option<&Bound<'_, PyDict>>,
+        tags: Option<Arg<Bound<'_, PyDict>>>,
     ) -> PyResult<TelemetryHandle> {
         let tags = match tags {
-            Some(t) => parse_handle_tags(t)?,
+            Some(t) => parse_handle_tags(&t.named("get_handle", "tags")?)?,
             None => Tags::new(),
         };
         TelemetryHandle::new(py, self.core.clone(), tags)
@@ -518,9 +521,13 @@ fn stamps_of(py: Python<'_>, given: &Bound<'_, PyAny>) -> PyResult<Vec<Result<i6
 impl TelemetryHandle {
     /// A new handle with the merged tags (child tags win). Raises like
     /// `get_handle`.
-    fn fork(&self, py: Python<'_>, child_tags: &Bound<'_, PyDict>) -> PyResult<TelemetryHandle> {
+    fn fork(
+        &self,
+        py: Python<'_>,
+        child_tags: Arg<Bound<'_, PyDict>>,
+    ) -> PyResult<TelemetryHandle> {
         let mut tags = self.tags().clone();
-        tags.extend(parse_handle_tags(child_tags)?);
+        tags.extend(parse_handle_tags(&child_tags.named("fork", "child_tags")?)?);
         TelemetryHandle::new(py, self.core.clone(), tags)
     }
 

@@ -40,6 +40,7 @@ from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from . import _core
+from ._args import path_or_none, require
 from .stats import OrchestratorCollectorStats
 
 log = logging.getLogger("edgeless_telemetry")
@@ -98,6 +99,18 @@ class OrchestratorCollector:
         layout: str = "plain",
         web_config: str | os.PathLike[str] | None = None,
     ) -> None:
+        # Checked before the core opens (and may truncate) the dataset.
+        me = "OrchestratorCollector"
+        require(me, "listen_url", listen_url, str, "a str (http://host:port)")
+        for name, value in (("max_body_bytes", max_body_bytes),
+                            ("max_inflight_bytes", max_inflight_bytes),
+                            ("max_connections", max_connections)):
+            require(me, name, value, int, "an int")
+        if token is not None:
+            require(me, "token", token, str, "a str")
+        if node_tokens is not None:
+            require(me, "node_tokens", node_tokens, Mapping, "a mapping of node ids to tokens")
+        web_config_path = path_or_none(me, "web_config", web_config)
         parts = urlsplit(listen_url)
         schemes = ("http", "https") if web_config is not None else ("http",)
         if parts.scheme not in schemes or parts.hostname is None:
@@ -135,7 +148,7 @@ class OrchestratorCollector:
             max_inflight_bytes=max_inflight_bytes,
             read_timeout_s=float(read_timeout_s),
             max_connections=max_connections,
-            web_config=os.fspath(web_config) if web_config is not None else None,
+            web_config=web_config_path,
         )
         self._started = False
         _COLLECTORS.add(self)

@@ -45,6 +45,7 @@ import time
 import weakref
 
 from . import _core
+from ._args import path_or_none, require
 from .auth import check_token
 from .performance import PerformanceTarget
 from .stats import NodeReporterStats
@@ -106,8 +107,8 @@ class NodeReporter:
         client_cert_file: str | os.PathLike[str] | None = None,
         client_key_file: str | os.PathLike[str] | None = None,
     ) -> None:
-        if not isinstance(target, _core.PerformanceTarget):
-            raise TypeError(f"target must be a PerformanceTarget, not {type(target).__name__}")
+        me = "NodeReporter"
+        require(me, "target", target, _core.PerformanceTarget, "a PerformanceTarget")
         for name, value in (("interval_s", interval_s), ("timeout_s", timeout_s)):
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
@@ -128,9 +129,9 @@ class NodeReporter:
             # The collector may forget a node silent for longer than this.
             refresh_s=math.ceil(3 * interval_s),
             token=None if token is None else check_token(token),
-            ca_file=_path(ca_file),
-            client_cert_file=_path(client_cert_file),
-            client_key_file=_path(client_key_file),
+            ca_file=path_or_none(me, "ca_file", ca_file),
+            client_cert_file=path_or_none(me, "client_cert_file", client_cert_file),
+            client_key_file=path_or_none(me, "client_key_file", client_key_file),
         )
         self._target = target
         self.node_id = node_id
@@ -230,5 +231,3 @@ class NodeReporter:
                 log.exception("NodeReporter: unexpected error")
 
 
-def _path(p: str | os.PathLike[str] | None) -> str | None:
-    return None if p is None else os.fspath(p)

@@ -193,6 +193,7 @@ impl Budget {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::args::{Arg, Limit};
 
     #[test]
     fn budget_reserves_and_gives_back() {
@@ -282,16 +283,16 @@ mod tests {
     fn core(dir: &Dir, max_entries: u64, max_decoded: u64) -> CollectorCore {
         CollectorCore::new(
             None,
-            Some(dir.prefix()),
-            false,
+            Some(Arg::value(dir.prefix())),
+            Arg::value(false),
             None,
             None,
-            1 << 28,
-            1000,
-            2.0,
-            max_entries,
-            max_decoded,
-            "plain",
+            Limit::new(1 << 28),
+            Limit::new(1000),
+            Arg::value(2.0),
+            Limit::new(max_entries as usize),
+            Limit::new(max_decoded as usize),
+            Arg::value("plain".into()),
         )
         .unwrap_or_else(|_| panic!("collector core"))
     }

@@ -25,6 +25,7 @@ pub mod redis;
 mod replies;
 pub mod tokens;
 
+use crate::args::{Arg, Limit};
 use crate::events::FunctionTime;
 use crate::wire::scan::scan;
 use crate::wire::{decode_checked, Malformed, NodePerformanceSamples};
@@ -637,22 +638,41 @@ impl CollectorCore {
     // reads it): `admission::DEFAULT_MAX_ENTRIES` and
     // `DEFAULT_MAX_DECODED_BYTES`, checked by a test there.
     #[new]
-    #[pyo3(signature = (*, redis_url = None, dataset_path = None, append = false, additional_header = None, additional_fields = None, max_redis_queue_bytes = 268435456, members_per_command = 1000, redis_ack_timeout_s = 2.0, max_entries_per_body = 1048576, max_decoded_bytes = 268435456, layout = "plain"))]
+    #[pyo3(
+        text_signature = "(*, redis_url=None, dataset_path=None, append=False, additional_header=None, additional_fields=None, max_redis_queue_bytes=268435456, members_per_command=1000, redis_ack_timeout_s=2.0, max_entries_per_body=1048576, max_decoded_bytes=268435456, layout='plain')"
+    )]
+    #[pyo3(signature = (*, redis_url = None, dataset_path = None, append = Arg::value(false), additional_header = None, additional_fields = None, max_redis_queue_bytes = Limit::new(268435456), members_per_command = Limit::new(1000), redis_ack_timeout_s = Arg::value(2.0), max_entries_per_body = Limit::new(1048576), max_decoded_bytes = Limit::new(268435456), layout = Arg::value("plain".into())))]
     #[allow(clippy::too_many_arguments)]
     fn new(
-        redis_url: Option<String>,
-        dataset_path: Option<String>,
-        append: bool,
-        additional_header: Option<String>,
-        additional_fields: Option<String>,
-        max_redis_queue_bytes: usize,
-        members_per_command: usize,
-        redis_ack_timeout_s: f64,
-        max_entries_per_body: u64,
-        max_decoded_bytes: u64,
-        layout: &str,
+        redis_url: Option<Arg<String>>,
+        dataset_path: Option<Arg<String>>,
+        append: Arg<bool>,
+        additional_header: Option<Arg<String>>,
+        additional_fields: Option<Arg<String>>,
+        max_redis_queue_bytes: Limit,
+        members_per_command: Limit,
+        redis_ack_timeout_s: Arg<f64>,
+        max_entries_per_body: Limit,
+        max_decoded_bytes: Limit,
+        layout: Arg<String>,
     ) -> PyResult<Self> {
-        let layout = dataset::Layout::parse(layout).map_err(PyValueError::new_err)?;
+        // The user's arguments of OrchestratorCollector, passed on as given.
+        const ME: &str = "OrchestratorCollector";
+        let text = |arg: Option<Arg<String>>, name| arg.map(|a| a.named(ME, name)).transpose();
+        let redis_url = text(redis_url, "redis_url")?;
+        let dataset_path = text(dataset_path, "dataset_path")?;
+        let additional_header = text(additional_header, "additional_header")?;
+        let additional_fields = text(additional_fields, "additional_fields")?;
+        let append = append.named(ME, "append")?;
+        let redis_ack_timeout_s = redis_ack_timeout_s.named(ME, "redis_ack_timeout_s")?;
+        let max_redis_queue_bytes =
+            max_redis_queue_bytes.at_least(ME, "max_redis_queue_bytes", 1)?;
+        let members_per_command = members_per_command.at_least(ME, "members_per_command", 1)?;
+        let max_entries_per_body =
+            max_entries_per_body.at_least(ME, "max_entries_per_body", 1)? as u64;
+        let max_decoded_bytes = max_decoded_bytes.at_least(ME, "max_decoded_bytes", 1)? as u64;
+        let layout = layout.named(ME, "layout")?;
+        let layout = dataset::Layout::parse(&layout).map_err(PyValueError::new_err)?;
         if !(redis_ack_timeout_s.is_finite() && redis_ack_timeout_s >= 0.0) {
             return Err(PyValueError::new_err(
                 "redis_ack_timeout_s must be a number of seconds >= 0",
@@ -669,16 +689,6 @@ impl CollectorCore {
                     "{name} must be one CSV line, got {value:?}"
                 )));
             }
-        }
-        if members_per_command == 0 || max_redis_queue_bytes == 0 {
-            return Err(PyValueError::new_err(
-                "members_per_command and max_redis_queue_bytes must be at least 1",
-            ));
-        }
-        if max_entries_per_body == 0 || max_decoded_bytes == 0 {
-            return Err(PyValueError::new_err(
-                "max_entries_per_body and max_decoded_bytes must be at least 1",
-            ));
         }
         let mut redis_mode = RedisMode::None;
         let redis = match redis_url.as_deref().filter(|u| !u.is_empty()) {

@@ -5,10 +5,10 @@
 pub mod ring;
 pub mod store;
 
+use crate::args::Limit;
 use crate::chain::{ChainResult, Route, Tags, Target, FUNCTION_ID};
 use crate::clock::EventClock;
 use crate::events::EventRef;
-use crate::limit::Limit;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyDict, PyList, PyTuple};
 use std::sync::{Arc, OnceLock};

@@ -20,11 +20,11 @@ pub mod registry;
 pub mod scrape;
 pub mod server;
 
+use crate::args::{Arg, Limit};
 use crate::gil::GilCell;
 use crate::http::admission::Counters;
 use crate::http::server::Server;
 use crate::http::web_config::Security;
-use crate::limit::Limit;
 use encoding::{valid_name, Format};
 use histogram::Buckets;
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
@@ -198,28 +198,37 @@ impl PrometheusTarget {
     #[pyo3(
         text_signature = "(metrics_url='', *, buckets=None, namespace=None, const_labels=None, max_series=10000, native=False, native_schema=3, native_max_buckets=100, native_zero_threshold=2.938735877055719e-39, web_config=None)"
     )]
-    #[pyo3(signature = (metrics_url = "", *, buckets = None, namespace = None, const_labels = None, max_series = Limit::new(10_000), native = false, native_schema = 3, native_max_buckets = Limit::new(100), native_zero_threshold = 2.938735877055719e-39, web_config = None))]
+    #[pyo3(signature = (metrics_url = Arg::value(String::new()), *, buckets = None, namespace = None, const_labels = None, max_series = Limit::new(10_000), native = Arg::value(false), native_schema = Arg::value(3), native_max_buckets = Limit::new(100), native_zero_threshold = Arg::value(2.938735877055719e-39), web_config = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
-        metrics_url: &str,
+        metrics_url: Arg<String>,
         buckets: Option<&Bound<'_, PyAny>>,
-        namespace: Option<String>,
-        const_labels: Option<&Bound<'_, PyDict>>,
+        namespace: Option<Arg<String>>,
+        const_labels: Option<Arg<Bound<'_, PyDict>>>,
         max_series: Limit,
-        native: bool,
-        native_schema: i32,
+        native: Arg<bool>,
+        native_schema: Arg<i32>,
         native_max_buckets: Limit,
-        native_zero_threshold: f64,
-        web_config: Option<std::path::PathBuf>,
+        native_zero_threshold: Arg<f64>,
+        web_config: Option<Arg<std::path::PathBuf>>,
     ) -> PyResult<Self> {
+        const ME: &str = "PrometheusTarget";
+        let metrics_url = metrics_url.named(ME, "metrics_url")?;
+        let namespace = namespace.map(|a| a.named(ME, "namespace")).transpose()?;
+        let const_labels = const_labels
+            .map(|a| a.named(ME, "const_labels"))
+            .transpose()?;
+        let native = native.named(ME, "native")?;
+        let native_schema = native_schema.named(ME, "native_schema")?;
+        let native_zero_threshold = native_zero_threshold.named(ME, "native_zero_threshold")?;
+        let web_config = web_config.map(|a| a.named(ME, "web_config")).transpose()?;
         let security = match &web_config {
             Some(path) => Some(Security::load(py, &path.to_string_lossy(), |_| Ok(()))?),
             None => None,
         };
-        let max_series = max_series.at_least("PrometheusTarget", "max_series", 1)?;
-        let native_max_buckets =
-            native_max_buckets.at_least("PrometheusTarget", "native_max_buckets", 0)?;
+        let max_series = max_series.at_least(ME, "max_series", 1)?;
+        let native_max_buckets = native_max_buckets.at_least(ME, "native_max_buckets", 0)?;
         let buckets = buckets_from(buckets)?;
         // Checked also when off, so a typo is not silently ignored.
         let native_config =
@@ -236,14 +245,14 @@ impl PrometheusTarget {
             buckets,
             native: native.then_some(native_config),
             namespace,
-            const_labels: const_labels_from(const_labels)?,
+            const_labels: const_labels_from(const_labels.as_ref())?,
             max_series,
         }));
         let http = Arc::new(Counters::default());
         let server = if metrics_url.is_empty() {
             None
         } else {
-            Some(start_server(py, &registry, &http, metrics_url, &security)?)
+            Some(start_server(py, &registry, &http, &metrics_url, &security)?)
         };
         Ok(Self {
             server: GilCell::new(server),
@@ -273,7 +282,8 @@ impl PrometheusTarget {
     /// a forked child (the parent's server, its runtime and socket are not
     /// inherited; the child's series are its own). Raises `RuntimeError`
     /// if one is running, else as the constructor does.
-    fn serve(&self, py: Python<'_>, metrics_url: &str) -> PyResult<()> {
+    fn serve(&self, py: Python<'_>, metrics_url: Arg<String>) -> PyResult<()> {
+        let metrics_url = &metrics_url.named("PrometheusTarget.serve", "metrics_url")?;
         let already = |addr| {
             PyRuntimeError::new_err(format!(
                 "PrometheusTarget is already serving on {addr}; close() it first"

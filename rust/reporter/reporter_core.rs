@@ -3,6 +3,7 @@
 
 use super::life::{Config, Life};
 use super::stats::Stat;
+use crate::args::{Arg, Limit};
 use crate::fork;
 use crate::http::client::{Client, Endpoint};
 use crate::http::client_tls::ClientTls;
@@ -33,22 +34,33 @@ pub struct ReporterCore {
 #[pymethods]
 impl ReporterCore {
     #[new]
-    #[pyo3(signature = (target, orchestrator_url, node_id, *, max_pending_bytes = 67_108_864, max_batch_bytes = 4_194_304, timeout_s = 5.0, refresh_s = 6, token = None, ca_file = None, client_cert_file = None, client_key_file = None))]
+    #[pyo3(
+        text_signature = "(target, orchestrator_url, node_id, *, max_pending_bytes=67108864, max_batch_bytes=4194304, timeout_s=5.0, refresh_s=6, token=None, ca_file=None, client_cert_file=None, client_key_file=None)"
+    )]
+    #[pyo3(signature = (target, orchestrator_url, node_id, *, max_pending_bytes = Limit::new(67_108_864), max_batch_bytes = Limit::new(4_194_304), timeout_s = 5.0, refresh_s = 6, token = None, ca_file = None, client_cert_file = None, client_key_file = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         target: &Bound<'_, PerformanceTarget>,
-        orchestrator_url: &str,
+        orchestrator_url: Arg<String>,
         node_id: &Bound<'_, PyAny>,
-        max_pending_bytes: i64,
-        max_batch_bytes: i64,
+        max_pending_bytes: Limit,
+        max_batch_bytes: Limit,
         timeout_s: f64,
         refresh_s: u64,
         token: Option<&str>,
-        ca_file: Option<PathBuf>,
-        client_cert_file: Option<PathBuf>,
-        client_key_file: Option<PathBuf>,
+        ca_file: Option<Arg<PathBuf>>,
+        client_cert_file: Option<Arg<PathBuf>>,
+        client_key_file: Option<Arg<PathBuf>>,
     ) -> PyResult<Self> {
-        let mut endpoint = Endpoint::parse(orchestrator_url, "/performance")
+        const ME: &str = "NodeReporter";
+        let orchestrator_url = orchestrator_url.named(ME, "orchestrator_url")?;
+        let max_pending_bytes = max_pending_bytes.at_least(ME, "max_pending_bytes", 1)?;
+        let max_batch_bytes = max_batch_bytes.at_least(ME, "max_batch_bytes", 1)?;
+        let path = |arg: Option<Arg<PathBuf>>, name| arg.map(|a| a.named(ME, name)).transpose();
+        let ca_file = path(ca_file, "ca_file")?;
+        let client_cert_file = path(client_cert_file, "client_cert_file")?;
+        let client_key_file = path(client_key_file, "client_key_file")?;
+        let mut endpoint = Endpoint::parse(&orchestrator_url, "/performance")
             .map_err(|e| PyValueError::new_err(format!("orchestrator_url: {e}")))?;
         let tls = ClientTls {
             ca_file: ca_file.as_deref(),
@@ -84,11 +96,6 @@ impl ReporterCore {
                 "timeout_s must be a positive number of seconds, got {timeout_s}"
             )));
         }
-        if max_pending_bytes < 1 || max_batch_bytes < 1 {
-            return Err(PyValueError::new_err(
-                "max_pending_bytes and max_batch_bytes must be at least 1",
-            ));
-        }
         // Checked here so that every later Life can make its client.
         Client::protobuf(endpoint.clone(), token)
             .map_err(|e| PyValueError::new_err(format!("token: {e}")))?;
@@ -97,8 +104,8 @@ impl ReporterCore {
             endpoint,
             token: token.map(str::to_owned),
             timeout: Duration::from_secs_f64(timeout_s.min(1e6)),
-            max_pending_bytes: usize::try_from(max_pending_bytes).unwrap_or(usize::MAX),
-            max_batch_bytes: usize::try_from(max_batch_bytes).unwrap_or(usize::MAX),
+            max_pending_bytes,
+            max_batch_bytes,
             refresh_s,
         };
         let life = Box::into_raw(Box::new(Life::new(&config)));

@@ -15,8 +15,8 @@ pub mod span;
 pub mod traceparent;
 pub mod writer;
 
+use crate::args::{Arg, Limit};
 use crate::events::LogLevel;
-use crate::limit::Limit;
 use current::SpanScope;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -150,15 +150,16 @@ impl ControlPlaneTracer {
     #[pyo3(
         text_signature = "(output_path=None, *, append=False, max_pending_bytes=16777216, max_message_bytes=65536)"
     )]
-    #[pyo3(signature = (output_path = None, *, append = false, max_pending_bytes = Limit::new(16777216), max_message_bytes = Limit::new(65536)))]
+    #[pyo3(signature = (output_path = None, *, append = Arg::value(false), max_pending_bytes = Limit::new(16777216), max_message_bytes = Limit::new(65536)))]
     fn new(
         py: Python<'_>,
         output_path: Option<&Bound<'_, PyAny>>,
-        append: bool,
+        append: Arg<bool>,
         max_pending_bytes: Limit,
         max_message_bytes: Limit,
     ) -> PyResult<Self> {
         const ME: &str = "ControlPlaneTracer";
+        let append = append.named(ME, "append")?;
         let max_pending_bytes = max_pending_bytes.at_least(ME, "max_pending_bytes", 4096)?;
         let max_message_bytes = max_message_bytes.at_least(ME, "max_message_bytes", 1)?;
         let path = output_target(output_path)?;

@@ -1,11 +1,15 @@
-//! Sizes and counts given to constructors (`capacity`, `max_series`, ...).
+//! Arguments given to constructors and other set-up calls, checked by
+//! name.
 //!
-//! A negative or too large int became a bare `OverflowError` ("can't
-//! convert negative int to unsigned") that did not say which of five
-//! limits was wrong, and since PyO3 0.29 a wrong type's `TypeError` names
-//! the argument only in an exception note, which Python 3.10 does not have
-//! (nor `str(err)` on any version). A `Limit` takes any object, and the
-//! constructor checks it by name.
+//! Since PyO3 0.29 a wrong type's `TypeError` names the argument only in an
+//! exception note, which Python 3.10 (Ubuntu 22.04's, on many nodes) does
+//! not have, and which `str(err)` never shows: `PrometheusTarget(9100)`
+//! said only "'int' object is not an instance of 'str'". And a negative or
+//! too large size became a bare `OverflowError` ("can't convert negative
+//! int to unsigned") that did not say which of five limits was wrong. So
+//! set-up arguments are taken as an `Arg` (any type) or a `Limit` (a size
+//! or count), which never fail to extract, and the call checks each by
+//! name. Not for the hot path: there PyO3's own extraction is cheaper.
 
 use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -62,6 +66,46 @@ impl<'py> FromPyObject<'_, 'py> for Limit {
                     .map(|n| n.to_string())
                     .unwrap_or_else(|_| "?".into()),
             )))),
+        }
+    }
+}
+
+/// Any other set-up argument: a `T`, or the error its extraction gave,
+/// raised by `named` with the argument's name in the message.
+pub struct Arg<T>(Result<T, PyErr>);
+
+impl<T> Arg<T> {
+    pub fn value(value: T) -> Self {
+        Arg(Ok(value))
+    }
+
+    /// The value, or the extraction's error (its type kept: `TypeError`,
+    /// `OverflowError`, ...) as "`owner`: `name`: <what PyO3 said>".
+    pub fn named(self, owner: &str, name: &str) -> PyResult<T> {
+        self.0.map_err(|err| {
+            Python::attach(|py| {
+                PyErr::from_type(
+                    err.get_type(py),
+                    format!("{owner}: {name}: {}", err.value(py)),
+                )
+            })
+        })
+    }
+}
+
+impl<'a, 'py, T> FromPyObject<'a, 'py> for Arg<T>
+where
+    T: FromPyObject<'a, 'py>,
+    T::Error: Into<PyErr>,
+{
+    type Error = PyErr;
+
+    fn extract(ob: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        match ob.extract::<T>().map_err(Into::into) {
+            // Raised by the object's own conversion (`__index__`,
+            // `__float__`): not ours to name.
+            Err(e) if crate::interrupt::is_interrupt(ob.py(), &e) => Err(e),
+            other => Ok(Arg(other)),
         }
     }
 }
