@@ -17,6 +17,7 @@ use crate::py_target::PyTarget;
 use crate::text::Text;
 use crate::timing::{OnError, Timer, TimerSlot, TimerSpec};
 use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
 use std::sync::atomic::Ordering;
@@ -442,7 +443,7 @@ fn numbers<'py>(
     name: &str,
     values: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let array = numpy(py)?.call_method1("asarray", (values,))?;
+    let array = numpy(py)?.call_method1(intern!(py, "asarray"), (values,))?;
     // numpy would parse text ("1.5", ["2"]) as numbers; text is a caller's
     // mistake (an unparsed CSV field), so it is refused, not guessed at.
     if matches!(dtype_kind(&array)?, 'U' | 'S') {
@@ -451,7 +452,7 @@ fn numbers<'py>(
             type_name(values)
         )));
     }
-    if array.getattr("ndim")?.extract::<usize>()? > 1 {
+    if array.getattr(intern!(py, "ndim"))?.extract::<usize>()? > 1 {
         return Err(PyValueError::new_err(format!(
             "{name} must be 1-D (a scalar counts as one value)"
         )));
@@ -460,7 +461,11 @@ fn numbers<'py>(
 }
 
 fn dtype_kind(array: &Bound<'_, PyAny>) -> PyResult<char> {
-    array.getattr("dtype")?.getattr("kind")?.extract()
+    let py = array.py();
+    array
+        .getattr(intern!(py, "dtype"))?
+        .getattr(intern!(py, "kind"))?
+        .extract()
 }
 
 /// The 8-byte numbers `read_as` gives.
@@ -482,8 +487,11 @@ impl Word for i64 {
 
 /// `array` (0-D or 1-D) converted to `dtype` as numpy casts, one `T` each.
 fn read_as<T: Word>(array: &Bound<'_, PyAny>, dtype: &str) -> PyResult<Vec<T>> {
-    let flat = numpy(array.py())?.call_method1("ascontiguousarray", (array, dtype))?;
-    let bytes = flat.call_method0("tobytes")?.cast_into::<PyBytes>()?;
+    let py = array.py();
+    let flat = numpy(py)?.call_method1(intern!(py, "ascontiguousarray"), (array, dtype))?;
+    let bytes = flat
+        .call_method0(intern!(py, "tobytes"))?
+        .cast_into::<PyBytes>()?;
     Ok(bytes
         .as_bytes()
         .chunks_exact(8)
