@@ -503,3 +503,20 @@ def test_a_named_argument_s_error_keeps_its_message_whatever_its_class_takes(tmp
     assert isinstance(raised.value.__cause__, _TwoArgError)
     assert list(tmp_path.iterdir()) == []
 
+
+def test_a_collector_takes_numpy_ints_for_its_sizes_as_before() -> None:
+    """The wrapper's own type check took only `int`: numpy.int64 sizes
+    (read from a config array, say), which the core took, raised
+    "max_body_bytes must be an int, got int64"."""
+    import numpy as np
+
+    collector = OrchestratorCollector(
+        URL, max_body_bytes=np.int64(1 << 20), max_inflight_bytes=np.int64(1 << 22),
+        max_connections=np.int32(8), max_redis_queue_bytes=np.int64(1 << 20))  # type: ignore[arg-type]
+    try:
+        assert collector.url.startswith("http://127.0.0.1:")
+    finally:
+        collector.stop()
+    for bad in (True, 1.0, "8"):
+        with pytest.raises(TypeError, match="OrchestratorCollector: max_connections must be an int"):
+            OrchestratorCollector(URL, max_connections=bad)  # type: ignore[arg-type]
