@@ -510,7 +510,9 @@ fn stamps_of(py: Python<'_>, given: &Bound<'_, PyAny>) -> PyResult<Vec<Result<i6
         read_as::<f64>(&array, "float64")?
             .into_iter()
             .map(|ns| {
-                if (0.0..9.223_372_036_854_775e18).contains(&ns) {
+                // `i64::MAX as f64` rounds up to 2**63: every float below
+                // it is an i64 (the largest, 2**63 - 1024, a valid time).
+                if (0.0..i64::MAX as f64).contains(&ns) {
                     Ok(ns as i64)
                 } else {
                     Err(ns)

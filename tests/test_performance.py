@@ -209,6 +209,21 @@ def test_observe_many_drops_and_counts_samples_whose_timestamp_is_no_time(
     assert proc.stats()["dropped_invalid_value"] == 4 + 1 + 1
 
 
+def test_observe_many_keeps_the_latest_float_timestamps_an_int64_holds(
+    perf: PerformanceTarget, function_id: str
+) -> None:
+    """Every float below 2**63 is an int64 time; the check cut off at
+    9.223372036854775e18, which rounds to 2**63 - 1024, so that one (the
+    latest float time there is) was dropped as "no time"."""
+    proc = TelemetryProcessor([perf], log=False)
+    h = proc.get_handle({"FUNCTION_ID": function_id})
+    stamps = np.array([2.0**63 - 2048, 2.0**63 - 1024, 2.0**63])
+    assert h.observe_many(FunctionTime.TRANSFER, [0.1, 0.2, 0.3], timestamps_ns=stamps) == 2
+    s = perf.get_metrics().function_times[FunctionTime.TRANSFER][function_id]
+    assert s.timestamps_ns.tolist() == [2**63 - 2048, 2**63 - 1024]
+    assert proc.stats()["dropped_invalid_value"] == 1  # 2**63 itself
+
+
 def test_observe_many_takes_a_scalar_as_one_value(
     perf: PerformanceTarget, handle: TelemetryHandle, function_id: str
 ) -> None:
