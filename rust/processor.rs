@@ -446,7 +446,10 @@ fn numbers<'py>(
     let array = numpy(py)?.call_method1(intern!(py, "asarray"), (values,))?;
     // numpy would parse text ("1.5", ["2"]) as numbers; text is a caller's
     // mistake (an unparsed CSV field), so it is refused, not guessed at.
-    if matches!(dtype_kind(&array)?, 'U' | 'S') {
+    // Also in numpy 2's StringDType ('T') and in an object array (a pandas
+    // column of str), which numpy parses item by item.
+    let kind = dtype_kind(&array)?;
+    if matches!(kind, 'U' | 'S' | 'T') || (kind == 'O' && holds_text(&array)?) {
         return Err(PyTypeError::new_err(format!(
             "{name} must be numbers, not text (got a {} holding text)",
             type_name(values)
@@ -458,6 +461,18 @@ fn numbers<'py>(
         )));
     }
     Ok(array)
+}
+
+/// Whether an object array holds a str or bytes (numpy's text).
+fn holds_text(array: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let py = array.py();
+    for item in array.call_method0(intern!(py, "ravel"))?.try_iter()? {
+        let item = item?;
+        if item.is_instance_of::<PyString>() || item.is_instance_of::<PyBytes>() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 fn dtype_kind(array: &Bound<'_, PyAny>) -> PyResult<char> {

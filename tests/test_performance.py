@@ -173,8 +173,16 @@ def test_observe_many_records_with_given_timestamps(
         ([0.1], ["10"], TypeError, "timestamps_ns must be numbers, not text"),
         ([[0.1, 0.2]], None, ValueError, "values must be 1-D"),
         ([0.1, 0.2], [[1, 2]], ValueError, "timestamps_ns must be 1-D"),
+        # numpy parses these item by item too (a pandas column of str is an
+        # object array): they were recorded before.
+        (np.array([0.1, "0.2"], dtype=object), None, TypeError, "values must be numbers, not text"),
+        (np.array([b"1"], dtype=object), None, TypeError, "values must be numbers, not text"),
+        ([0.1], np.array(["10"], dtype=object), TypeError, "timestamps_ns must be numbers, not text"),
+        (np.array(["1.5"], dtype=np.dtypes.StringDType()) if hasattr(np, "dtypes")
+         and hasattr(np.dtypes, "StringDType") else "1.5", None, TypeError, "values must be numbers, not text"),
     ],
-    ids=["str", "list-of-str", "bytes", "str-stamps", "2-D", "2-D-stamps"],
+    ids=["str", "list-of-str", "bytes", "str-stamps", "2-D", "2-D-stamps", "object-str", "object-bytes",
+         "object-str-stamps", "numpy-StringDType"],
 )
 def test_observe_many_refuses_text_and_shapes_and_records_nothing(
     perf: PerformanceTarget, handle: TelemetryHandle,
@@ -186,6 +194,17 @@ def test_observe_many_refuses_text_and_shapes_and_records_nothing(
     with pytest.raises(error, match=message):
         handle.observe_many(FunctionTime.EXECUTION, values, timestamps_ns=stamps)
     assert perf.get_metrics().sample_count() == 1  # only the 0.5
+
+
+def test_observe_many_still_takes_an_object_array_of_numbers(
+    perf: PerformanceTarget, handle: TelemetryHandle, function_id: str
+) -> None:
+    from decimal import Decimal
+
+    values = np.array([0.25, Decimal("0.5"), np.float32(0.75), 1], dtype=object)
+    assert handle.observe_many(FunctionTime.EXECUTION, values, timestamps_ns=np.array([1, 2, 3, 4], dtype=object)) == 4
+    s = perf.get_metrics().function_times[FunctionTime.EXECUTION][function_id]
+    assert (s.values.tolist(), s.timestamps_ns.tolist()) == ([0.25, 0.5, 0.75, 1.0], [1, 2, 3, 4])
 
 
 def test_observe_many_drops_and_counts_samples_whose_timestamp_is_no_time(
