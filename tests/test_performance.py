@@ -243,6 +243,27 @@ def test_observe_many_keeps_the_latest_float_timestamps_an_int64_holds(
     assert proc.stats()["dropped_invalid_value"] == 1  # 2**63 itself
 
 
+def test_observe_many_drops_python_ints_past_64_bits_as_no_time(
+    perf: PerformanceTarget, function_id: str
+) -> None:
+    """numpy keeps an int past 64 bits as an object, and its int64 cast
+    raised OverflowError ("Python int too large to convert to C long") for
+    the whole call, recording nothing: such a stamp is past int64 (or
+    before the epoch) like 2**63, dropped and counted; the others of that
+    array are read as numpy reads them (int(item))."""
+    from decimal import Decimal
+
+    proc = TelemetryProcessor([perf], log=False)
+    h = proc.get_handle({"FUNCTION_ID": function_id})
+    stamps = [10, 2**64, -(2**70), Decimal(20), 10**400, 30.9]
+    assert h.observe_many(FunctionTime.TRANSFER, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6], timestamps_ns=stamps) == 3
+    s = perf.get_metrics().function_times[FunctionTime.TRANSFER][function_id]
+    assert (s.values.tolist(), s.timestamps_ns.tolist()) == ([0.1, 0.4, 0.6], [10, 20, 30])
+    assert proc.stats()["dropped_invalid_value"] == 3
+    with pytest.raises(TypeError):  # as numpy's cast: None is no int
+        h.observe_many(FunctionTime.TRANSFER, [0.1, 0.2], timestamps_ns=[2**64, None])
+
+
 def test_observe_many_takes_a_scalar_as_one_value(
     perf: PerformanceTarget, handle: TelemetryHandle, function_id: str
 ) -> None:
