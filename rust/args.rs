@@ -11,7 +11,7 @@
 //! or count), which never fail to extract, and the call checks each by
 //! name. Not for the hot path: there PyO3's own extraction is cheaper.
 
-use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyBaseException, PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
 pub struct Limit(Result<usize, Bad>);
@@ -84,13 +84,39 @@ impl<T> Arg<T> {
     pub fn named(self, owner: &str, name: &str) -> PyResult<T> {
         self.0.map_err(|err| {
             Python::attach(|py| {
-                PyErr::from_type(
-                    err.get_type(py),
-                    format!("{owner}: {name}: {}", err.value(py)),
-                )
+                let message = format!("{owner}: {name}: {}", err.value(py));
+                renamed(py, err, &message)
             })
         })
     }
+}
+
+/// `err` with `message` instead: of its own class if that takes a message
+/// alone, else of the nearest base class that does, with `err` as its
+/// `__cause__`. Not every class does: a `str` with a lone surrogate fails
+/// with a `UnicodeEncodeError` (five arguments), a user's `__index__` may
+/// raise their own class; a new one made of the class alone failed only
+/// when raised, as a `TypeError` about its arguments that hid the message.
+fn renamed(py: Python<'_>, err: PyErr, message: &str) -> PyErr {
+    let classes = err.get_type(py).mro();
+    for (i, class) in classes.iter().enumerate() {
+        match class.call1((message,)) {
+            Ok(new)
+                if new.is_instance(&class).unwrap_or(false)
+                    && new.is_instance_of::<PyBaseException>() =>
+            {
+                let new = PyErr::from_value(new);
+                if i > 0 {
+                    new.set_cause(py, Some(err));
+                }
+                return new;
+            }
+            // A user's class may run code: an interrupt there is the caller's.
+            Err(e) if crate::interrupt::is_interrupt(py, &e) => return e,
+            _ => {}
+        }
+    }
+    err
 }
 
 impl<'a, 'py, T> FromPyObject<'a, 'py> for Arg<T>

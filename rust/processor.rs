@@ -19,7 +19,7 @@ use crate::timing::{OnError, Timer, TimerSlot, TimerSpec};
 use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyInt, PyString, PyTuple};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -446,7 +446,10 @@ fn numbers<'py>(
     let array = numpy(py)?.call_method1(intern!(py, "asarray"), (values,))?;
     // numpy would parse text ("1.5", ["2"]) as numbers; text is a caller's
     // mistake (an unparsed CSV field), so it is refused, not guessed at.
-    if matches!(dtype_kind(&array)?, 'U' | 'S') {
+    // Also in numpy 2's StringDType ('T') and in an object array (a pandas
+    // column of str), which numpy parses item by item.
+    let kind = dtype_kind(&array)?;
+    if matches!(kind, 'U' | 'S' | 'T') || (kind == 'O' && holds_text(&array)?) {
         return Err(PyTypeError::new_err(format!(
             "{name} must be numbers, not text (got a {} holding text)",
             type_name(values)
@@ -458,6 +461,18 @@ fn numbers<'py>(
         )));
     }
     Ok(array)
+}
+
+/// Whether an object array holds a str or bytes (numpy's text).
+fn holds_text(array: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let py = array.py();
+    for item in array.call_method0(intern!(py, "ravel"))?.try_iter()? {
+        let item = item?;
+        if item.is_instance_of::<PyString>() || item.is_instance_of::<PyBytes>() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 fn dtype_kind(array: &Bound<'_, PyAny>) -> PyResult<char> {
@@ -510,7 +525,9 @@ fn stamps_of(py: Python<'_>, given: &Bound<'_, PyAny>) -> PyResult<Vec<Result<i6
         read_as::<f64>(&array, "float64")?
             .into_iter()
             .map(|ns| {
-                if (0.0..9.223_372_036_854_775e18).contains(&ns) {
+                // `i64::MAX as f64` rounds up to 2**63: every float below
+                // it is an i64 (the largest, 2**63 - 1024, a valid time).
+                if (0.0..i64::MAX as f64).contains(&ns) {
                     Ok(ns as i64)
                 } else {
                     Err(ns)
@@ -518,11 +535,46 @@ fn stamps_of(py: Python<'_>, given: &Bound<'_, PyAny>) -> PyResult<Vec<Result<i6
             })
             .collect()
     } else {
-        read_as::<i64>(&array, "int64")?
-            .into_iter()
-            .map(|ns| if ns >= 0 { Ok(ns) } else { Err(ns as f64) })
-            .collect()
+        let ints = match read_as::<i64>(&array, "int64") {
+            Ok(ints) => ints,
+            // numpy keeps a Python int past 64 bits as an object, and its
+            // cast then refuses the whole call: read one by one instead.
+            Err(e) if e.is_instance_of::<PyOverflowError>(py) && dtype_kind(&array)? == 'O' => {
+                return object_stamps(&array);
+            }
+            Err(e) => return Err(e),
+        };
+        ints.into_iter().map(stamp_of_int).collect()
     })
+}
+
+fn stamp_of_int(ns: i64) -> Result<i64, f64> {
+    if ns >= 0 {
+        Ok(ns)
+    } else {
+        Err(ns as f64)
+    }
+}
+
+/// `stamps_of` for an object array holding an int past 64 bits: that one
+/// is no time; each item is an int as numpy's cast makes it (`int(item)`).
+fn object_stamps(array: &Bound<'_, PyAny>) -> PyResult<Vec<Result<i64, f64>>> {
+    let py = array.py();
+    let int = py.get_type::<PyInt>();
+    let mut stamps = Vec::new();
+    for item in array.call_method0(intern!(py, "ravel"))?.try_iter()? {
+        let item = int.call1((item?,))?;
+        stamps.push(match item.extract::<i64>() {
+            Ok(ns) => stamp_of_int(ns),
+            // Past 10**308 even a float says only which way.
+            Err(_) => Err(item.extract::<f64>().unwrap_or(if item.gt(0)? {
+                f64::INFINITY
+            } else {
+                f64::NEG_INFINITY
+            })),
+        });
+    }
+    Ok(stamps)
 }
 
 #[pymethods]

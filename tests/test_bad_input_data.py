@@ -468,3 +468,55 @@ def test_a_collector_s_bad_argument_is_found_before_the_dataset_is_touched(tmp_p
     with pytest.raises(TypeError, match="max_connections"):
         OrchestratorCollector(URL, dataset_path=str(prefix), max_connections="8")
     assert list(tmp_path.iterdir()) == []
+
+
+class _TwoArgError(Exception):
+    def __init__(self, code: int, why: str) -> None:
+        super().__init__(code, why)
+
+
+class _BadIndex:
+    def __index__(self) -> int:
+        raise _TwoArgError(7, "no index today")
+
+
+def test_a_named_argument_s_error_keeps_its_message_whatever_its_class_takes(tmp_path: Path) -> None:
+    """The error is made again with the argument's name in its message. A
+    class that takes more than a message (a lone surrogate's
+    UnicodeEncodeError, a user's own exception) raised instead "TypeError:
+    function takes exactly 5 arguments (1 given)", the message lost: now it
+    is the nearest base class that takes one, the original its cause."""
+    for make, owner, name in [
+        (lambda: PrometheusTarget("\ud800"), "PrometheusTarget", "metrics_url"),
+        (lambda: PrometheusTarget(namespace="a\udc80"), "PrometheusTarget", "namespace"),
+        (lambda: OrchestratorCollector(URL, dataset_path=str(tmp_path / "d\ud800")), "OrchestratorCollector",
+         "dataset_path"),
+    ]:
+        with pytest.raises(UnicodeError) as raised:
+            make()
+        assert str(raised.value).startswith(f"{owner}: {name}: "), str(raised.value)
+        assert "surrogates not allowed" in str(raised.value)
+        assert isinstance(raised.value.__cause__, UnicodeEncodeError)
+    with pytest.raises(Exception) as raised:
+        PrometheusTarget(native_schema=_BadIndex())  # type: ignore[arg-type]
+    assert str(raised.value) == "PrometheusTarget: native_schema: (7, 'no index today')"
+    assert isinstance(raised.value.__cause__, _TwoArgError)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_collector_takes_numpy_ints_for_its_sizes_as_before() -> None:
+    """The wrapper's own type check took only `int`: numpy.int64 sizes
+    (read from a config array, say), which the core took, raised
+    "max_body_bytes must be an int, got int64"."""
+    import numpy as np
+
+    collector = OrchestratorCollector(
+        URL, max_body_bytes=np.int64(1 << 20), max_inflight_bytes=np.int64(1 << 22),
+        max_connections=np.int32(8), max_redis_queue_bytes=np.int64(1 << 20))  # type: ignore[arg-type]
+    try:
+        assert collector.url.startswith("http://127.0.0.1:")
+    finally:
+        collector.stop()
+    for bad in (True, 1.0, "8"):
+        with pytest.raises(TypeError, match="OrchestratorCollector: max_connections must be an int"):
+            OrchestratorCollector(URL, max_connections=bad)  # type: ignore[arg-type]

@@ -173,8 +173,16 @@ def test_observe_many_records_with_given_timestamps(
         ([0.1], ["10"], TypeError, "timestamps_ns must be numbers, not text"),
         ([[0.1, 0.2]], None, ValueError, "values must be 1-D"),
         ([0.1, 0.2], [[1, 2]], ValueError, "timestamps_ns must be 1-D"),
+        # numpy parses these item by item too (a pandas column of str is an
+        # object array): they were recorded before.
+        (np.array([0.1, "0.2"], dtype=object), None, TypeError, "values must be numbers, not text"),
+        (np.array([b"1"], dtype=object), None, TypeError, "values must be numbers, not text"),
+        ([0.1], np.array(["10"], dtype=object), TypeError, "timestamps_ns must be numbers, not text"),
+        (np.array(["1.5"], dtype=np.dtypes.StringDType()) if hasattr(np, "dtypes")
+         and hasattr(np.dtypes, "StringDType") else "1.5", None, TypeError, "values must be numbers, not text"),
     ],
-    ids=["str", "list-of-str", "bytes", "str-stamps", "2-D", "2-D-stamps"],
+    ids=["str", "list-of-str", "bytes", "str-stamps", "2-D", "2-D-stamps", "object-str", "object-bytes",
+         "object-str-stamps", "numpy-StringDType"],
 )
 def test_observe_many_refuses_text_and_shapes_and_records_nothing(
     perf: PerformanceTarget, handle: TelemetryHandle,
@@ -186,6 +194,17 @@ def test_observe_many_refuses_text_and_shapes_and_records_nothing(
     with pytest.raises(error, match=message):
         handle.observe_many(FunctionTime.EXECUTION, values, timestamps_ns=stamps)
     assert perf.get_metrics().sample_count() == 1  # only the 0.5
+
+
+def test_observe_many_still_takes_an_object_array_of_numbers(
+    perf: PerformanceTarget, handle: TelemetryHandle, function_id: str
+) -> None:
+    from decimal import Decimal
+
+    values = np.array([0.25, Decimal("0.5"), np.float32(0.75), 1], dtype=object)
+    assert handle.observe_many(FunctionTime.EXECUTION, values, timestamps_ns=np.array([1, 2, 3, 4], dtype=object)) == 4
+    s = perf.get_metrics().function_times[FunctionTime.EXECUTION][function_id]
+    assert (s.values.tolist(), s.timestamps_ns.tolist()) == ([0.25, 0.5, 0.75, 1.0], [1, 2, 3, 4])
 
 
 def test_observe_many_drops_and_counts_samples_whose_timestamp_is_no_time(
@@ -207,6 +226,42 @@ def test_observe_many_drops_and_counts_samples_whose_timestamp_is_no_time(
     assert s.values.tolist() == [0.1, 0.6, 0.8]
     assert s.timestamps_ns.tolist() == [10, 60, 80]
     assert proc.stats()["dropped_invalid_value"] == 4 + 1 + 1
+
+
+def test_observe_many_keeps_the_latest_float_timestamps_an_int64_holds(
+    perf: PerformanceTarget, function_id: str
+) -> None:
+    """Every float below 2**63 is an int64 time; the check cut off at
+    9.223372036854775e18, which rounds to 2**63 - 1024, so that one (the
+    latest float time there is) was dropped as "no time"."""
+    proc = TelemetryProcessor([perf], log=False)
+    h = proc.get_handle({"FUNCTION_ID": function_id})
+    stamps = np.array([2.0**63 - 2048, 2.0**63 - 1024, 2.0**63])
+    assert h.observe_many(FunctionTime.TRANSFER, [0.1, 0.2, 0.3], timestamps_ns=stamps) == 2
+    s = perf.get_metrics().function_times[FunctionTime.TRANSFER][function_id]
+    assert s.timestamps_ns.tolist() == [2**63 - 2048, 2**63 - 1024]
+    assert proc.stats()["dropped_invalid_value"] == 1  # 2**63 itself
+
+
+def test_observe_many_drops_python_ints_past_64_bits_as_no_time(
+    perf: PerformanceTarget, function_id: str
+) -> None:
+    """numpy keeps an int past 64 bits as an object, and its int64 cast
+    raised OverflowError ("Python int too large to convert to C long") for
+    the whole call, recording nothing: such a stamp is past int64 (or
+    before the epoch) like 2**63, dropped and counted; the others of that
+    array are read as numpy reads them (int(item))."""
+    from decimal import Decimal
+
+    proc = TelemetryProcessor([perf], log=False)
+    h = proc.get_handle({"FUNCTION_ID": function_id})
+    stamps = [10, 2**64, -(2**70), Decimal(20), 10**400, 30.9]
+    assert h.observe_many(FunctionTime.TRANSFER, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6], timestamps_ns=stamps) == 3
+    s = perf.get_metrics().function_times[FunctionTime.TRANSFER][function_id]
+    assert (s.values.tolist(), s.timestamps_ns.tolist()) == ([0.1, 0.4, 0.6], [10, 20, 30])
+    assert proc.stats()["dropped_invalid_value"] == 3
+    with pytest.raises(TypeError):  # as numpy's cast: None is no int
+        h.observe_many(FunctionTime.TRANSFER, [0.1, 0.2], timestamps_ns=[2**64, None])
 
 
 def test_observe_many_takes_a_scalar_as_one_value(

@@ -6,6 +6,7 @@ The core's own arguments are checked by name in ``rust/args.rs``."""
 
 from __future__ import annotations
 
+import operator
 import os
 
 
@@ -13,6 +14,18 @@ def require(owner: str, name: str, value: object, kind: type, what: str) -> None
     """TypeError unless ``value`` is a ``kind`` (a bool is no int here)."""
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         raise TypeError(f"{owner}: {name} must be {what}, got {type(value).__name__}")
+
+
+def integer(owner: str, name: str, value: object) -> int:
+    """``value`` as an int: an int or anything else with ``__index__``
+    (``numpy.int64``), as the core's own sizes take (a bool is no int
+    here); TypeError naming ``name`` otherwise."""
+    if not isinstance(value, bool):
+        try:
+            return operator.index(value)  # type: ignore[arg-type]
+        except TypeError:
+            pass
+    raise TypeError(f"{owner}: {name} must be an int, got {type(value).__name__}")
 
 
 def path_or_none(owner: str, name: str, value: str | os.PathLike[str] | None) -> str | None:

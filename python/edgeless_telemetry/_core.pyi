@@ -158,7 +158,7 @@ class TelemetryHandle:
         get now); a scalar is one value. Invalid values and timestamps
         (NaN, infinite, negative) are dropped and counted; a ``kind`` out of range, an array that is not 1-D or a
         length mismatch raises ``ValueError``, text (``"1.5"``, a list of
-        str) ``TypeError``, recording nothing; an interrupt (see the class)
+        str, an object array holding str) ``TypeError``, recording nothing; an interrupt (see the class)
         stops it at that value and is raised. Returns how many were
         recorded. About 21 ns a sample from a numpy array, through both
         targets."""

@@ -40,7 +40,7 @@ from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from . import _core
-from ._args import path_or_none, require
+from ._args import integer, path_or_none, require
 from .stats import OrchestratorCollectorStats
 
 log = logging.getLogger("edgeless_telemetry")
@@ -102,10 +102,9 @@ class OrchestratorCollector:
         # Checked before the core opens (and may truncate) the dataset.
         me = "OrchestratorCollector"
         require(me, "listen_url", listen_url, str, "a str (http://host:port)")
-        for name, value in (("max_body_bytes", max_body_bytes),
-                            ("max_inflight_bytes", max_inflight_bytes),
-                            ("max_connections", max_connections)):
-            require(me, name, value, int, "an int")
+        max_body_bytes = integer(me, "max_body_bytes", max_body_bytes)
+        max_inflight_bytes = integer(me, "max_inflight_bytes", max_inflight_bytes)
+        max_connections = integer(me, "max_connections", max_connections)
         if token is not None:
             require(me, "token", token, str, "a str")
         if node_tokens is not None:
