@@ -17,15 +17,13 @@ def require(owner: str, name: str, value: object, kind: type, what: str) -> None
 
 
 def integer(owner: str, name: str, value: object) -> int:
-    """``value`` as an int: an int or anything else with ``__index__``
-    (``numpy.int64``), as the core's own sizes take (a bool is no int
-    here); TypeError naming ``name`` otherwise."""
-    if not isinstance(value, bool):
-        try:
-            return operator.index(value)  # type: ignore[arg-type]
-        except TypeError:
-            pass
-    raise TypeError(f"{owner}: {name} must be an int, got {type(value).__name__}")
+    """``value`` as an int: anything with ``__index__`` (``numpy.int64``,
+    and a bool, as the core's own sizes take it); TypeError naming
+    ``name`` otherwise."""
+    try:
+        return operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"{owner}: {name} must be an int, got {type(value).__name__}") from None
 
 
 def path_or_none(owner: str, name: str, value: str | os.PathLike[str] | None) -> str | None:
