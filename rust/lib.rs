@@ -3,6 +3,7 @@
 //! `python/edgeless_telemetry` re-exports and types what lives here.
 
 pub mod args;
+pub mod batch;
 pub mod chain;
 pub mod clock;
 pub mod collector;
