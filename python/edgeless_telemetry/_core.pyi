@@ -156,12 +156,13 @@ class TelemetryHandle:
         runtimes that aggregate). ``values`` is any 1-D array-like of
         seconds; ``timestamps_ns``, if given, one int64 per value (else all
         get now); a scalar is one value. Invalid values and timestamps
-        (NaN, infinite, negative) are dropped and counted; a ``kind`` out of range, an array that is not 1-D or a
-        length mismatch raises ``ValueError``, text (``"1.5"``, a list of
-        str, an object array holding str) ``TypeError``, recording nothing; an interrupt (see the class)
-        stops it at that value and is raised. Returns how many were
-        recorded. About 21 ns a sample from a numpy array, through both
-        targets."""
+        (NaN, infinite, negative) are dropped and counted; a ``kind`` out
+        of range, an array that is not 1-D or a length mismatch raises
+        ``ValueError``, text (``"1.5"``, a list of str, an object array
+        holding str) ``TypeError``, recording nothing; an interrupt (see
+        the class) stops it at that value and is raised. Returns how many
+        were recorded. About 21 ns a sample from a numpy array, through
+        both targets."""
     def invocation(self, event_type: str | None = None, *, on_error: int | None = ...) -> Timer:
         """Times a block (``with fn.invocation():``) or each call of a
         decorated function, sync or ``async def`` (``@fn.invocation()``), and

@@ -229,5 +229,3 @@ class NodeReporter:
                 self._core.flush()
             except Exception:  # never let the thread die
                 log.exception("NodeReporter: unexpected error")
-
-
