@@ -189,6 +189,31 @@ def test_tokens_are_checked_early(collectors: Any) -> None:
     assert request(col.url, "GET", "/stats")[0] == 401
 
 
+def test_a_collector_that_cannot_start_leaves_the_dataset_alone(tmp_path: Path) -> None:
+    """A second collector started by mistake on the running one's port and
+    files (`append=False`, the default) emptied the running one's dataset
+    before it found the port taken: the core was made before the server.
+    Now the port, the tokens and the web config are checked first."""
+    prefix = str(tmp_path / "d_")
+    running = OrchestratorCollector("http://127.0.0.1:0", dataset_path=prefix).start()
+    try:
+        assert request(running.url, "POST", "/performance", body_for("n1"))[0] == 200
+        files = {f: f.read_bytes() for f in tmp_path.iterdir()}
+        samples = (tmp_path / "d_performance_samples.csv").read_bytes()
+        assert samples.count(b"\n") == 1 + 5
+        for bad in ({"listen_url": running.url},  # the port is taken
+                    {"listen_url": "http://127.0.0.1:0", "token": "has space"},
+                    {"listen_url": "http://127.0.0.1:0", "web_config": str(tmp_path / "missing.yml")}):
+            with pytest.raises((OSError, ValueError)):
+                OrchestratorCollector(dataset_path=prefix, **bad)
+            assert {f: f.read_bytes() for f in tmp_path.iterdir()} == files, bad
+        # The running one still stores into the same files.
+        assert request(running.url, "POST", "/performance", body_for("n1", seq=2))[0] == 200
+        assert (tmp_path / "d_performance_samples.csv").read_bytes().count(b"\n") == 1 + 10
+    finally:
+        running.stop()
+
+
 def raw_status(url: str, raw: bytes) -> int:
     host, port = url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=5) as s:

@@ -41,7 +41,8 @@ def test_the_collector_server_holds_no_python_reference_to_its_core() -> None:
     # drop it when their request ends, which may be after Python let go.
     core = _core.CollectorCore()
     before = sys.getrefcount(core)
-    server = _core.CollectorServer(core, "127.0.0.1", 0)
+    server = _core.CollectorServer("127.0.0.1", 0)
+    server.attach(core)
     assert sys.getrefcount(core) == before  # it held one before the fix
     server.start()
     assert sys.getrefcount(core) == before
@@ -59,7 +60,8 @@ def test_a_collector_dropped_while_a_batch_is_stored_lets_it_finish(tmp_path: Pa
     mute.listen(8)
     core = _core.CollectorCore(redis_url=f"redis://127.0.0.1:{mute.getsockname()[1]}", redis_ack_timeout_s=0.5,
                                dataset_path=str(tmp_path / "d-"))
-    server = _core.CollectorServer(core, "127.0.0.1", 0)
+    server = _core.CollectorServer("127.0.0.1", 0)
+    server.attach(core)
     server.start()
     port = int(server.url.rsplit(":", 1)[1])
     answer: list[int] = []

@@ -446,7 +446,6 @@ class CollectorServer:
 
     def __new__(
         cls,
-        core: CollectorCore,
         host: str,
         port: int,
         *,
@@ -473,8 +472,14 @@ class CollectorServer:
     @property
     def token_required(self) -> bool:
         """Whether requests need a bearer token."""
+    def attach(self, core: CollectorCore) -> None:
+        """The core that stores what the server receives; once, before
+        ``start()``. Not a constructor argument so that the port is bound
+        and the settings checked before a core opens (and, without
+        ``append``, empties) its dataset."""
     def start(self) -> None:
-        """Starts serving; ``RuntimeError`` if started (or stopped) before."""
+        """Starts serving; ``RuntimeError`` if started (or stopped) before,
+        or without a core attached."""
     def stop(self) -> None:
         """Stops serving and frees the port (waiting connections are closed,
         requests being stored finish); idempotent."""

@@ -99,7 +99,6 @@ class OrchestratorCollector:
         layout: str = "plain",
         web_config: str | os.PathLike[str] | None = None,
     ) -> None:
-        # Checked before the core opens (and may truncate) the dataset.
         me = "OrchestratorCollector"
         require(me, "listen_url", listen_url, str, "a str (http://host:port)")
         max_body_bytes = integer(me, "max_body_bytes", max_body_bytes)
@@ -126,21 +125,13 @@ class OrchestratorCollector:
         if node_tokens is not None and not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in node_tokens.items()):
             raise ValueError("node_tokens must map node ids (str) to tokens (str)")
-        self.core = _core.CollectorCore(
-            redis_url=redis_url,
-            dataset_path=dataset_path,
-            append=append,
-            additional_header=additional_header,
-            additional_fields=additional_fields,
-            max_redis_queue_bytes=max_redis_queue_bytes,
-            redis_ack_timeout_s=redis_ack_timeout_s,
-            max_entries_per_body=max_entries_per_body,
-            max_decoded_bytes=max_decoded_bytes,
-            layout=layout,
-        )
         port = parts.port if parts.port is not None else (443 if parts.scheme == "https" else 80)
+        # The server first: it binds the port and checks tokens and the web
+        # config before the core opens the dataset, which without `append`
+        # empties it (a second collector started by mistake on the same
+        # port and files must not empty the running one's).
         self._server = _core.CollectorServer(
-            self.core, parts.hostname, port,
+            parts.hostname, port,
             token=token,
             node_tokens=dict(node_tokens) if node_tokens is not None else None,
             max_body_bytes=max_body_bytes,
@@ -149,6 +140,23 @@ class OrchestratorCollector:
             max_connections=max_connections,
             web_config=web_config_path,
         )
+        try:
+            self.core = _core.CollectorCore(
+                redis_url=redis_url,
+                dataset_path=dataset_path,
+                append=append,
+                additional_header=additional_header,
+                additional_fields=additional_fields,
+                max_redis_queue_bytes=max_redis_queue_bytes,
+                redis_ack_timeout_s=redis_ack_timeout_s,
+                max_entries_per_body=max_entries_per_body,
+                max_decoded_bytes=max_decoded_bytes,
+                layout=layout,
+            )
+        except BaseException:
+            self._server.stop()  # frees the port now
+            raise
+        self._server.attach(self.core)
         self._started = False
         _COLLECTORS.add(self)
         if not self._server.token_required and not _is_loopback(parts.hostname):

@@ -39,7 +39,7 @@ use pyo3::types::PyDict;
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 const PROTOBUF: &str = "application/x-protobuf";
@@ -65,8 +65,12 @@ struct Refused {
 struct Collect {
     /// The core's Rust state, not the Python object: this is held by the
     /// server's tasks and storer threads, which must never drop a Python
-    /// reference (see `CollectorCore`).
-    core: Arc<Core>,
+    /// reference (see `CollectorCore`). Set by `attach`, after the server
+    /// has bound its port and checked its settings: a core opens (and,
+    /// without `append`, empties) its dataset, which must not happen for a
+    /// collector that then cannot listen (a second one started on the same
+    /// port and files would have emptied the running one's).
+    core: OnceLock<Arc<Core>>,
     tokens: Tokens,
     max_body_bytes: usize,
     max_inflight_bytes: usize,
@@ -115,8 +119,17 @@ fn text(status: StatusCode, reason: impl Into<String>) -> Response<Full<Bytes>> 
 }
 
 impl Collect {
+    /// Set before anything calls it: `start` and `stats` refuse to run
+    /// without a core.
     fn core(&self) -> &Core {
-        &self.core
+        self.core.get().expect("CollectorServer: no core attached")
+    }
+
+    fn attached(&self) -> PyResult<&Core> {
+        self.core
+            .get()
+            .map(|core| &**core)
+            .ok_or_else(|| PyRuntimeError::new_err("CollectorServer: attach(core) first"))
     }
 
     fn busy(&self) -> Response<Full<Bytes>> {
@@ -402,11 +415,10 @@ fn check_auth(basic_auth: bool, tokens: bool) -> PyResult<()> {
 #[pymethods]
 impl CollectorServer {
     #[new]
-    #[pyo3(signature = (core, host, port, *, token = None, node_tokens = None, max_body_bytes = 16_777_216, max_inflight_bytes = 67_108_864, read_timeout_s = 10.0, max_connections = 256, web_config = None))]
+    #[pyo3(signature = (host, port, *, token = None, node_tokens = None, max_body_bytes = 16_777_216, max_inflight_bytes = 67_108_864, read_timeout_s = 10.0, max_connections = 256, web_config = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
-        core: &Bound<'_, CollectorCore>,
         host: &str,
         port: u16,
         token: Option<String>,
@@ -463,7 +475,7 @@ impl CollectorServer {
         Ok(Self {
             addr: listener.local_addr(),
             handler: Arc::new(Collect {
-                core: core.get().shared(),
+                core: OnceLock::new(),
                 tokens,
                 max_body_bytes,
                 max_inflight_bytes,
@@ -503,8 +515,19 @@ impl CollectorServer {
         self.handler.tokens.required()
     }
 
-    /// Starts serving. RuntimeError if started before (or stopped).
+    /// The core that stores what the server receives; once, before
+    /// `start` (see `Collect::core` for why not at construction).
+    fn attach(&self, core: &Bound<'_, CollectorCore>) -> PyResult<()> {
+        self.handler
+            .core
+            .set(core.get().shared())
+            .map_err(|_| PyRuntimeError::new_err("CollectorServer: a core is attached already"))
+    }
+
+    /// Starts serving. RuntimeError if started before (or stopped), or
+    /// without a core.
     fn start(&self, py: Python<'_>) -> PyResult<()> {
+        self.handler.attached()?;
         let listener =
             self.phase
                 .with(py, |phase| match std::mem::replace(phase, Phase::Stopped) {
@@ -545,7 +568,7 @@ impl CollectorServer {
 
     /// The core's counts and the HTTP ones (see the README).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        self.handler.core().usable()?;
+        self.handler.attached()?.usable()?;
         let d = PyDict::new(py);
         for (name, v) in self.handler.stats() {
             d.set_item(name, v)?;
