@@ -33,14 +33,13 @@ from __future__ import annotations
 import atexit
 import ipaddress
 import logging
-import math
 import os
 import weakref
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from . import _core
-from ._args import integer, path_or_none, require
+from ._args import require
 from .stats import OrchestratorCollectorStats
 
 log = logging.getLogger("edgeless_telemetry")
@@ -99,29 +98,17 @@ class OrchestratorCollector:
         layout: str = "plain",
         web_config: str | os.PathLike[str] | None = None,
     ) -> None:
+        # The other arguments are checked, by name, by the server and the
+        # core themselves (rust/args.rs).
         me = "OrchestratorCollector"
         require(me, "listen_url", listen_url, str, "a str (http://host:port)")
-        max_body_bytes = integer(me, "max_body_bytes", max_body_bytes)
-        max_inflight_bytes = integer(me, "max_inflight_bytes", max_inflight_bytes)
-        max_connections = integer(me, "max_connections", max_connections)
-        if token is not None:
-            require(me, "token", token, str, "a str")
         if node_tokens is not None:
             require(me, "node_tokens", node_tokens, Mapping, "a mapping of node ids to tokens")
-        web_config_path = path_or_none(me, "web_config", web_config)
         parts = urlsplit(listen_url)
         schemes = ("http", "https") if web_config is not None else ("http",)
         if parts.scheme not in schemes or parts.hostname is None:
             raise ValueError(
                 f"listen_url must be http://host:port (https:// with a web_config), got {listen_url!r}")
-        if max_body_bytes < 1 or max_connections < 1 or max_inflight_bytes < max_body_bytes:
-            raise ValueError(
-                "max_body_bytes and max_connections must be at least 1,"
-                " max_inflight_bytes at least max_body_bytes"
-            )
-        if not (isinstance(read_timeout_s, (int, float)) and math.isfinite(read_timeout_s)
-                and read_timeout_s > 0):
-            raise ValueError(f"read_timeout_s must be a positive number, got {read_timeout_s!r}")
         if node_tokens is not None and not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in node_tokens.items()):
             raise ValueError("node_tokens must map node ids (str) to tokens (str)")
@@ -136,9 +123,9 @@ class OrchestratorCollector:
             node_tokens=dict(node_tokens) if node_tokens is not None else None,
             max_body_bytes=max_body_bytes,
             max_inflight_bytes=max_inflight_bytes,
-            read_timeout_s=float(read_timeout_s),
+            read_timeout_s=read_timeout_s,
             max_connections=max_connections,
-            web_config=web_config_path,
+            web_config=web_config,
         )
         try:
             self.core = _core.CollectorCore(

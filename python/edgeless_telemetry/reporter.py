@@ -45,7 +45,7 @@ import time
 import weakref
 
 from . import _core
-from ._args import path_or_none, require
+from ._args import require
 from .auth import check_token
 from .performance import PerformanceTarget
 from .stats import NodeReporterStats
@@ -129,9 +129,9 @@ class NodeReporter:
             # The collector may forget a node silent for longer than this.
             refresh_s=math.ceil(3 * interval_s),
             token=None if token is None else check_token(token),
-            ca_file=path_or_none(me, "ca_file", ca_file),
-            client_cert_file=path_or_none(me, "client_cert_file", client_cert_file),
-            client_key_file=path_or_none(me, "client_key_file", client_key_file),
+            ca_file=ca_file,
+            client_cert_file=client_cert_file,
+            client_key_file=client_key_file,
         )
         self._target = target
         self.node_id = node_id

@@ -21,6 +21,7 @@
 
 use super::tokens::{Access, Tokens};
 use super::{CollectorCore, Core};
+use crate::args::{Arg, Limit};
 use crate::gil::GilCell;
 use crate::http::admission::{Counters, Limits};
 use crate::http::pool::Pool;
@@ -415,28 +416,39 @@ fn check_auth(basic_auth: bool, tokens: bool) -> PyResult<()> {
 #[pymethods]
 impl CollectorServer {
     #[new]
-    #[pyo3(signature = (host, port, *, token = None, node_tokens = None, max_body_bytes = 16_777_216, max_inflight_bytes = 67_108_864, read_timeout_s = 10.0, max_connections = 256, web_config = None))]
+    #[pyo3(
+        text_signature = "(host, port, *, token=None, node_tokens=None, max_body_bytes=16777216, max_inflight_bytes=67108864, read_timeout_s=10.0, max_connections=256, web_config=None)"
+    )]
+    #[pyo3(signature = (host, port, *, token = None, node_tokens = None, max_body_bytes = Limit::new(16_777_216), max_inflight_bytes = Limit::new(67_108_864), read_timeout_s = Arg::value(10.0), max_connections = Limit::new(256), web_config = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         host: &str,
         port: u16,
-        token: Option<String>,
+        token: Option<Arg<String>>,
         node_tokens: Option<HashMap<String, String>>,
-        max_body_bytes: usize,
-        max_inflight_bytes: usize,
-        read_timeout_s: f64,
-        max_connections: usize,
-        web_config: Option<std::path::PathBuf>,
+        max_body_bytes: Limit,
+        max_inflight_bytes: Limit,
+        read_timeout_s: Arg<f64>,
+        max_connections: Limit,
+        web_config: Option<Arg<std::path::PathBuf>>,
     ) -> PyResult<Self> {
-        if max_body_bytes < 1 || max_connections < 1 || max_inflight_bytes < max_body_bytes {
-            return Err(PyValueError::new_err(
-                "max_body_bytes and max_connections must be at least 1, max_inflight_bytes at least max_body_bytes",
-            ));
+        // The user's arguments of OrchestratorCollector, passed on as given.
+        const ME: &str = "OrchestratorCollector";
+        let token = token.map(|a| a.named(ME, "token")).transpose()?;
+        let web_config = web_config.map(|a| a.named(ME, "web_config")).transpose()?;
+        let max_body_bytes = max_body_bytes.at_least(ME, "max_body_bytes", 1)?;
+        let max_inflight_bytes = max_inflight_bytes.at_least(ME, "max_inflight_bytes", 1)?;
+        let max_connections = max_connections.at_least(ME, "max_connections", 1)?;
+        let read_timeout_s = read_timeout_s.named(ME, "read_timeout_s")?;
+        if max_inflight_bytes < max_body_bytes {
+            return Err(PyValueError::new_err(format!(
+                "{ME}: max_inflight_bytes must be at least max_body_bytes ({max_body_bytes}), got {max_inflight_bytes}"
+            )));
         }
         if !(read_timeout_s.is_finite() && read_timeout_s > 0.0) {
             return Err(PyValueError::new_err(format!(
-                "read_timeout_s must be a positive number, got {read_timeout_s}"
+                "{ME}: read_timeout_s must be a positive number, got {read_timeout_s}"
             )));
         }
         let mut per_node: Vec<(String, String)> =
